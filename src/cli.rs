@@ -1,0 +1,70 @@
+//! The command line: `exai [serve]`, `exai check-config`, `exai migrate`, `exai mock-upstream`,
+//! `exai demo`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::CliOverrides;
+
+/// exai: a gateway daemon for AI model providers.
+#[derive(Debug, Parser)]
+#[command(name = "exai", version, about)]
+pub struct Cli {
+    /// Configuration file (default: ./exai.toml when present, or $EXAI_CONFIG).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the default `serve` command.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Options for serving.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Allow binding a non-loopback address without EXAI_WS_TOKEN.
+    #[arg(long)]
+    pub allow_no_auth: bool,
+    /// Address to bind (overrides EXAI_WS_HOST).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to bind (overrides EXAI_WS_PORT).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+impl ServeArgs {
+    /// The overrides these options make to the configuration.
+    pub fn overrides(&self) -> CliOverrides {
+        CliOverrides {
+            allow_no_auth: self.allow_no_auth,
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve(ServeArgs),
+    /// Validate the configuration and print it, secrets redacted.
+    CheckConfig(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Run the mock OpenAI-compatible upstream used by tests, benchmarks and the demo.
+    MockUpstream {
+        /// Port to listen on (127.0.0.1).
+        #[arg(long, default_value_t = 9090)]
+        port: u16,
+        /// Added latency per response, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+    },
+    /// Run exai with a simulated provider and a light stream of traffic; no API keys needed.
+    Demo(ServeArgs),
+}

@@ -1,0 +1,4 @@
+//! HTTP routes. Each file owns one surface.
+
+pub mod debug;
+pub mod health;

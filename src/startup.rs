@@ -1,0 +1,190 @@
+//! Start-up and shutdown: [`Application::build`] binds the listener (port 0 allowed), starts
+//! the supervisor and its actors; [`Application::run_until_stopped`] serves until a signal
+//! (or [`ShutdownTrigger`]) and then shuts down in order.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context as _;
+use exai_actors::event::Recorder;
+use exai_actors::health::HealthBoard;
+use exai_actors::retry::RetryPolicy;
+use exai_actors::supervisor::{ChildSpec, Shutdown, Supervisor, SupervisorSettings};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::lifecycle::Lifecycle;
+use crate::routes;
+
+/// Shared state every route sees.
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Actor and component health.
+    pub health: HealthBoard,
+    /// The one recording API.
+    pub recorder: Recorder,
+    /// Readiness and shutdown flags.
+    pub lifecycle: Arc<Lifecycle>,
+    /// The root actor.
+    pub supervisor: Addr<Supervisor>,
+}
+
+/// Lets tests (and the signal handler) start the graceful shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownTrigger(Arc<Notify>);
+
+impl ShutdownTrigger {
+    /// Starts the shutdown sequence.
+    pub fn trigger(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// A built, not yet serving, application.
+pub struct Application {
+    /// The bound address (the real port when 0 was asked for).
+    addr: SocketAddr,
+    /// The HTTP server, not yet polled.
+    server: Server,
+    /// Shared state, also used by the shutdown sequence.
+    state: web::Data<AppState>,
+    /// Fires the graceful shutdown.
+    trigger: ShutdownTrigger,
+}
+
+impl Application {
+    /// Builds everything and binds the listener. Must run inside an actix `System`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = Arc::new(config);
+        let lifecycle = Arc::new(Lifecycle::new());
+        let health = HealthBoard::new();
+        let recorder = Recorder::new(config.instance.clone(), config.metrics.max_buffered);
+
+        let children: Vec<ChildSpec> = Vec::new();
+        let supervisor = Supervisor::new(
+            supervisor_settings(&config),
+            children,
+            health.clone(),
+            recorder.clone(),
+        )
+        .start();
+
+        let listener = TcpListener::bind((config.server.host, config.server.port))
+            .with_context(|| format!("cannot bind {}:{}", config.server.host, config.server.port))?;
+        let addr = listener.local_addr()?;
+        let state = web::Data::new(AppState {
+            config: config.clone(),
+            health,
+            recorder,
+            lifecycle: lifecycle.clone(),
+            supervisor,
+        });
+        let app_state = state.clone();
+        let grace = config.server.shutdown_grace.as_secs().max(1);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .configure(routes::health::configure)
+                .configure(routes::debug::configure)
+                .route("/", web::get().to(|| async {
+                    HttpResponse::Found().insert_header(("Location", "/dashboard")).finish()
+                }))
+        })
+        .disable_signals()
+        .shutdown_timeout(grace)
+        .listen(listener)?
+        .run();
+        lifecycle.mark_started();
+        tracing::info!(%addr, instance = %config.instance, "exai listening");
+        Ok(Self {
+            addr,
+            server,
+            state,
+            trigger: ShutdownTrigger::default(),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that starts the graceful shutdown.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// Serves until SIGTERM, SIGINT or the trigger, then shuts down in order.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = actix_rt::spawn(self.server);
+        let trigger = self.trigger.0.clone();
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = trigger.notified() => {}
+        }
+        shutdown(&self.state, &handle).await;
+        server.await.context("HTTP server task")??;
+        Ok(())
+    }
+}
+
+/// The ordered shutdown.
+async fn shutdown(state: &AppState, server: &ServerHandle) {
+    let grace = state.config.server.shutdown_grace;
+    // 1. Readiness fails at once, and stays failing while balancers notice.
+    if !state.lifecycle.begin_shutdown() {
+        return;
+    }
+    tracing::info!(grace_s = grace.as_secs_f64(), "shutting down");
+    tokio::time::sleep(state.config.server.shutdown_ready_delay).await;
+    // 2. Stop accepting, and 3. drain in-flight requests within the grace period
+    //    (actix waits up to `shutdown_timeout` for open requests, then drops them).
+    server.stop(true).await;
+    // 4. Sockets are closed by the server stop above.
+    // 5. Flush events and 6. stop actors in reverse start order.
+    if tokio::time::timeout(grace, state.supervisor.send(Shutdown)).await.is_err() {
+        tracing::warn!("actors did not stop within the grace period");
+    }
+    tracing::info!("shutdown complete");
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Supervisor settings from configuration.
+pub fn supervisor_settings(config: &Config) -> SupervisorSettings {
+    let s = &config.supervisor;
+    SupervisorSettings {
+        max_restarts: s.max_restarts,
+        restart_window: s.restart_window,
+        check_interval: s.check_interval,
+        ping_timeout: s.ping_timeout,
+        backoff: RetryPolicy::new(s.backoff_initial, s.backoff_max),
+        stop_timeout: Duration::from_secs(5),
+    }
+}
