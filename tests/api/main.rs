@@ -2,5 +2,6 @@
 //! upstream, and the real PostgreSQL and Redis servers. One binary, so it links once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod foundation;
 mod helpers;
 mod proxy;

@@ -1,4 +1,5 @@
 //! A TCP proxy a test can cut, to simulate a database or Redis outage without stopping the
+#![allow(dead_code)]
 //! shared server other tests use.
 
 use std::net::SocketAddr;
