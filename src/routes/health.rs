@@ -9,6 +9,13 @@ use crate::startup::AppState;
 /// Overall status plus per-actor and per-component detail; 503 when unhealthy.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let snapshot = state.health.snapshot();
+    let mut components = serde_json::to_value(&snapshot.components).unwrap_or_default();
+    if let Some(map) = components.as_object_mut() {
+        // The recording queue itself: what was recorded, what waits, what overflowed.
+        let mut events = serde_json::to_value(state.recorder.stats()).unwrap_or_default();
+        events["status"] = json!("ok");
+        map.insert("events".to_owned(), events);
+    }
     let body = json!({
         "status": snapshot.status,
         "version": env!("CARGO_PKG_VERSION"),
@@ -16,7 +23,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "uptime_s": state.lifecycle.uptime_s(),
         "shutting_down": state.lifecycle.is_shutting_down(),
         "actors": snapshot.actors,
-        "components": snapshot.components,
+        "components": components,
     });
     match snapshot.status {
         Status::Ok | Status::Degraded => HttpResponse::Ok().json(body),

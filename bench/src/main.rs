@@ -1,0 +1,476 @@
+//! `exai-bench`: measures exai against DESIGN §9's targets, each beside a baseline measured
+//! in the same run, and writes `BENCHMARKS.md`.
+//!
+//! Run it through `scripts/bench` (which builds in release mode first). Scenarios:
+//! 1. gateway overhead (mock upstream direct vs `/v1` vs `/ws`), SQLite and PostgreSQL;
+//! 2. cache hit path; 3. event ingest vs a bare `COPY`; 4. dashboard fan-out;
+//! 5. soak; 6. PostgreSQL outage under load.
+
+mod clients;
+mod ingest;
+mod loadgen;
+mod procs;
+mod proxy;
+mod report;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::Value;
+
+use clients::{WsClient, chat_body, post_chat};
+use loadgen::{RunResult, closed_loop, open_loop};
+use procs::{Proc, dir_bytes, exai_binary, free_port, wait_ok};
+use report::{Report, Row};
+
+/// Model the mock upstream answers normally.
+const MODEL: &str = "bench-echo";
+/// Token the benchmark's exai instances require.
+const TOKEN: &str = "bench-token-0123456789abcdef";
+/// PostgreSQL admin URL.
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(name = "exai-bench")]
+struct Opts {
+    /// Short runs (under ~3 minutes); numbers are indicative only.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Soak length in minutes (DESIGN asks for 30; the default keeps `all` near 20 minutes).
+    #[arg(long)]
+    soak_minutes: Option<f64>,
+    /// Length of the PostgreSQL outage in seconds (DESIGN: 300).
+    #[arg(long)]
+    outage_secs: Option<u64>,
+    /// Rows already in the table for the large flush-latency point (DESIGN: 10 million).
+    #[arg(long)]
+    big_rows: Option<u64>,
+    /// Only these scenarios (comma-separated: overhead,cache,ingest,fanout,soak,outage).
+    #[arg(long)]
+    only: Option<String>,
+    /// The command line to print in the report.
+    #[arg(long, default_value = "scripts/bench")]
+    command: String,
+}
+
+/// Everything the scenarios share.
+struct Ctx {
+    /// Options.
+    opts: Opts,
+    /// The release `exai` binary.
+    exai: PathBuf,
+    /// Scratch directory for data dirs and logs.
+    work: PathBuf,
+    /// The mock upstream's port.
+    mock_port: u16,
+    /// HTTP client used for every HTTP call.
+    client: reqwest::Client,
+}
+
+impl Ctx {
+    fn secs(&self, full: u64, quick: u64) -> Duration {
+        Duration::from_secs(if self.opts.quick { quick } else { full })
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.opts.only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == name))
+    }
+
+    /// Starts exai against `database_url`, returning the process, its port and data dir.
+    async fn start_exai(&self, label: &str, database_url: &str, extra: &[(&str, &str)]) -> anyhow::Result<(Proc, u16, PathBuf)> {
+        let port = free_port()?;
+        let data = self.work.join(format!("data-{label}-{port}"));
+        std::fs::create_dir_all(&data)?;
+        let mut env: HashMap<String, String> = [
+            ("EXAI_WS_PORT", port.to_string()),
+            ("EXAI_WS_TOKEN", TOKEN.to_owned()),
+            ("EXAI_DATA_DIR", data.display().to_string()),
+            ("EXAI_DATABASE_URL", database_url.to_owned()),
+            ("EXAI_INSTANCE", format!("bench-{label}")),
+            ("EXAI_LOG", "warn".to_owned()),
+            ("CUSTOM_API_URL", format!("http://127.0.0.1:{}/v1", self.mock_port)),
+            ("CUSTOM_MODEL_NAME", MODEL.to_owned()),
+            ("EXAI_DEFAULT_MODEL", MODEL.to_owned()),
+            // Benchmark load comes from one IP over many connections; lift the /ws limits
+            // meant for editors so the gateway itself is what is measured.
+            ("EXAI_WS_SESSION_MAX_INFLIGHT", "4096".to_owned()),
+            ("EXAI_WS_GLOBAL_MAX_INFLIGHT", "16384".to_owned()),
+            ("EXAI_WS_MAX_CONNECTIONS_PER_IP", "4096".to_owned()),
+            ("EXAI_WS_MAX_CONNECTIONS", "8192".to_owned()),
+            ("EXAI_WS_RATE_PER_SEC", "1000000".to_owned()),
+            ("EXAI_WS_IP_RATE_PER_SEC", "1000000".to_owned()),
+            ("EXAI_SHUTDOWN_READY_DELAY_MS", "1".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let log = self.work.join(format!("exai-{label}-{port}.log"));
+        let proc = Proc::spawn(&format!("exai-{label}"), &self.exai, &["serve"], &env, &log)?;
+        wait_ok(&self.client, &format!("http://127.0.0.1:{port}/health/ready"), Duration::from_secs(30))
+            .await
+            .with_context(|| format!("exai ({label}) did not become ready; see {}", log.display()))?;
+        Ok((proc, port, data))
+    }
+}
+
+fn v1_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/v1/chat/completions")
+}
+
+/// Baseline and gateway runs for one load shape.
+async fn run_http(ctx: &Ctx, url: String, token: Option<&'static str>, load: Load, unique: bool) -> RunResult {
+    let client = ctx.client.clone();
+    let url = Arc::new(url);
+    match load {
+        Load::Closed { workers, duration, max } => {
+            closed_loop(workers, duration, max, move |w, i| {
+                let (client, url) = (client.clone(), url.clone());
+                async move { post_chat(&client, &url, token, chat_body(MODEL, (w as u64) << 32 | i, unique)).await }
+            })
+            .await
+        }
+        Load::Open { rate, duration } => {
+            open_loop(rate, duration, move |i| {
+                let (client, url) = (client.clone(), url.clone());
+                async move { post_chat(&client, &url, token, chat_body(MODEL, i, unique)).await }
+            })
+            .await
+        }
+    }
+}
+
+async fn run_ws(port: u16, load: Load, unique: bool) -> anyhow::Result<RunResult> {
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let conns = match load {
+        Load::Closed { workers, .. } => workers,
+        Load::Open { rate, .. } => ((rate / 250.0).ceil() as usize).clamp(1, 32),
+    };
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(WsClient::connect(&url, Some(TOKEN)).await?);
+    }
+    let clients = Arc::new(clients);
+    Ok(match load {
+        Load::Closed { workers, duration, max } => {
+            closed_loop(workers, duration, max, move |w, i| {
+                let c = clients[w % clients.len()].clone();
+                async move { c.chat(MODEL, (w as u64) << 32 | i, unique).await }
+            })
+            .await
+        }
+        Load::Open { rate, duration } => {
+            open_loop(rate, duration, move |i| {
+                let c = clients[i as usize % clients.len()].clone();
+                async move { c.chat(MODEL, i, unique).await }
+            })
+            .await
+        }
+    })
+}
+
+/// A load shape.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// `workers` back-to-back loops.
+    Closed { workers: usize, duration: Duration, max: u64 },
+    /// A fixed arrival rate.
+    Open { rate: f64, duration: Duration },
+}
+
+impl Load {
+    fn label(&self) -> String {
+        match self {
+            Load::Closed { workers, .. } => format!("c={workers}"),
+            Load::Open { rate, .. } => format!("{rate:.0} req/s"),
+        }
+    }
+}
+
+/// Scenario 1: gateway overhead on one backend.
+async fn overhead(ctx: &Ctx, report: &mut Report, backend: &str, database_url: &str) -> anyhow::Result<()> {
+    let (exai, port, _) = ctx.start_exai(backend, database_url, &[]).await?;
+    let mock = format!("http://127.0.0.1:{}/v1/chat/completions", ctx.mock_port);
+    // Warm up connections, JIT-free but caches, pools and the registry.
+    run_http(ctx, mock.clone(), None, Load::Closed { workers: 4, duration: Duration::from_secs(1), max: u64::MAX }, true).await;
+    run_http(ctx, v1_url(port), Some(TOKEN), Load::Closed { workers: 4, duration: Duration::from_secs(1), max: u64::MAX }, true).await;
+
+    let mut loads = vec![Load::Closed { workers: 1, duration: ctx.secs(10, 3), max: 20_000 }];
+    for rate in [500.0, 2000.0, 5000.0] {
+        loads.push(Load::Open { rate, duration: ctx.secs(10, 3) });
+    }
+    for load in loads {
+        let base = run_http(ctx, mock.clone(), None, load, true).await;
+        let v1 = run_http(ctx, v1_url(port), Some(TOKEN), load, true).await;
+        let ws = run_ws(port, load, true).await?;
+        report.overhead.push(Row::overhead(backend, "/v1", &load.label(), &base, &v1));
+        report.overhead.push(Row::overhead(backend, "/ws", &load.label(), &base, &ws));
+    }
+    let max = Load::Closed { workers: 32, duration: ctx.secs(10, 3), max: u64::MAX };
+    let base = run_http(ctx, mock.clone(), None, max, true).await;
+    let v1 = run_http(ctx, v1_url(port), Some(TOKEN), max, true).await;
+    report.throughput.push((backend.to_owned(), base.throughput(), v1.throughput(), v1.errors));
+    exai.stop(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Scenario 2: a cached answer through both surfaces.
+async fn cache_hit(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+    let url = format!("sqlite://{}/cache.db", ctx.work.display());
+    let (exai, port, _) = ctx.start_exai("cache", &url, &[]).await?;
+    let mock = format!("http://127.0.0.1:{}/v1/chat/completions", ctx.mock_port);
+    let load = Load::Closed { workers: 1, duration: ctx.secs(10, 3), max: 20_000 };
+    // Prime the cache through both surfaces.
+    run_http(ctx, v1_url(port), Some(TOKEN), Load::Closed { workers: 1, duration: Duration::from_secs(1), max: 10 }, false).await;
+    run_ws(port, Load::Closed { workers: 1, duration: Duration::from_secs(1), max: 10 }, false).await?;
+    let base = run_http(ctx, mock, None, load, false).await;
+    let v1 = run_http(ctx, v1_url(port), Some(TOKEN), load, false).await;
+    let ws = run_ws(port, load, false).await?;
+    report.cache.push(Row::overhead("sqlite", "/v1 (hit)", &load.label(), &base, &v1));
+    report.cache.push(Row::overhead("sqlite", "/ws (hit)", &load.label(), &base, &ws));
+    exai.stop(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Scenario 4: many dashboard clients while traffic flows.
+async fn fanout(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let url = format!("sqlite://{}/fanout.db", ctx.work.display());
+    let (exai, port, _) = ctx.start_exai("fanout", &url, &[]).await?;
+    let clients = if ctx.opts.quick { 200 } else { 1000 };
+    let hist = Arc::new(tokio::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let dash = format!("ws://127.0.0.1:{port}/ws/dashboard");
+        let (ws, _) = tokio_tungstenite::connect_async(dash).await.context("dashboard connect")?;
+        let (_, mut stream) = ws.split();
+        let (hist, delivered, stop) = (hist.clone(), delivered.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = stream.next().await {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(text) = m.to_text() else { continue };
+                if !text.contains("\"event\"") {
+                    continue;
+                }
+                let Ok(v) = serde_json::from_str::<Value>(text) else { continue };
+                if v["type"] != "event" {
+                    continue;
+                }
+                let Some(ts) = v["event"]["ts"].as_i64() else { continue };
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+                let us = (now - ts * 1000).max(1) as u64;
+                delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = hist.lock().await.record(us.min(60_000_000));
+            }
+        }));
+    }
+    let mock = format!("http://127.0.0.1:{}/v1/chat/completions", ctx.mock_port);
+    let load = Load::Open { rate: 100.0, duration: ctx.secs(10, 5) };
+    let base = run_http(ctx, mock, None, load, true).await;
+    let started = Instant::now();
+    let v1 = run_http(ctx, v1_url(port), Some(TOKEN), load, true).await;
+    let secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.abort();
+    }
+    let h = hist.lock().await.clone();
+    report.fanout = Some(report::Fanout {
+        clients,
+        deliveries_per_s: delivered.load(std::sync::atomic::Ordering::Relaxed) as f64 / secs,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        samples: h.len(),
+        gateway: Row::overhead("sqlite", "/v1 during fan-out", &load.label(), &base, &v1),
+    });
+    exai.stop(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Reads exai's recorded-event counter from `/health`.
+async fn recorded(ctx: &Ctx, port: u16) -> anyhow::Result<(u64, Value)> {
+    let h: Value = ctx.client.get(format!("http://127.0.0.1:{port}/health")).send().await?.json().await?;
+    let n = h["components"]["events"]["recorded"].as_u64().context("no components.events.recorded in /health")?;
+    Ok((n, h))
+}
+
+/// Waits until the pipeline has nothing buffered or spilled.
+async fn wait_drained(ctx: &Ctx, port: u16, within: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let (_, h) = recorded(ctx, port).await?;
+        let p = &h["components"]["pipeline"];
+        let buffered = p["buffered"].as_u64().unwrap_or(u64::MAX);
+        let spilled = p["spilled_bytes"].as_u64().unwrap_or(u64::MAX);
+        let queued = h["components"]["events"]["queued"].as_u64().unwrap_or(u64::MAX);
+        if buffered == 0 && spilled == 0 && queued == 0 {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(start.elapsed() < within, "pipeline did not drain within {within:?}: {p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pg_count(url: &str) -> anyhow::Result<i64> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await?;
+    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM monitoring.monitoring_events").fetch_one(&mut c).await?;
+    Ok(n.0)
+}
+
+async fn create_db(name: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(PG_ADMIN).await.context("PostgreSQL at 127.0.0.1:5432")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await?;
+    Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+}
+
+/// Scenarios 5 and 6: steady load for a while, optionally with PostgreSQL cut off mid-run.
+async fn steady(ctx: &Ctx, report: &mut Report, outage: Option<Duration>, total: Duration) -> anyhow::Result<()> {
+    let label = if outage.is_some() { "outage" } else { "soak" };
+    let db = create_db(&format!("exai_bench_{label}")).await?;
+    let proxy = proxy::TcpProxy::start("127.0.0.1:5432".parse()?)?;
+    let via = db.replace("127.0.0.1:5432", &proxy.addr().to_string());
+    let (exai, port, data) = ctx.start_exai(label, &via, &[("EXAI_METRICS_MAX_BUFFERED", "20000")]).await?;
+    let pid = exai.pid();
+    let rss_start = exai.rss_kib();
+    let (peak_rss, peak_journal) = (Arc::new(std::sync::atomic::AtomicU64::new(rss_start)), Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    let sampler = {
+        let (peak_rss, peak_journal, data) = (peak_rss.clone(), peak_journal.clone(), data.clone());
+        tokio::spawn(async move {
+            loop {
+                peak_rss.fetch_max(procs::rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                peak_journal.fetch_max(dir_bytes(&data), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let load_task = {
+        let client = ctx.client.clone();
+        let url = Arc::new(v1_url(port));
+        tokio::spawn(open_loop(100.0, total, move |i| {
+            let (client, url) = (client.clone(), url.clone());
+            async move { post_chat(&client, &url, Some(TOKEN), chat_body(MODEL, i, true)).await }
+        }))
+    };
+    if let Some(outage) = outage {
+        let lead = (total.saturating_sub(outage)) / 2;
+        tokio::time::sleep(lead).await;
+        proxy.set_down(true);
+        tokio::time::sleep(outage).await;
+        proxy.set_down(false);
+    }
+    let load = load_task.await?;
+    let recovered_at = Instant::now();
+    let drain = wait_drained(ctx, port, Duration::from_secs(600)).await?;
+    let _ = recovered_at;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (produced, _) = recorded(ctx, port).await?;
+    let persisted = pg_count(&db).await?;
+    let rss_end = exai.rss_kib();
+    sampler.abort();
+    exai.stop(Duration::from_secs(30))?;
+    let persisted_after_stop = pg_count(&db).await?;
+    report.steady.push(report::Steady {
+        label: label.to_owned(),
+        minutes: total.as_secs_f64() / 60.0,
+        outage_s: outage.map(|o| o.as_secs()),
+        requests_ok: load.ok,
+        requests_failed: load.errors,
+        rss_start_kib: rss_start,
+        rss_end_kib: rss_end,
+        rss_peak_kib: peak_rss.load(std::sync::atomic::Ordering::Relaxed),
+        journal_peak_bytes: peak_journal.load(std::sync::atomic::Ordering::Relaxed),
+        drain_s: drain.as_secs_f64(),
+        produced,
+        persisted: persisted as u64,
+        persisted_after_stop: persisted_after_stop as u64,
+    });
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let opts = Opts::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(run(opts))
+}
+
+async fn run(opts: Opts) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let work = std::env::temp_dir().join(format!("exai-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let exai = exai_binary()?;
+    let mock_port = free_port()?;
+    let mock = Proc::spawn(
+        "mock-upstream",
+        &exai,
+        &["mock-upstream", "--port", &mock_port.to_string()],
+        &HashMap::new(),
+        &work.join("mock.log"),
+    )?;
+    wait_ok(&client, &format!("http://127.0.0.1:{mock_port}/__mock/stats"), Duration::from_secs(20)).await?;
+    let ctx = Ctx { opts, exai, work: work.clone(), mock_port, client };
+    let mut report = Report::new(ctx.opts.quick, &ctx.opts.command);
+
+    if ctx.wants("overhead") {
+        eprintln!("[bench] gateway overhead (SQLite)");
+        overhead(&ctx, &mut report, "sqlite", &format!("sqlite://{}/overhead.db", work.display())).await?;
+        eprintln!("[bench] gateway overhead (PostgreSQL)");
+        let db = create_db("exai_bench_overhead").await?;
+        overhead(&ctx, &mut report, "postgres", &db).await?;
+    }
+    if ctx.wants("cache") {
+        eprintln!("[bench] cache hit path");
+        cache_hit(&ctx, &mut report).await?;
+    }
+    if ctx.wants("ingest") {
+        eprintln!("[bench] event ingest");
+        let big = ctx.opts.big_rows.unwrap_or(if ctx.opts.quick { 200_000 } else { 10_000_000 });
+        report.ingest = ingest::run(&work, ctx.opts.quick, big).await?;
+    }
+    if ctx.wants("fanout") {
+        eprintln!("[bench] dashboard fan-out");
+        fanout(&ctx, &mut report).await?;
+    }
+    if ctx.wants("outage") {
+        let outage = Duration::from_secs(ctx.opts.outage_secs.unwrap_or(if ctx.opts.quick { 15 } else { 300 }));
+        eprintln!("[bench] PostgreSQL outage of {outage:?} under load");
+        steady(&ctx, &mut report, Some(outage), outage + ctx.secs(60, 15)).await?;
+    }
+    if ctx.wants("soak") {
+        let minutes = ctx.opts.soak_minutes.unwrap_or(if ctx.opts.quick { 0.5 } else { 5.0 });
+        eprintln!("[bench] soak for {minutes} min");
+        steady(&ctx, &mut report, None, Duration::from_secs_f64(minutes * 60.0)).await?;
+    }
+    drop(mock);
+    report.total = started.elapsed();
+    let text = report.render();
+    write(&ctx.opts.out, &text)?;
+    eprintln!("[bench] wrote {} in {:.0} s", ctx.opts.out.display(), started.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
