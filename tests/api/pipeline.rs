@@ -1,0 +1,913 @@
+//! The metrics pipeline end to end (issue 4): recorder → metrics buffer → SQLite and
+//! PostgreSQL, with outages, `kill -9`, supervisor restarts, history queries and the flush
+//! cost measurement.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor as _;
+use exai_actors::breaker::{BreakerSettings, BreakerState};
+use exai_actors::event::{Event, Recorder};
+use exai_actors::health::HealthBoard;
+use exai_actors::histogram::{Histogram, RELATIVE_ERROR};
+use exai_actors::journal::{FsyncPolicy, list_segments, read_segment_file};
+use exai_actors::metrics_buffer::{
+    CHILD_NAME, Flush, MetricsBuffer, MetricsPipeline, PipelineSettings,
+};
+use exai_actors::retry::RetryPolicy;
+use exai_actors::store::{
+    Bucket, EventQuery, EventStore, RollupRow, StoreError, StoreSettings, open_store,
+    open_store_with, rollups_of,
+};
+use exai_actors::supervisor::{Fault, InjectFaultInto, Slot, Supervisor, SupervisorSettings};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{TestDb, eventually};
+use crate::proxy::TcpProxy;
+
+/// Selects the child mode of [`kill_child_spiller`] and names its journal directory.
+const CHILD_ENV: &str = "EXAI_TEST_PIPELINE_CHILD_JOURNAL";
+/// The event type the tests record, so breaker events can be told apart.
+const TEST_KIND: &str = "test.event";
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+
+/// Fast pipeline settings with the journal under `dir`.
+fn fast_settings(dir: &Path) -> PipelineSettings {
+    PipelineSettings {
+        batch_size: 20,
+        flush_interval: Duration::from_millis(20),
+        retry: RetryPolicy::new(Duration::from_millis(10), Duration::from_millis(100)),
+        breaker: BreakerSettings {
+            failure_threshold: 3,
+            cool_down: Duration::from_millis(200),
+        },
+        ..PipelineSettings::new(dir.join("spill"))
+    }
+}
+
+/// Quick liveness checks and restarts.
+fn fast_supervisor() -> SupervisorSettings {
+    SupervisorSettings {
+        check_interval: Duration::from_millis(20),
+        ping_timeout: Duration::from_millis(300),
+        backoff: RetryPolicy::new(Duration::from_millis(10), Duration::from_millis(50)),
+        ..SupervisorSettings::default()
+    }
+}
+
+/// A varied event: three types, three sources, some failures, some without latency.
+fn sample(n: u64, ts: i64) -> Event {
+    let kinds = [TEST_KIND, "provider.request", "cache.hit"];
+    let sources = ["kimi", "glm", "cache"];
+    let mut data = json!({ "n": n, "ok": !n.is_multiple_of(9) });
+    if !n.is_multiple_of(5) {
+        data["latency_ms"] = json!((n % 397) as f64 * 1.7 + 0.25);
+    }
+    let mut event = Event::new(
+        "test",
+        sources[(n % 3) as usize],
+        kinds[((n / 3) % 3) as usize],
+        data,
+    );
+    event.ts = ts;
+    event
+}
+
+/// Every raw event in the store, newest first, read through the paginated API.
+async fn all_events(store: &dyn EventStore, kind: Option<&str>) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .events(&EventQuery {
+                kind: kind.map(str::to_owned),
+                before,
+                limit: Some(1000),
+            })
+            .await
+            .unwrap();
+        out.extend(page.events);
+        match page.next_cursor {
+            Some(cursor) => before = Some(cursor.parse::<Uuid>().unwrap()),
+            None => return out,
+        }
+    }
+}
+
+/// Asserts stored rollups equal the aggregates computed directly from the raw rows.
+async fn assert_rollups_match_raw(store: &dyn EventStore) {
+    let raw = all_events(store, None).await;
+    for bucket in [Bucket::Minute, Bucket::Hour] {
+        let key = |r: &RollupRow| (r.bucket, r.kind.clone(), r.source.clone());
+        let mut stored = store
+            .rollups(bucket, i64::MIN / 2, i64::MAX, None)
+            .await
+            .unwrap();
+        let mut expected = rollups_of(&raw, bucket);
+        stored.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(stored.len(), expected.len(), "{bucket:?} rollup rows");
+        for (s, e) in stored.iter().zip(&expected) {
+            assert_eq!(key(s), key(e));
+            assert_eq!(
+                (s.count, s.error_count, s.latency_count),
+                (e.count, e.error_count, e.latency_count),
+                "{bucket:?} {:?}",
+                key(s)
+            );
+            assert!((s.latency_sum - e.latency_sum).abs() <= 1e-6 * e.latency_sum.abs().max(1.0));
+            assert_eq!(
+                (s.latency_min, s.latency_max),
+                (e.latency_min, e.latency_max)
+            );
+            assert_eq!(
+                Histogram::from_json(&s.latency_hist),
+                Histogram::from_json(&e.latency_hist),
+                "{bucket:?} histogram {:?}",
+                key(s)
+            );
+        }
+    }
+}
+
+/// Starts a supervisor with the pipeline's flusher as its only child.
+fn start_flusher(
+    pipeline: &MetricsPipeline,
+    health: &HealthBoard,
+    recorder: &Recorder,
+) -> (actix::Addr<Supervisor>, Slot<MetricsBuffer>) {
+    let (spec, slot) = pipeline.child_spec();
+    let sup = Supervisor::new(
+        fast_supervisor(),
+        vec![spec],
+        health.clone(),
+        recorder.clone(),
+    )
+    .start();
+    (sup, slot)
+}
+
+/// Sends [`Flush`] through the supervised actor, retrying while it is being (re)started.
+async fn flush(slot: &Slot<MetricsBuffer>) -> u64 {
+    eventually(Duration::from_secs(10), "a successful Flush", || async {
+        let addr = slot.get()?;
+        addr.send(Flush).await.ok()?.ok()
+    })
+    .await
+}
+
+/// The nearest-rank quantile of `sorted`.
+fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+// ---------------------------------------------------------------------------------------
+// Exactly once, rollups, re-delivery and history, on both backends.
+
+/// Records `N` events (spread over three hours) through the real flusher, then checks the
+/// store: each event once, rollups equal to raw aggregates, re-delivery harmless, history
+/// queries correct.
+async fn exactly_once_rollups_and_history(store: Arc<dyn EventStore>) {
+    const N: u64 = 3000;
+    store.migrate().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::new("test", 10_000);
+    let health = HealthBoard::new();
+    let pipeline = MetricsPipeline::new(
+        fast_settings(dir.path()),
+        store.clone(),
+        recorder.clone(),
+        health.clone(),
+    )
+    .unwrap();
+    let (_sup, slot) = start_flusher(&pipeline, &health, &recorder);
+
+    let now = exai_actors::store::now_ms();
+    let mut recorded = BTreeMap::new();
+    for n in 0..N {
+        // Spread over the last three hours, several events per minute bucket.
+        let event = sample(n, now - (n as i64 * 3_600) % (3 * 3_600_000));
+        recorded.insert(event.id, event.clone());
+        recorder.record_event(event);
+    }
+    flush(&slot).await;
+
+    // Each recorded event present exactly once.
+    let stored = all_events(store.as_ref(), None).await;
+    assert_eq!(stored.len() as u64, N);
+    let ids: BTreeSet<Uuid> = stored.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len() as u64, N, "no duplicates");
+    for event in &stored {
+        assert_eq!(recorded.get(&event.id), Some(event), "stored as recorded");
+    }
+    assert_rollups_match_raw(store.as_ref()).await;
+
+    // Re-delivering a batch (a retry after a lost acknowledgement) changes no count.
+    let mut again: Vec<Event> = stored.iter().take(200).cloned().collect();
+    let fresh = sample(N, now);
+    again.push(fresh.clone());
+    assert_eq!(
+        store.insert_batch(&again).await.unwrap(),
+        1,
+        "only the new event is new"
+    );
+    assert_eq!(store.insert_batch(&again).await.unwrap(), 0);
+    recorded.insert(fresh.id, fresh);
+    // The same id twice within one batch is stored and counted once.
+    let twice = sample(N + 1, now);
+    assert_eq!(
+        store
+            .insert_batch(&[twice.clone(), twice.clone()])
+            .await
+            .unwrap(),
+        1
+    );
+    recorded.insert(twice.id, twice);
+    assert_eq!(all_events(store.as_ref(), None).await.len() as u64, N + 2);
+    assert_rollups_match_raw(store.as_ref()).await;
+
+    // History: summary per type and source, against the raw events.
+    let raw: Vec<&Event> = recorded.values().collect();
+    let summary = store.summary(Duration::from_secs(4 * 3600)).await.unwrap();
+    let mut groups: BTreeMap<(String, String), Vec<&Event>> = BTreeMap::new();
+    for e in &raw {
+        groups
+            .entry((e.kind.clone(), e.source.clone()))
+            .or_default()
+            .push(e);
+    }
+    assert_eq!(summary.len(), groups.len());
+    for row in &summary {
+        let events = &groups[&(row.kind.clone(), row.source.clone())];
+        assert_eq!(row.count, events.len() as u64);
+        assert_eq!(row.errors, events.iter().filter(|e| !e.ok()).count() as u64);
+        let mut latencies: Vec<f64> = events.iter().filter_map(|e| e.latency_ms()).collect();
+        latencies.sort_by(f64::total_cmp);
+        for (q, got) in [(0.5, row.p50_ms), (0.95, row.p95_ms), (0.99, row.p99_ms)] {
+            let want = exact_quantile(&latencies, q);
+            let got = got.unwrap();
+            assert!(
+                (got - want).abs() <= want * RELATIVE_ERROR + 1e-9,
+                "p{q} of {}/{}: {got} vs exact {want}",
+                row.kind,
+                row.source
+            );
+        }
+        assert_eq!(row.latency_max_ms, latencies.last().copied());
+    }
+
+    // History: time series per bucket, for one type.
+    for bucket in [Bucket::Minute, Bucket::Hour] {
+        let points = store
+            .timeseries(bucket, now - 4 * 3_600_000, now + 60_000, Some(TEST_KIND))
+            .await
+            .unwrap();
+        let mut want: BTreeMap<i64, u64> = BTreeMap::new();
+        for e in raw.iter().filter(|e| e.kind == TEST_KIND) {
+            *want.entry(bucket.floor(e.ts)).or_default() += 1;
+        }
+        let got: BTreeMap<i64, u64> = points.iter().map(|p| (p.ts, p.count)).collect();
+        assert_eq!(got, want, "{bucket:?} series");
+    }
+    let bad = store.timeseries(Bucket::Minute, now, now - 1, None).await;
+    assert!(matches!(bad, Err(StoreError::InvalidQuery(m)) if m.starts_with("since")));
+    let bad = store.timeseries(Bucket::Minute, 0, now, None).await;
+    assert!(matches!(bad, Err(StoreError::InvalidQuery(m)) if m.starts_with("since")));
+
+    // History: keyset pagination with a type filter, newest first, no gaps or repeats.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .events(&EventQuery {
+                kind: Some("cache.hit".to_owned()),
+                before,
+                limit: Some(97),
+            })
+            .await
+            .unwrap();
+        assert!(page.events.len() <= 97);
+        seen.extend(page.events.iter().map(|e| {
+            assert_eq!(e.kind, "cache.hit");
+            e.id
+        }));
+        match page.next_cursor {
+            Some(c) => before = Some(c.parse().unwrap()),
+            None => break,
+        }
+    }
+    let mut want: Vec<Uuid> = raw
+        .iter()
+        .filter(|e| e.kind == "cache.hit")
+        .map(|e| e.id)
+        .collect();
+    want.sort();
+    want.reverse();
+    assert_eq!(seen, want);
+    let capped = store
+        .events(&EventQuery {
+            limit: Some(1_000_000),
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(capped.events.len(), 1000, "limit is capped");
+}
+
+#[actix_rt::test]
+async fn sqlite_stores_every_event_once_with_exact_rollups_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("nested/dir/exai.db").display()
+    );
+    let store = open_store(&url).unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    exactly_once_rollups_and_history(store).await;
+}
+
+#[actix_rt::test]
+async fn postgres_stores_every_event_once_with_exact_rollups_and_history() {
+    let db = TestDb::create().await;
+    let store = open_store(&db.url).unwrap();
+    assert_eq!(store.backend(), "postgres");
+    exactly_once_rollups_and_history(store.clone()).await;
+    // Migrations are idempotent (start-up and `exai migrate` both run them).
+    store.migrate().await.unwrap();
+}
+
+#[test]
+fn unknown_database_urls_are_refused() {
+    assert!(matches!(
+        open_store("mysql://x"),
+        Err(StoreError::UnsupportedUrl)
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL outage.
+
+/// Records numbered events and watches the queue length.
+#[derive(Default)]
+struct Producer {
+    /// Events recorded so far (the next `data.n`).
+    n: u64,
+    /// Longest queue seen right after recording.
+    max_queued: usize,
+}
+
+impl Producer {
+    fn record(&mut self, count: u64, recorder: &Recorder) {
+        for _ in 0..count {
+            recorder.record(
+                "test",
+                TEST_KIND,
+                json!({ "n": self.n, "latency_ms": (self.n % 50) as f64 }),
+            );
+            self.n += 1;
+            self.max_queued = self.max_queued.max(recorder.queued());
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn postgres_outage_spills_to_journal_and_delivers_everything_once() {
+    let db = TestDb::create().await;
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap());
+    let store = open_store_with(
+        &db.url_via(proxy.addr()),
+        StoreSettings {
+            max_connections: 2,
+            acquire_timeout: Duration::from_millis(300),
+        },
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    const CAPACITY: usize = 100;
+    let recorder = Recorder::new("test", CAPACITY);
+    let health = HealthBoard::new();
+    let pipeline = MetricsPipeline::new(
+        fast_settings(dir.path()),
+        store.clone(),
+        recorder.clone(),
+        health.clone(),
+    )
+    .unwrap();
+    let (_sup, slot) = start_flusher(&pipeline, &health, &recorder);
+
+    let mut producer = Producer::default();
+    for _ in 0..10 {
+        producer.record(30, &recorder);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The database goes away mid-run while events keep coming.
+    proxy.set_down(true);
+    let outage_started = Instant::now();
+    let mut saw_open = false;
+    while outage_started.elapsed() < Duration::from_secs(20) {
+        producer.record(40, &recorder);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let stats = pipeline.stats();
+        if stats.breaker == BreakerState::Open && stats.spilled_bytes > 0 && producer.n > 3000 {
+            saw_open = true;
+            break;
+        }
+    }
+    assert!(
+        saw_open,
+        "breaker opened and the journal grew: {:?}",
+        pipeline.stats()
+    );
+    let during = pipeline.stats();
+    assert!(during.spilled_bytes > 0);
+    let snapshot = health.snapshot();
+    assert_eq!(
+        snapshot.components["pipeline"].status,
+        exai_actors::health::Status::Degraded
+    );
+    assert_eq!(snapshot.components["store"].detail["reachable"], false);
+    assert!(
+        producer.max_queued <= CAPACITY,
+        "memory stays within the bound: {}",
+        producer.max_queued
+    );
+
+    // Back up: everything arrives exactly once.
+    proxy.set_down(false);
+    producer.record(500, &recorder);
+    eventually(
+        Duration::from_secs(20),
+        "breaker closed and journal replayed",
+        || async {
+            let s = pipeline.stats();
+            (s.breaker == BreakerState::Closed && s.spilled_bytes == 0).then_some(())
+        },
+    )
+    .await;
+    flush(&slot).await;
+    assert!(
+        producer.max_queued <= CAPACITY,
+        "memory stays within the bound: {}",
+        producer.max_queued
+    );
+    let stats = pipeline.stats();
+    assert_eq!(stats.dropped, 0);
+    assert!(stats.replayed > 0, "{stats:?}");
+
+    let n = producer.n;
+    let stored = all_events(store.as_ref(), Some(TEST_KIND)).await;
+    let ns: BTreeSet<u64> = stored.iter().filter_map(|e| e.data["n"].as_u64()).collect();
+    assert_eq!(stored.len() as u64, n, "each event once");
+    assert_eq!(ns, (0..n).collect(), "every event arrived");
+    let kinds: BTreeSet<String> = all_events(store.as_ref(), None)
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains("breaker.opened") && kinds.contains("breaker.closed"),
+        "{kinds:?}"
+    );
+    assert_rollups_match_raw(store.as_ref()).await;
+    assert_eq!(
+        health.snapshot().components["pipeline"].status,
+        exai_actors::health::Status::Ok
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// kill -9 while spilling.
+
+/// Child mode of [`kill_9_while_spilling_then_restart_replays_the_journal`]: records events
+/// forever with the store unreachable, so they spill, until it is killed. A no-op unless
+/// [`CHILD_ENV`] is set.
+#[test]
+fn kill_child_spiller() {
+    let Ok(journal_dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    // A port nothing listens on: the store fails fast.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    actix_rt::System::new().block_on(async move {
+        let store = open_store_with(
+            &format!("postgres://postgres@127.0.0.1:{port}/none"),
+            StoreSettings {
+                max_connections: 1,
+                acquire_timeout: Duration::from_millis(50),
+            },
+        )
+        .unwrap();
+        let recorder = Recorder::new("child", 16);
+        let health = HealthBoard::new();
+        let mut settings = fast_settings(Path::new("/nonexistent"));
+        settings.journal.dir = journal_dir.into();
+        settings.journal.fsync = FsyncPolicy::Never;
+        settings.breaker.failure_threshold = 1;
+        settings.breaker.cool_down = Duration::from_secs(60);
+        let pipeline =
+            MetricsPipeline::new(settings, store, recorder.clone(), health.clone()).unwrap();
+        let (_sup, _slot) = start_flusher(&pipeline, &health, &recorder);
+        let mut n = 0u64;
+        let mut out = std::io::stdout();
+        loop {
+            for _ in 0..50 {
+                recorder.record("child", TEST_KIND, json!({ "n": n }));
+                n += 1;
+            }
+            let _ = writeln!(
+                out,
+                "recorded {n} spilled_bytes {}",
+                pipeline.stats().spilled_bytes
+            );
+            let _ = out.flush();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+}
+
+#[actix_rt::test]
+async fn kill_9_while_spilling_then_restart_replays_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = dir.path().join("spill");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "pipeline::kill_child_spiller",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &journal_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let progress = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return false };
+            let mut words = line.split_whitespace();
+            if words.next() != Some("recorded") {
+                continue;
+            }
+            let n: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            let bytes: u64 = words.nth(1).and_then(|w| w.parse().ok()).unwrap_or(0);
+            if n >= 5000 && bytes > 0 {
+                return true;
+            }
+        }
+        false
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !progress.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, mid-spill
+    child.wait().unwrap();
+    assert!(
+        progress.join().unwrap(),
+        "child spilled events before being killed"
+    );
+
+    // Whatever the kill left, also tear the final record the way a crash mid-write would.
+    let segments = list_segments(&journal_dir).unwrap();
+    let last = &segments.last().unwrap().path;
+    let mut file = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+    file.write_all(&500u32.to_le_bytes()).unwrap();
+    file.write_all(&[0xab; 4 + 37]).unwrap();
+    drop(file);
+    let mut journalled = BTreeSet::new();
+    for segment in &segments {
+        for event in read_segment_file(&segment.path).unwrap().events {
+            journalled.insert(event.id);
+        }
+    }
+    assert!(
+        journalled.len() > 1000,
+        "{} events journalled",
+        journalled.len()
+    );
+
+    // Restart against a working store: everything journalled arrives, the tear is skipped.
+    let store = open_store(&format!(
+        "sqlite://{}",
+        dir.path().join("exai.db").display()
+    ))
+    .unwrap();
+    store.migrate().await.unwrap();
+    let recorder = Recorder::new("restarted", 1000);
+    let health = HealthBoard::new();
+    let pipeline = MetricsPipeline::new(
+        fast_settings(dir.path()),
+        store.clone(),
+        recorder.clone(),
+        health.clone(),
+    )
+    .unwrap();
+    let (_sup, slot) = start_flusher(&pipeline, &health, &recorder);
+    eventually(Duration::from_secs(30), "journal replayed", || async {
+        (pipeline.stats().spilled_bytes == 0).then_some(())
+    })
+    .await;
+    flush(&slot).await;
+    let stats = pipeline.stats();
+    assert!(
+        stats.journal_torn_tails >= 1,
+        "torn tail reported: {stats:?}"
+    );
+    let stored: BTreeSet<Uuid> = all_events(store.as_ref(), None)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        stored, journalled,
+        "everything journalled arrived, nothing else"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Supervisor restarts of the flusher.
+
+#[actix_rt::test]
+async fn flusher_restarts_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&format!(
+        "sqlite://{}",
+        dir.path().join("exai.db").display()
+    ))
+    .unwrap();
+    store.migrate().await.unwrap();
+    let recorder = Recorder::new("test", 5000);
+    let health = HealthBoard::new();
+    let pipeline = MetricsPipeline::new(
+        fast_settings(dir.path()),
+        store.clone(),
+        recorder.clone(),
+        health.clone(),
+    )
+    .unwrap();
+    let (sup, slot) = start_flusher(&pipeline, &health, &recorder);
+    let mut n = 0u64;
+    for round in 0..30 {
+        for _ in 0..20 {
+            recorder.record("test", TEST_KIND, json!({ "n": n }));
+            n += 1;
+        }
+        let fault = match round {
+            8 => Some(Fault::Panic),
+            18 => Some(Fault::Hang),
+            _ => None,
+        };
+        if let Some(fault) = fault {
+            let restarts = health.actor(CHILD_NAME).map_or(0, |a| a.restarts);
+            sup.send(InjectFaultInto {
+                child: CHILD_NAME.to_owned(),
+                fault,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            eventually(Duration::from_secs(10), "flusher restarted", || async {
+                (health.actor(CHILD_NAME).map_or(0, |a| a.restarts) > restarts).then_some(())
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    flush(&slot).await;
+    let stored = all_events(store.as_ref(), Some(TEST_KIND)).await;
+    let ns: BTreeSet<u64> = stored.iter().filter_map(|e| e.data["n"].as_u64()).collect();
+    assert_eq!(stored.len() as u64, n, "each event once");
+    assert_eq!(ns, (0..n).collect(), "nothing lost across restarts");
+    assert_eq!(health.actor(CHILD_NAME).map(|a| a.restarts), Some(2));
+}
+
+// ---------------------------------------------------------------------------------------
+// Flush cost against history size (figures for BENCHMARKS.md; no timed assertions).
+
+/// Median and p95 of `rounds` flushes of `batch` fresh events.
+async fn measure_flush(store: &dyn EventStore, batch: usize, rounds: usize) -> (f64, f64) {
+    let mut times = Vec::with_capacity(rounds);
+    for round in 0..rounds + 3 {
+        let events: Vec<Event> = (0..batch as u64)
+            .map(|n| sample(n, exai_actors::store::now_ms()))
+            .collect();
+        let started = Instant::now();
+        store.insert_batch(&events).await.unwrap();
+        if round >= 3 {
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    (exact_quantile(&times, 0.5), exact_quantile(&times, 0.95))
+}
+
+/// Grows the raw table with `rows` synthetic history rows (outside the flush path).
+async fn grow_history(backend: &str, url: &str, from: u64, rows: u64) {
+    use exai_actors::store::sqlx;
+    let from = i64::try_from(from).unwrap();
+    let to = from + i64::try_from(rows).unwrap();
+    if backend == "postgres" {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO monitoring.monitoring_events (id, ts, instance, source, type, data) \
+             SELECT gen_random_uuid(), now() - g * interval '1 second', 'bulk', 'bulk', \
+                    'bulk.row', jsonb_build_object('ok', true, 'latency_ms', g % 1000) \
+             FROM generate_series($1::int8, $2::int8 - 1) AS g",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE monitoring.monitoring_events")
+            .execute(&pool)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query(
+            "WITH RECURSIVE g(n) AS (SELECT ?1 UNION ALL SELECT n + 1 FROM g WHERE n + 1 < ?2) \
+             INSERT INTO monitoring_events (id, ts, instance, source, type, data) \
+             SELECT printf('00000000-0000-4000-8000-%012d', n), \
+                    CAST(strftime('%s','now') AS INTEGER) * 1000 - n * 1000, 'bulk', 'bulk', \
+                    'bulk.row', json_object('ok', json('true'), 'latency_ms', n % 1000) \
+             FROM g",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// Prints flush latency at 10k and 1M existing rows for `store`.
+async fn flush_cost(label: &str, url: &str) {
+    let store = open_store(url).unwrap();
+    store.migrate().await.unwrap();
+    let mut report = Vec::new();
+    let mut have = 0;
+    for rows in [10_000u64, 1_000_000] {
+        grow_history(store.backend(), url, have, rows - have).await;
+        have = rows;
+        for batch in [50usize, 1000] {
+            let (p50, p95) = measure_flush(store.as_ref(), batch, 30).await;
+            report.push(format!(
+                "flush cost {label}: {rows:>9} existing rows, batch {batch:>4}: p50 {p50:.2} ms, p95 {p95:.2} ms"
+            ));
+        }
+    }
+    for line in report {
+        println!("{line}");
+    }
+}
+
+#[actix_rt::test]
+async fn flush_cost_stays_flat_with_history_postgres() {
+    let db = TestDb::create().await;
+    flush_cost("postgres", &db.url).await;
+}
+
+#[actix_rt::test]
+async fn flush_cost_stays_flat_with_history_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    flush_cost(
+        "sqlite",
+        &format!("sqlite://{}", dir.path().join("exai.db").display()),
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Retention.
+
+/// Old rows go, recent ones stay; the flusher's retention job runs once at start.
+async fn retention_prunes_old_rows(store: Arc<dyn EventStore>) {
+    const DAY: i64 = 86_400_000;
+    store.migrate().await.unwrap();
+    let now = exai_actors::store::now_ms();
+    // Raw events: 8 days old (gone), 6 days old (kept). Rollups follow their events' age:
+    // per-minute rows at 8 days stay (30-day retention), at 40 days go.
+    let ages = [8 * DAY, 6 * DAY, 40 * DAY, 400 * DAY];
+    let events: Vec<Event> = ages
+        .iter()
+        .enumerate()
+        .map(|(n, age)| sample(n as u64, now - age))
+        .collect();
+    store.insert_batch(&events).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::new("test", 100);
+    let health = HealthBoard::new();
+    let pipeline = MetricsPipeline::new(
+        fast_settings(dir.path()),
+        store.clone(),
+        recorder.clone(),
+        health.clone(),
+    )
+    .unwrap();
+    let (_sup, _slot) = start_flusher(&pipeline, &health, &recorder);
+    eventually(
+        Duration::from_secs(10),
+        "retention ran at start",
+        || async { (all_events(store.as_ref(), None).await.len() == 1).then_some(()) },
+    )
+    .await;
+    let kept = all_events(store.as_ref(), None).await;
+    assert_eq!(kept[0].id, events[1].id, "the 6-day-old event stays");
+    let minute: Vec<i64> = store
+        .rollups(Bucket::Minute, i64::MIN / 2, i64::MAX, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.bucket)
+        .collect();
+    assert_eq!(
+        minute,
+        vec![
+            Bucket::Minute.floor(now - 8 * DAY),
+            Bucket::Minute.floor(now - 6 * DAY)
+        ],
+        "per-minute rollups kept for 30 days"
+    );
+    let hour = store
+        .rollups(Bucket::Hour, i64::MIN / 2, i64::MAX, None)
+        .await
+        .unwrap();
+    assert_eq!(hour.len(), 3, "per-hour rollups kept for a year");
+}
+
+#[actix_rt::test]
+async fn retention_prunes_old_rows_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&format!(
+        "sqlite://{}",
+        dir.path().join("exai.db").display()
+    ))
+    .unwrap();
+    retention_prunes_old_rows(store).await;
+}
+
+#[actix_rt::test]
+async fn retention_prunes_old_rows_postgres() {
+    let db = TestDb::create().await;
+    retention_prunes_old_rows(open_store(&db.url).unwrap()).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Events PostgreSQL would refuse.
+
+#[actix_rt::test]
+async fn postgres_poison_events_cannot_wedge_the_pipeline() {
+    let db = TestDb::create().await;
+    let store = open_store(&db.url).unwrap();
+    store.migrate().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::new("test", 100);
+    let health = HealthBoard::new();
+    let pipeline = MetricsPipeline::new(
+        fast_settings(dir.path()),
+        store.clone(),
+        recorder.clone(),
+        health.clone(),
+    )
+    .unwrap();
+    // U+0000 is refused by jsonb: it is replaced, not lost.
+    recorder.record(
+        "test",
+        TEST_KIND,
+        json!({ "n": 0, "error": "bad\u{0}byte" }),
+    );
+    // A timestamp outside PostgreSQL's range is refused: only that event is dropped.
+    let mut out_of_range = sample(1, 0);
+    out_of_range.ts = i64::MAX;
+    recorder.record_event(out_of_range);
+    for n in 2..10 {
+        recorder.record("test", TEST_KIND, json!({ "n": n }));
+    }
+    assert_eq!(pipeline.flush().await.unwrap(), 9);
+    let stats = pipeline.stats();
+    assert_eq!(
+        (stats.rejected, stats.buffered, stats.spilled_bytes),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    let stored = all_events(store.as_ref(), Some(TEST_KIND)).await;
+    assert_eq!(stored.len(), 9);
+    let first = stored.iter().find(|e| e.data["n"] == 0).unwrap();
+    assert_eq!(first.data["error"], "bad\u{fffd}byte");
+}
