@@ -202,10 +202,10 @@ impl Breaker {
         self.state
     }
 
-    /// Whether a call made now would be refused, without changing anything. Used to skip a
-    /// provider in a fallback chain without consuming the probe.
+    /// Whether a call made at `now` would be refused, without changing anything. Used to
+    /// skip a provider in a fallback chain without consuming the probe.
     pub fn would_reject(&self, now: Instant) -> bool {
-        !matches!(self.peek(now), Permit::Granted | Permit::Probe { .. })
+        !self.peek(now).is_allowed()
     }
 
     /// A view for `/health`.
@@ -247,8 +247,8 @@ impl Breaker {
         permit
     }
 
-    /// What [`Breaker::allow_at`] would answer, without changing state.
-    fn peek(&self, now: Instant) -> Permit {
+    /// What [`Breaker::allow_at`] would answer at `now`, without changing state.
+    pub fn peek(&self, now: Instant) -> Permit {
         match self.state {
             BreakerState::Closed => Permit::Granted,
             BreakerState::Open => {

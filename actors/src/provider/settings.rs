@@ -1,0 +1,247 @@
+//! Provider kinds and the settings of one configured provider, with per-kind defaults.
+//!
+//! All four kinds speak the OpenAI chat-completions dialect, so they share one client; a kind
+//! only decides the default base URL, the built-in catalog entries it serves and its label.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::breaker::BreakerSettings;
+use crate::retry::RetryPolicy;
+
+/// Default base URL of Moonshot's Kimi API.
+pub const KIMI_BASE_URL: &str = "https://api.moonshot.ai/v1";
+/// Default base URL of Z.ai's GLM API.
+pub const GLM_BASE_URL: &str = "https://api.z.ai/api/paas/v4";
+/// Default base URL of the OpenAI API.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Calls in flight per provider before callers queue (DESIGN §7).
+pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
+/// Callers allowed to wait for a slot before the provider answers over-capacity (DESIGN §7).
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
+/// Time allowed to establish a TCP (and TLS) connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a whole non-streaming call, or until a stream's response headers.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest silence allowed between two chunks of a stream. Thinking models can pause for a
+/// while before their first token, hence the generous default.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Retries after the first attempt, for retryable failures only.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+/// First retry delay; doubles per retry with jitter.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(250);
+/// Longest single retry delay computed by backoff.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Longest wait honoured from an upstream `Retry-After` header.
+pub const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
+/// Consecutive failed attempts that open a provider's breaker.
+pub const DEFAULT_BREAKER_FAILURE_THRESHOLD: u32 = 5;
+/// How long a provider's breaker stays open before a probe.
+pub const DEFAULT_BREAKER_COOL_DOWN: Duration = Duration::from_secs(30);
+/// Time allowed for a `GET /models` discovery call.
+pub const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which API a provider speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Moonshot's Kimi.
+    Kimi,
+    /// Z.ai's GLM.
+    Glm,
+    /// OpenAI.
+    Openai,
+    /// Any OpenAI-compatible server: Ollama, vLLM, llama.cpp, LM Studio, the mock upstream.
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    /// The kind's name as configured (`kimi`, `glm`, `openai`, `openai_compatible`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Kimi => "kimi",
+            Self::Glm => "glm",
+            Self::Openai => "openai",
+            Self::OpenaiCompatible => "openai_compatible",
+        }
+    }
+
+    /// The base URL used when none is configured; `openai_compatible` has none.
+    pub const fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            Self::Kimi => Some(KIMI_BASE_URL),
+            Self::Glm => Some(GLM_BASE_URL),
+            Self::Openai => Some(OPENAI_BASE_URL),
+            Self::OpenaiCompatible => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything that configures one provider. `Debug` never shows the API key.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// Unique name, used in routes (`<name>/<model>`), events and `/health`.
+    pub name: String,
+    /// Which API it speaks.
+    pub kind: ProviderKind,
+    /// Base URL without the trailing `/chat/completions`, e.g. `https://api.moonshot.ai/v1`.
+    pub base_url: String,
+    /// Bearer token; `None` for local servers that need none.
+    pub api_key: Option<SecretString>,
+    /// Models this provider serves in addition to the built-in catalog for its kind and what
+    /// `GET /models` discovers.
+    pub models: Vec<String>,
+    /// Calls in flight at once.
+    pub max_concurrency: usize,
+    /// Callers waiting for a slot before further calls fail with over-capacity at once.
+    pub max_queue: usize,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Time allowed for a whole non-streaming call, or until a stream's headers arrive.
+    pub request_timeout: Duration,
+    /// Longest silence between two stream chunks.
+    pub stream_idle_timeout: Duration,
+    /// Retries after the first attempt, for retryable failures before any stream started.
+    pub max_retries: u32,
+    /// Delays between retries (exponential with jitter).
+    pub retry: RetryPolicy,
+    /// Longest `Retry-After` wait honoured.
+    pub retry_after_cap: Duration,
+    /// When the breaker opens and for how long.
+    pub breaker: BreakerSettings,
+    /// Whether the registry asks `GET /models` for more models.
+    pub discover_models: bool,
+    /// Time allowed for `GET /models`.
+    pub discovery_timeout: Duration,
+    /// A simulated provider (the demo's mock upstream): labelled so in listings and health.
+    pub simulated: bool,
+}
+
+impl ProviderSettings {
+    /// Settings for a provider of `kind` with every default filled in. `openai_compatible`
+    /// has no default base URL, so it starts empty and the caller must set one.
+    pub fn new(name: impl Into<String>, kind: ProviderKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            base_url: kind.default_base_url().unwrap_or_default().to_owned(),
+            api_key: None,
+            models: Vec::new(),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_queue: DEFAULT_MAX_QUEUE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            retry: RetryPolicy::new(DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX),
+            retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
+            breaker: BreakerSettings {
+                failure_threshold: DEFAULT_BREAKER_FAILURE_THRESHOLD,
+                cool_down: DEFAULT_BREAKER_COOL_DOWN,
+            },
+            discover_models: true,
+            discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
+            simulated: false,
+        }
+    }
+
+    /// Moonshot Kimi, named `kimi`.
+    pub fn kimi(api_key: SecretString) -> Self {
+        Self::new("kimi", ProviderKind::Kimi).with_api_key(api_key)
+    }
+
+    /// Z.ai GLM, named `glm`.
+    pub fn glm(api_key: SecretString) -> Self {
+        Self::new("glm", ProviderKind::Glm).with_api_key(api_key)
+    }
+
+    /// OpenAI, named `openai`.
+    pub fn openai(api_key: SecretString) -> Self {
+        Self::new("openai", ProviderKind::Openai).with_api_key(api_key)
+    }
+
+    /// An OpenAI-compatible server at `base_url`.
+    pub fn openai_compatible(name: impl Into<String>, base_url: impl Into<String>) -> Self {
+        let mut settings = Self::new(name, ProviderKind::OpenaiCompatible);
+        settings.base_url = base_url.into();
+        settings
+    }
+
+    /// A simulated OpenAI-compatible provider (the demo's mock upstream at `base_url`),
+    /// labelled simulated in listings, health and events.
+    pub fn simulated(name: impl Into<String>, base_url: impl Into<String>) -> Self {
+        let mut settings = Self::openai_compatible(name, base_url);
+        settings.simulated = true;
+        settings
+    }
+
+    /// The same settings with an API key.
+    pub fn with_api_key(mut self, api_key: SecretString) -> Self {
+        self.api_key = Some(api_key);
+        self
+    }
+
+    /// The base URL with any `user:password@` part hidden, for health and listings.
+    pub fn display_base_url(&self) -> String {
+        redact_userinfo(&self.base_url)
+    }
+}
+
+/// Hides the userinfo of a URL (`https://user:pw@host/` → `https://***@host/`).
+pub(crate) fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("***{}", &rest[at..]),
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_their_default_urls() {
+        let kimi = ProviderSettings::kimi(SecretString::from("sk-test"));
+        assert_eq!(kimi.base_url, KIMI_BASE_URL);
+        assert_eq!(kimi.max_concurrency, 256);
+        assert_eq!(kimi.max_queue, 1024);
+        assert_eq!(
+            ProviderSettings::glm(SecretString::from("x")).base_url,
+            GLM_BASE_URL
+        );
+        let local = ProviderSettings::openai_compatible("ollama", "http://127.0.0.1:11434/v1");
+        assert_eq!(local.kind, ProviderKind::OpenaiCompatible);
+        assert!(local.api_key.is_none());
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let s = ProviderSettings::kimi(SecretString::from("sk-very-secret-123"));
+        assert!(!format!("{s:?}").contains("sk-very-secret-123"));
+    }
+
+    #[test]
+    fn userinfo_is_redacted() {
+        assert_eq!(
+            redact_userinfo("https://u:p@h.example/v1"),
+            "https://***@h.example/v1"
+        );
+        assert_eq!(
+            redact_userinfo("http://127.0.0.1:9/v1"),
+            "http://127.0.0.1:9/v1"
+        );
+        assert_eq!(redact_userinfo("http://h/a@b"), "http://h/a@b");
+    }
+}

@@ -1,0 +1,665 @@
+//! The in-repo mock upstream: a real HTTP server speaking the OpenAI chat-completions API
+//! (JSON and SSE) and `GET /models`, for tests, benchmarks and `exai demo`.
+//!
+//! Routes work with and without the `/v1` prefix, so both `http://127.0.0.1:PORT/v1` and
+//! `http://127.0.0.1:PORT` are usable base URLs. `GET /__mock/stats` returns the counters and
+//! `POST /__mock/reset` clears them.
+//!
+//! Ordinary models answer deterministically: the reply is `echo: <last user message>` and
+//! usage counts words. Fault modes are chosen by model name:
+//!
+//! | model | behaviour |
+//! |---|---|
+//! | `mock-slow`, `mock-slow-<ms>` | answers after an extra 300 ms (or `<ms>`) |
+//! | `mock-500` | HTTP 500 |
+//! | `mock-429`, `mock-429-<secs>` | HTTP 429 with `Retry-After: 1` (or `<secs>`, fractions allowed) |
+//! | `mock-flaky-<n>` | the first `n` requests for that name since reset answer 500, then success |
+//! | `mock-malformed` | 200 with a body (or SSE chunk) that is not JSON |
+//! | `mock-stream-cut` | a stream that stops half-way without `[DONE]` |
+//! | `mock-hang` | never answers |
+//! | `mock-trickle`, `mock-trickle-<ms>` | a stream with one chunk every 100 ms (or `<ms>`) |
+//! | `mock-reasoning` | the message carries Kimi-style `reasoning_content` |
+//! | `mock-status-<code>` | HTTP `<code>` with an OpenAI-style error body |
+//! | `mock-401` | HTTP 401 whose message quotes the bearer token, as some real APIs do |
+//!
+//! Every chat request is counted (in total and per model name) when it arrives, before any
+//! fault, so tests can assert exactly how many upstream calls were made. Streams whose
+//! client went away before the end are counted too.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::ServerHandle;
+use actix_web::web::{self, Bytes};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{Value, json};
+
+/// Extra latency of `mock-slow`.
+pub const DEFAULT_SLOW: Duration = Duration::from_millis(300);
+/// Gap between chunks of `mock-trickle`.
+pub const DEFAULT_TRICKLE: Duration = Duration::from_millis(100);
+/// `Retry-After` of `mock-429`, in seconds.
+pub const DEFAULT_RETRY_AFTER: &str = "1";
+/// Minimum number of content chunks in a trickle stream, so it lasts a while.
+const TRICKLE_MIN_CHUNKS: usize = 10;
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// The reasoning text of `mock-reasoning`.
+const REASONING: &str = "The user wants an echo, so I echo.";
+/// Models `GET /models` lists by default.
+pub const DEFAULT_MODELS: &[&str] = &[
+    "mock-echo",
+    "mock-reasoning",
+    "mock-slow",
+    "mock-500",
+    "mock-429",
+    "mock-malformed",
+    "mock-stream-cut",
+    "mock-hang",
+    "mock-trickle",
+];
+
+/// How to run the mock.
+#[derive(Debug, Clone)]
+pub struct MockSettings {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Latency added before every chat answer.
+    pub latency: Duration,
+    /// Models listed by `GET /models`.
+    pub models: Vec<String>,
+    /// HTTP worker threads.
+    pub workers: usize,
+}
+
+impl Default for MockSettings {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            latency: Duration::ZERO,
+            models: DEFAULT_MODELS.iter().map(|m| (*m).to_owned()).collect(),
+            workers: 1,
+        }
+    }
+}
+
+/// Counters and settings shared by the server and its [`MockUpstream`] handle.
+#[derive(Debug)]
+struct MockState {
+    /// Latency before every chat answer.
+    latency: Duration,
+    /// Chat requests received.
+    requests: AtomicU64,
+    /// Chat requests received, per model name.
+    by_model: Mutex<HashMap<String, u64>>,
+    /// `GET /models` requests received.
+    model_list_requests: AtomicU64,
+    /// Streams whose client disconnected before the end.
+    cancelled_streams: AtomicU64,
+    /// Models `GET /models` lists.
+    models: RwLock<Vec<String>>,
+    /// The body of the last chat request, for pass-through assertions.
+    last_request: Mutex<Option<Bytes>>,
+}
+
+impl MockState {
+    fn new(settings: &MockSettings) -> Self {
+        Self {
+            latency: settings.latency,
+            requests: AtomicU64::new(0),
+            by_model: Mutex::new(HashMap::new()),
+            model_list_requests: AtomicU64::new(0),
+            cancelled_streams: AtomicU64::new(0),
+            models: RwLock::new(settings.models.clone()),
+            last_request: Mutex::new(None),
+        }
+    }
+
+    /// Counts a chat request; returns how many `model` has had since reset, this one included.
+    fn count(&self, model: &str) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut by_model = self.by_model.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = by_model.entry(model.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn requests_for(&self, model: &str) -> u64 {
+        let by_model = self.by_model.lock().unwrap_or_else(PoisonError::into_inner);
+        by_model.get(model).copied().unwrap_or(0)
+    }
+
+    fn reset(&self) {
+        self.requests.store(0, Ordering::Relaxed);
+        self.model_list_requests.store(0, Ordering::Relaxed);
+        self.cancelled_streams.store(0, Ordering::Relaxed);
+        self.by_model
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    fn stats(&self) -> Value {
+        let by_model = self
+            .by_model
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        json!({
+            "requests": self.requests.load(Ordering::Relaxed),
+            "by_model": by_model,
+            "model_list_requests": self.model_list_requests.load(Ordering::Relaxed),
+            "cancelled_streams": self.cancelled_streams.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A running mock upstream on its own thread and actix System. Stopped by [`stop`] or on
+/// drop.
+///
+/// [`stop`]: MockUpstream::stop
+#[derive(Debug)]
+pub struct MockUpstream {
+    /// Where it listens.
+    addr: SocketAddr,
+    /// Counters.
+    state: Arc<MockState>,
+    /// Stops the server.
+    server: ServerHandle,
+    /// The server thread, joined by `stop`.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockUpstream {
+    /// Starts a mock on its own thread; works from a plain tokio runtime, inside an actix
+    /// System, or from sync code.
+    pub fn start(settings: MockSettings) -> std::io::Result<Self> {
+        let state = Arc::new(MockState::new(&settings));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server_state = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("mock-upstream".into())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                let ready = tx.clone();
+                let result = system.block_on(async move {
+                    let (addrs, running) = serve(server_state, settings.port, settings.workers)?;
+                    let addr = addrs
+                        .first()
+                        .copied()
+                        .ok_or_else(|| std::io::Error::other("mock upstream bound no address"))?;
+                    let _ = ready.send(Ok((addr, running.handle())));
+                    running.await
+                });
+                if let Err(error) = result {
+                    let _ = tx.send(Err(error));
+                }
+            })?;
+        let (addr, server) = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("mock upstream thread exited before binding"))??;
+        Ok(Self {
+            addr,
+            state,
+            server,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT/v1`, ready to be a provider's base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Chat requests received since start or reset.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// Chat requests received for `model` since start or reset.
+    pub fn requests_for(&self, model: &str) -> u64 {
+        self.state.requests_for(model)
+    }
+
+    /// `GET /models` requests received since start or reset.
+    pub fn model_list_requests(&self) -> u64 {
+        self.state.model_list_requests.load(Ordering::Relaxed)
+    }
+
+    /// Streams whose client disconnected before the end.
+    pub fn cancelled_streams(&self) -> u64 {
+        self.state.cancelled_streams.load(Ordering::Relaxed)
+    }
+
+    /// The last chat request body received, parsed.
+    pub fn last_request(&self) -> Option<Value> {
+        let last = self
+            .state
+            .last_request
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        last.and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Replaces what `GET /models` lists.
+    pub fn set_models(&self, models: Vec<String>) {
+        *self
+            .state
+            .models
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = models;
+    }
+
+    /// Clears every counter (including the per-name counts behind `mock-flaky-<n>`).
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // The command is sent when `stop` is called; the returned future only waits for it.
+        drop(self.server.stop(false));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            drop(self.server.stop(false));
+        }
+    }
+}
+
+/// Runs a mock on `port` in the current actix System until it is stopped (the
+/// `exai mock-upstream` command).
+pub async fn run(port: u16, latency: Duration) -> std::io::Result<()> {
+    let settings = MockSettings {
+        port,
+        latency,
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ..MockSettings::default()
+    };
+    let state = Arc::new(MockState::new(&settings));
+    let (addrs, running) = serve(state, settings.port, settings.workers)?;
+    for addr in addrs {
+        tracing::info!(%addr, "mock upstream listening");
+    }
+    running.await
+}
+
+/// Builds, binds and starts the server (must run inside an actix System).
+fn serve(
+    state: Arc<MockState>,
+    port: u16,
+    workers: usize,
+) -> std::io::Result<(Vec<SocketAddr>, actix_web::dev::Server)> {
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
+        .workers(workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(0)
+        .bind(("127.0.0.1", port))?;
+    let addrs = server.addrs();
+    Ok((addrs, server.run()))
+}
+
+/// Every route, with and without `/v1`.
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .route("/chat/completions", web::post().to(chat))
+        .route("/v1/chat/completions", web::post().to(chat))
+        .route("/models", web::get().to(models))
+        .route("/v1/models", web::get().to(models))
+        .route("/__mock/stats", web::get().to(stats))
+        .route("/__mock/reset", web::post().to(reset));
+}
+
+/// What a model name asks the mock to do.
+#[derive(Debug, Clone, PartialEq)]
+enum Mode {
+    /// Answer normally.
+    Echo,
+    /// Answer with `reasoning_content`.
+    Reasoning,
+    /// Answer after an extra delay.
+    Slow(Duration),
+    /// HTTP 500.
+    Fail500,
+    /// HTTP 429 with this `Retry-After`.
+    Fail429(String),
+    /// HTTP 500 for the first `n` requests of this name.
+    Flaky(u64),
+    /// A body that is not JSON.
+    Malformed,
+    /// A stream that stops half-way.
+    StreamCut,
+    /// Never answer.
+    Hang,
+    /// A slow stream with this gap between chunks.
+    Trickle(Duration),
+    /// Answer with this HTTP status.
+    Status(u16),
+    /// 401 quoting the bearer token.
+    Unauthorized,
+}
+
+fn mode(model: &str) -> Mode {
+    let suffix = |prefix: &str| model.strip_prefix(prefix).and_then(|s| s.strip_prefix('-'));
+    let millis = |s: &str| s.parse::<u64>().ok().map(Duration::from_millis);
+    match model {
+        "mock-reasoning" => return Mode::Reasoning,
+        "mock-slow" => return Mode::Slow(DEFAULT_SLOW),
+        "mock-500" => return Mode::Fail500,
+        "mock-429" => return Mode::Fail429(DEFAULT_RETRY_AFTER.into()),
+        "mock-malformed" => return Mode::Malformed,
+        "mock-stream-cut" => return Mode::StreamCut,
+        "mock-hang" => return Mode::Hang,
+        "mock-trickle" => return Mode::Trickle(DEFAULT_TRICKLE),
+        "mock-401" => return Mode::Unauthorized,
+        _ => {}
+    }
+    if let Some(d) = suffix("mock-slow").and_then(millis) {
+        return Mode::Slow(d);
+    }
+    if let Some(secs) = suffix("mock-429").filter(|s| s.parse::<f64>().is_ok()) {
+        return Mode::Fail429(secs.to_owned());
+    }
+    if let Some(n) = suffix("mock-flaky").and_then(|s| s.parse().ok()) {
+        return Mode::Flaky(n);
+    }
+    if let Some(d) = suffix("mock-trickle").and_then(millis) {
+        return Mode::Trickle(d);
+    }
+    if let Some(code) = suffix("mock-status").and_then(|s| s.parse().ok()) {
+        return Mode::Status(code);
+    }
+    Mode::Echo
+}
+
+fn error_response(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "error": { "message": message, "type": "mock_error", "code": status.as_u16() }
+    }))
+}
+
+/// Text of a message's `content`: a string, or the text parts of an array.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn words(text: &str) -> u64 {
+    u64::try_from(text.split_whitespace().count()).unwrap_or(u64::MAX)
+}
+
+async fn chat(state: web::Data<MockState>, http: HttpRequest, body: Bytes) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(StatusCode::BAD_REQUEST, "request body is not JSON");
+    };
+    *state
+        .last_request
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(body);
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock-echo")
+        .to_owned();
+    let stream = request
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let seen = state.count(&model);
+    if !state.latency.is_zero() {
+        tokio::time::sleep(state.latency).await;
+    }
+    let mode = mode(&model);
+    match &mode {
+        Mode::Hang => std::future::pending::<()>().await,
+        Mode::Slow(d) => tokio::time::sleep(*d).await,
+        Mode::Fail500 => return error_response(StatusCode::INTERNAL_SERVER_ERROR, "mock failure"),
+        Mode::Fail429(retry_after) => {
+            return HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", retry_after.as_str()))
+                .json(json!({"error": {"message": "mock rate limit", "type": "rate_limit"}}));
+        }
+        Mode::Status(code) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_REQUEST);
+            return error_response(status, "mock status");
+        }
+        Mode::Unauthorized => {
+            let auth = http
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .trim_start_matches("Bearer ");
+            let message = format!("Incorrect API key provided: {auth}");
+            return error_response(StatusCode::UNAUTHORIZED, &message);
+        }
+        Mode::Flaky(n) if seen <= *n => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "mock flaky failure");
+        }
+        _ => {}
+    }
+
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)))
+        .unwrap_or_default();
+    let prompt_tokens: u64 = messages
+        .iter()
+        .map(|m| words(&content_text(m.get("content").unwrap_or(&Value::Null))))
+        .sum();
+    let reply = format!("echo: {last_user}");
+    let completion_tokens = words(&reply);
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    });
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let id = format!("chatcmpl-mock-{seen}");
+    let reasoning = mode == Mode::Reasoning;
+
+    if !stream {
+        if mode == Mode::Malformed {
+            return HttpResponse::Ok()
+                .content_type("application/json")
+                .body("{\"id\": \"chatcmpl-mock\", \"choices\": [");
+        }
+        let mut message = json!({ "role": "assistant", "content": reply });
+        if reasoning {
+            message["reasoning_content"] = json!(REASONING);
+        }
+        return HttpResponse::Ok().json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{ "index": 0, "message": message, "finish_reason": "stop" }],
+            "usage": usage,
+            "system_fingerprint": "exai-mock",
+        }));
+    }
+
+    // Streaming: build every chunk up front, then hand them out (with gaps when trickling).
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        })
+    };
+    let mut chunks: Vec<Value> = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    if reasoning {
+        chunks.push(chunk(
+            json!({ "reasoning_content": REASONING }),
+            Value::Null,
+        ));
+    }
+    let mut pieces: Vec<String> = reply.split_inclusive(' ').map(str::to_owned).collect();
+    if matches!(mode, Mode::Trickle(_)) {
+        while pieces.len() < TRICKLE_MIN_CHUNKS {
+            pieces.push(String::new());
+        }
+    }
+    chunks.extend(
+        pieces
+            .into_iter()
+            .map(|p| chunk(json!({ "content": p }), Value::Null)),
+    );
+    chunks.push(chunk(json!({}), json!("stop")));
+    let mut usage_chunk = chunk(json!({}), Value::Null);
+    usage_chunk["choices"] = json!([]);
+    usage_chunk["usage"] = usage;
+    chunks.push(usage_chunk);
+
+    let mut frames: VecDeque<Bytes> = chunks
+        .iter()
+        .map(|c| Bytes::from(format!("data: {c}\n\n")))
+        .collect();
+    match mode {
+        Mode::StreamCut => frames.truncate(frames.len() / 2),
+        Mode::Malformed => {
+            frames.truncate(1);
+            frames.push_back(Bytes::from_static(b"data: {\"choices\": [\n\n"));
+            frames.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+        _ => frames.push_back(Bytes::from_static(b"data: [DONE]\n\n")),
+    }
+    let gap = match mode {
+        Mode::Trickle(d) => d,
+        _ => Duration::ZERO,
+    };
+    let watch = StreamWatch {
+        state: state.into_inner(),
+        finished: false,
+    };
+    let body = futures_util::stream::unfold(
+        (frames, watch, true),
+        move |(mut frames, mut watch, first)| async move {
+            match frames.pop_front() {
+                Some(frame) => {
+                    if !first && !gap.is_zero() {
+                        tokio::time::sleep(gap).await;
+                    }
+                    Some((
+                        Ok::<_, std::convert::Infallible>(frame),
+                        (frames, watch, false),
+                    ))
+                }
+                None => {
+                    watch.mark_finished();
+                    None
+                }
+            }
+        },
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(body)
+}
+
+/// Counts a stream as cancelled if it is dropped before its last frame was sent.
+struct StreamWatch {
+    /// Where the counter lives.
+    state: Arc<MockState>,
+    /// Set once every frame was handed out.
+    finished: bool,
+}
+
+impl StreamWatch {
+    /// The last frame was handed out.
+    fn mark_finished(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for StreamWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.cancelled_streams.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn models(state: web::Data<MockState>) -> HttpResponse {
+    state.model_list_requests.fetch_add(1, Ordering::Relaxed);
+    let models = state
+        .models
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let data: Vec<Value> = models
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "exai-mock" }))
+        .collect();
+    HttpResponse::Ok().json(json!({ "object": "list", "data": data }))
+}
+
+async fn stats(state: web::Data<MockState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.stats())
+}
+
+async fn reset(state: web::Data<MockState>) -> HttpResponse {
+    state.reset();
+    HttpResponse::Ok().json(state.stats())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_modes_parse_from_model_names() {
+        assert_eq!(mode("anything"), Mode::Echo);
+        assert_eq!(mode("mock-slow-50"), Mode::Slow(Duration::from_millis(50)));
+        assert_eq!(mode("mock-429-0.2"), Mode::Fail429("0.2".into()));
+        assert_eq!(mode("mock-flaky-3"), Mode::Flaky(3));
+        assert_eq!(
+            mode("mock-trickle-20"),
+            Mode::Trickle(Duration::from_millis(20))
+        );
+        assert_eq!(mode("mock-hang"), Mode::Hang);
+    }
+}
