@@ -1,0 +1,420 @@
+//! The OpenAI-compatible API: `POST /v1/chat/completions` (JSON, or SSE ending in
+//! `data: [DONE]`) and `GET /v1/models`.
+//!
+//! Requests go through the same path as the `/ws` `chat` tool ([`crate::chat`]): resolve,
+//! cache (single-flight), provider. Unknown request fields pass through to the upstream
+//! untouched; exai's own controls (`cache`, `continuation_id`) are taken out. Errors use
+//! OpenAI's JSON shape with the status from [`crate::error`]. Bearer auth applies when
+//! `EXAI_WS_TOKEN` is set. A global in-flight bound (`v1_max_inflight`) answers 429 beyond
+//! it; each provider's own concurrency limit applies behind that.
+//!
+//! The hot path is lean: no mailbox hop, the body is parsed once, the upstream's response
+//! bytes are returned as they are, and nothing is logged per request above `debug`. Each
+//! stream chunk is written as soon as it arrives.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse};
+use exai_actors::cache_key::{self, CacheDirectives};
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::chat::{CacheOutcome, ChunkStream};
+use crate::error::GatewayError;
+use crate::surface::{SurfaceState, V1_SOURCE};
+
+/// Header telling the client how the cache answered.
+pub const CACHE_HEADER: &str = "x-exai-cache";
+/// Response header: age of a cached answer in milliseconds (hits only).
+pub const CACHE_AGE_HEADER: &str = "x-exai-cache-age-ms";
+/// Header naming the provider that answered.
+pub const PROVIDER_HEADER: &str = "x-exai-provider";
+/// Fields that steer exai and are not sent upstream.
+const EXAI_FIELDS: &[&str] = &["cache", "continuation_id"];
+/// The SSE terminator.
+const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/chat/completions", web::post().to(chat_completions))
+        .route("/v1/models", web::get().to(models));
+}
+
+/// `Authorization: Bearer <EXAI_WS_TOKEN>`, when a token is configured.
+fn check_auth(req: &HttpRequest, state: &SurfaceState) -> Result<(), GatewayError> {
+    let offered = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    if state.authorized(offered) {
+        Ok(())
+    } else {
+        Err(GatewayError::Unauthorized)
+    }
+}
+
+/// A place among the `/v1` requests in flight; released when dropped.
+struct InflightGuard(Arc<AtomicUsize>);
+
+impl InflightGuard {
+    fn acquire(state: &SurfaceState) -> Result<Self, GatewayError> {
+        let now = state.v1_inflight.fetch_add(1, Ordering::AcqRel);
+        if now >= state.v1_max_inflight {
+            state.v1_inflight.fetch_sub(1, Ordering::AcqRel);
+            return Err(GatewayError::OverCapacity(format!(
+                "{} requests in flight (limit {})",
+                now, state.v1_max_inflight
+            )));
+        }
+        Ok(Self(state.v1_inflight.clone()))
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Records the request's `tool.call` when dropped: at the end of the response, or when the
+/// client went away mid-stream.
+struct CallRecord {
+    /// Where events go.
+    state: web::Data<SurfaceState>,
+    /// When the request arrived.
+    started: Instant,
+    /// Streaming or not.
+    stream: bool,
+    /// Filled in as the request progresses.
+    data: Value,
+    /// Outcome: `None` while running (a drop then means the client left).
+    outcome: Option<Result<(), &'static str>>,
+}
+
+impl CallRecord {
+    fn new(state: &web::Data<SurfaceState>, stream: bool) -> Self {
+        Self {
+            state: state.clone(),
+            started: Instant::now(),
+            stream,
+            data: json!({ "tool": "chat", "surface": "v1", "stream": stream }),
+            outcome: None,
+        }
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or(Err("cancelled"));
+        self.data["ok"] = json!(outcome.is_ok());
+        self.data["latency_ms"] = json!(self.started.elapsed().as_secs_f64() * 1000.0);
+        if let Err(kind) = outcome {
+            self.data["error_kind"] = json!(kind);
+        }
+        tracing::debug!(
+            stream = self.stream,
+            ok = outcome.is_ok(),
+            "v1 chat completion"
+        );
+        self.state
+            .recorder
+            .record(V1_SOURCE, "tool.call", self.data.take());
+    }
+}
+
+/// Parses and checks the request body.
+fn parse_body(bytes: &[u8]) -> Result<(Value, bool), GatewayError> {
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    let Some(fields) = body.as_object() else {
+        return Err(GatewayError::invalid(
+            "request body must be a JSON object",
+            None,
+        ));
+    };
+    match fields.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => {}
+        Some(Value::String(_)) | None => {
+            return Err(GatewayError::invalid(
+                "you must provide a model parameter",
+                Some("model"),
+            ));
+        }
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "model must be a string",
+                Some("model"),
+            ));
+        }
+    }
+    match fields.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => {}
+        Some(Value::Array(_)) => {
+            return Err(GatewayError::invalid(
+                "messages must not be empty",
+                Some("messages"),
+            ));
+        }
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "messages must be an array",
+                Some("messages"),
+            ));
+        }
+        None => {
+            return Err(GatewayError::invalid(
+                "messages is required",
+                Some("messages"),
+            ));
+        }
+    }
+    let stream = match fields.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "stream must be a boolean",
+                Some("stream"),
+            ));
+        }
+    };
+    if fields
+        .get("cache")
+        .is_some_and(|v| !v.is_null() && !v.is_boolean())
+    {
+        return Err(GatewayError::invalid(
+            "cache must be a boolean",
+            Some("cache"),
+        ));
+    }
+    // Nothing else is checked: unknown fields pass through to the upstream.
+    Ok((body, stream))
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<SurfaceState>,
+) -> Result<HttpResponse, GatewayError> {
+    check_auth(&req, &state)?;
+    let inflight = InflightGuard::acquire(&state)?;
+    let limit = state.max_body_bytes;
+    let bytes = match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            return Err(GatewayError::invalid(
+                format!("cannot read the request body: {e}"),
+                None,
+            ));
+        }
+        Err(_) => {
+            let size = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(limit + 1);
+            return Err(GatewayError::TooLarge { size, limit });
+        }
+    };
+    let (mut body, stream) = parse_body(&bytes)?;
+    let header_value =
+        |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let directives = CacheDirectives::from_headers(
+        header_value(header::CACHE_CONTROL),
+        header_value(header::PRAGMA),
+    );
+    let bypass = cache_key::bypass(&body, directives);
+    if let Some(fields) = body.as_object_mut() {
+        for field in EXAI_FIELDS {
+            fields.remove(*field);
+        }
+    }
+    let mut record = CallRecord::new(&state, stream);
+    if stream {
+        let answer = match state.chat.stream(body, bypass).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                record.outcome = Some(Err(e.kind()));
+                return Err(e);
+            }
+        };
+        record.data["model"] = json!(answer.model);
+        record.data["provider"] = json!(answer.provider.as_deref());
+        record.data["cache"] = json!(answer.cache.as_str());
+        let mut response = HttpResponse::Ok();
+        response
+            .content_type("text/event-stream")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header(("x-accel-buffering", "no"))
+            .insert_header((CACHE_HEADER, answer.cache.as_str()));
+        if let Some(p) = &answer.provider {
+            response.insert_header((PROVIDER_HEADER, &**p));
+        }
+        if let Some(age) = answer.cache_age_ms {
+            response.insert_header((CACHE_AGE_HEADER, age.to_string()));
+        }
+        Ok(response.streaming(sse(answer.chunks, record, inflight)))
+    } else {
+        let answer = match state.chat.complete(body, bypass).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                record.outcome = Some(Err(e.kind()));
+                return Err(e);
+            }
+        };
+        record.data["model"] = json!(answer.model);
+        record.data["provider"] = json!(answer.provider.as_deref());
+        record.data["cache"] = json!(answer.cache.as_str());
+        record.outcome = Some(Ok(()));
+        drop(inflight);
+        let mut response = HttpResponse::Ok();
+        response
+            .content_type("application/json")
+            .insert_header((CACHE_HEADER, answer.cache.as_str()));
+        if let Some(p) = &answer.provider {
+            response.insert_header((PROVIDER_HEADER, &**p));
+        }
+        if let Some(age) = answer.cache_age_ms {
+            response.insert_header((CACHE_AGE_HEADER, age.to_string()));
+        }
+        if answer.cache == CacheOutcome::Bypass {
+            response.insert_header((header::CACHE_CONTROL, "no-store"));
+        }
+        Ok(response.body(answer.body))
+    }
+}
+
+/// Where an SSE response is.
+enum Sse {
+    /// Forwarding chunks.
+    Open {
+        /// The upstream chunks.
+        chunks: ChunkStream,
+        /// Records the call when the response ends or is dropped.
+        record: CallRecord,
+        /// The `/v1` in-flight place, held for the whole stream.
+        _inflight: InflightGuard,
+    },
+    /// Ended.
+    Closed,
+}
+
+/// The chunks as SSE events, each written as soon as it arrives, ending with `[DONE]` (or an
+/// error event when the upstream failed mid-stream).
+fn sse(
+    chunks: ChunkStream,
+    record: CallRecord,
+    inflight: InflightGuard,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let start = Sse::Open {
+        chunks,
+        record,
+        _inflight: inflight,
+    };
+    futures_util::stream::unfold(start, |state| async move {
+        let Sse::Open {
+            mut chunks,
+            mut record,
+            _inflight,
+        } = state
+        else {
+            return None;
+        };
+        match chunks.next().await {
+            Some(Ok(chunk)) => {
+                let mut event = BytesMut::with_capacity(chunk.len() + 8);
+                event.extend_from_slice(b"data: ");
+                event.extend_from_slice(&chunk);
+                event.extend_from_slice(b"\n\n");
+                Some((
+                    Ok(event.freeze()),
+                    Sse::Open {
+                        chunks,
+                        record,
+                        _inflight,
+                    },
+                ))
+            }
+            None => {
+                record.outcome = Some(Ok(()));
+                Some((Ok(Bytes::from_static(SSE_DONE)), Sse::Closed))
+            }
+            Some(Err(e)) => {
+                let error = GatewayError::from(e);
+                record.outcome = Some(Err(error.kind()));
+                let event = format!("data: {}\n\n", error.openai_json());
+                Some((Ok(Bytes::from(event)), Sse::Closed))
+            }
+        }
+    })
+}
+
+/// `GET /v1/models`: every model the registry serves, OpenAI list shape plus exai's extras.
+pub async fn models(
+    req: HttpRequest,
+    state: web::Data<SurfaceState>,
+) -> Result<HttpResponse, GatewayError> {
+    check_auth(&req, &state)?;
+    let listings = state.chat.dispatcher().registry().list_models().await;
+    let data: Vec<Value> = listings
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": m.provider,
+                "provider_kind": m.provider_kind,
+                "aliases": m.aliases,
+                "context_window": m.context_window,
+                "max_output_tokens": m.max_output_tokens,
+                "capabilities": m.capabilities,
+                "status": m.status,
+                "simulated": m.simulated,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "object": "list", "data": data })))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bodies_are_checked() {
+        let code = |b: &str| {
+            parse_body(b.as_bytes())
+                .err()
+                .map(|e| e.http_status().as_u16())
+        };
+        assert_eq!(code("nope"), Some(400));
+        assert_eq!(code("[]"), Some(400));
+        assert_eq!(
+            code(r#"{"messages":[{"role":"user","content":"x"}]}"#),
+            Some(400)
+        );
+        assert_eq!(code(r#"{"model":"m"}"#), Some(400));
+        assert_eq!(
+            code(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"y"}"#),
+            Some(400)
+        );
+        let (body, stream) = parse_body(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"foo":1}"#,
+        )
+        .unwrap();
+        assert!(stream);
+        assert_eq!(body["foo"], 1);
+    }
+}
