@@ -191,7 +191,9 @@ impl ChatService {
             }
         }
         let store_to = match &self.cache {
-            Some(cache) if !bypass => Some((cache.clone(), CacheKey::derive(&body, &resolved.model))),
+            Some(cache) if !bypass => {
+                Some((cache.clone(), CacheKey::derive(&body, &resolved.model)))
+            }
             _ => None,
         };
         let stream = self.dispatcher.stream(&asked, body).await?;
@@ -320,7 +322,11 @@ impl Assembly {
         let Ok(v) = serde_json::from_slice::<Value>(chunk) else {
             return false;
         };
-        for (slot, field) in [(&mut self.id, "id"), (&mut self.created, "created"), (&mut self.model, "model")] {
+        for (slot, field) in [
+            (&mut self.id, "id"),
+            (&mut self.created, "created"),
+            (&mut self.model, "model"),
+        ] {
             if slot.is_none() {
                 *slot = v.get(field).cloned();
             }

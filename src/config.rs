@@ -48,16 +48,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// How journal appends reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// fsync after every appended record.
-    Always,
-    /// fsync once per spilled batch (default).
-    Batch,
-    /// Leave it to the OS.
-    Never,
-}
+/// How journal appends reach the disk (owned by the journal module).
+pub use exai_actors::journal::FsyncPolicy;
 
 /// Provider kinds exai knows how to talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +130,26 @@ pub struct ProviderConfig {
     pub simulated: bool,
 }
 
+impl ProviderConfig {
+    /// A provider with the default limits and timeouts.
+    pub fn new(name: impl Into<String>, kind: ProviderKind, base_url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            base_url: base_url.into(),
+            api_key: None,
+            models: Vec::new(),
+            max_concurrency: 256,
+            max_queue: 1024,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(300),
+            stream_idle_timeout: Duration::from_secs(60),
+            max_retries: 2,
+            simulated: false,
+        }
+    }
+}
+
 /// The validated, effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -194,6 +206,20 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Longest a tool call may run.
     pub tool_timeout: Duration,
+    /// `/ws` token bucket per session: (refill per second, burst).
+    pub session_rate: (f64, f64),
+    /// `/ws` token bucket per client IP: (refill per second, burst).
+    pub ip_rate: (f64, f64),
+    /// Server ping period on `/ws`.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a `/ws` client is dropped.
+    pub client_timeout: Duration,
+    /// `progress` period of a running tool call.
+    pub progress_interval: Duration,
+    /// Conversation threads kept at most.
+    pub conversation_capacity: u64,
+    /// Idle lifetime of a conversation thread.
+    pub conversation_ttl: Duration,
     /// Time to finish in-flight work after SIGTERM.
     pub shutdown_grace: Duration,
     /// Time readiness reports 503 before the listener closes, so balancers notice.
@@ -430,7 +456,10 @@ impl<'a> Reader<'a> {
             Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
             Some(s) => {
                 let key = self.key_of(toml_key, env_keys);
-                self.error(key, format!("must be a positive number of seconds, got {s}"));
+                self.error(
+                    key,
+                    format!("must be a positive number of seconds, got {s}"),
+                );
                 default
             }
             None => default,
@@ -469,7 +498,9 @@ impl<'a> Reader<'a> {
     /// A URL with one of the given schemes.
     fn url(&mut self, toml_key: &str, env_keys: &[&str], schemes: &[&str]) -> Option<String> {
         let (key, value) = self.get_string(toml_key, env_keys)?;
-        check_url(&key, &value, schemes).map_err(|e| self.errors.push(e)).ok()?;
+        check_url(&key, &value, schemes)
+            .map_err(|e| self.errors.push(e))
+            .ok()?;
         Some(value)
     }
 
@@ -504,7 +535,15 @@ impl<'a> Reader<'a> {
 }
 
 /// Tables whose keys are checked one by one.
-const KNOWN_SECTIONS: &[&str] = &["server", "storage", "log", "supervisor", "metrics", "cache", "registry"];
+const KNOWN_SECTIONS: &[&str] = &[
+    "server",
+    "storage",
+    "log",
+    "supervisor",
+    "metrics",
+    "cache",
+    "registry",
+];
 
 /// Checks that `value` parses as a URL with one of `schemes`.
 fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {
@@ -553,7 +592,9 @@ impl Config {
         };
 
         // --- server
-        let configured_host = r.get_string("server.host", &["EXAI_WS_HOST"]).map(|(_, v)| v);
+        let configured_host = r
+            .get_string("server.host", &["EXAI_WS_HOST"])
+            .map(|(_, v)| v);
         let host_text = cli
             .host
             .clone()
@@ -567,13 +608,22 @@ impl Config {
                 IpAddr::from([127, 0, 0, 1])
             }),
         };
-        let configured_port =
-            r.get("server.port", &["EXAI_WS_PORT"], DEFAULT_PORT, "a port number 0-65535");
+        let configured_port = r.get(
+            "server.port",
+            &["EXAI_WS_PORT"],
+            DEFAULT_PORT,
+            "a port number 0-65535",
+        );
         let port = cli.port.unwrap_or(configured_port);
         let token = r.token("server.token", &["EXAI_WS_TOKEN"]);
         let dashboard_token = r.token("server.dashboard_token", &["EXAI_DASHBOARD_TOKEN"]);
         let allow_no_auth = cli.allow_no_auth
-            || r.get("server.allow_no_auth", &["EXAI_ALLOW_NO_AUTH"], false, "true or false");
+            || r.get(
+                "server.allow_no_auth",
+                &["EXAI_ALLOW_NO_AUTH"],
+                false,
+                "true or false",
+            );
         let max_message_bytes = r.get(
             "server.max_message_bytes",
             &["EXAI_WS_MAX_BYTES"],
@@ -593,11 +643,17 @@ impl Config {
             "a positive integer",
         );
         if session_max_inflight == 0 {
-            let key = r.key_of("server.session_max_inflight", &["EXAI_WS_SESSION_MAX_INFLIGHT"]);
+            let key = r.key_of(
+                "server.session_max_inflight",
+                &["EXAI_WS_SESSION_MAX_INFLIGHT"],
+            );
             r.error(key, "must be at least 1");
         }
         if global_max_inflight <= session_max_inflight {
-            let key = r.key_of("server.global_max_inflight", &["EXAI_WS_GLOBAL_MAX_INFLIGHT"]);
+            let key = r.key_of(
+                "server.global_max_inflight",
+                &["EXAI_WS_GLOBAL_MAX_INFLIGHT"],
+            );
             r.error(
                 key,
                 format!(
@@ -606,22 +662,87 @@ impl Config {
                 ),
             );
         }
-        let v1_max_inflight =
-            r.get("server.v1_max_inflight", &["EXAI_V1_MAX_INFLIGHT"], 4096usize, "a positive integer");
-        let hello_timeout =
-            r.secs("server.hello_timeout_s", &["EXAI_WS_HELLO_TIMEOUT"], Duration::from_secs(15));
-        let max_connections =
-            r.get("server.max_connections", &["EXAI_WS_MAX_CONNECTIONS"], 1000usize, "a positive integer");
+        let v1_max_inflight = r.get(
+            "server.v1_max_inflight",
+            &["EXAI_V1_MAX_INFLIGHT"],
+            4096usize,
+            "a positive integer",
+        );
+        let hello_timeout = r.secs(
+            "server.hello_timeout_s",
+            &["EXAI_WS_HELLO_TIMEOUT"],
+            Duration::from_secs(15),
+        );
+        let max_connections = r.get(
+            "server.max_connections",
+            &["EXAI_WS_MAX_CONNECTIONS"],
+            1000usize,
+            "a positive integer",
+        );
         let max_connections_per_ip = r.get(
             "server.max_connections_per_ip",
             &["EXAI_WS_MAX_CONNECTIONS_PER_IP"],
             10usize,
             "a positive integer",
         );
-        let tool_timeout =
-            r.secs("server.tool_timeout_s", &["EXAI_TOOL_TIMEOUT"], Duration::from_secs(300));
-        let shutdown_grace =
-            r.secs("server.shutdown_grace_s", &["EXAI_SHUTDOWN_GRACE"], Duration::from_secs(25));
+        let tool_timeout = r.secs(
+            "server.tool_timeout_s",
+            &["EXAI_TOOL_TIMEOUT"],
+            Duration::from_secs(300),
+        );
+        let session_rate = (
+            positive(
+                &mut r,
+                "server.session_rate",
+                &["EXAI_WS_SESSION_RATE"],
+                50.0,
+            ),
+            positive(
+                &mut r,
+                "server.session_burst",
+                &["EXAI_WS_SESSION_BURST"],
+                100.0,
+            ),
+        );
+        let ip_rate = (
+            positive(&mut r, "server.ip_rate", &["EXAI_WS_IP_RATE"], 200.0),
+            positive(&mut r, "server.ip_burst", &["EXAI_WS_IP_BURST"], 400.0),
+        );
+        let heartbeat_interval = r.millis(
+            "server.heartbeat_interval_ms",
+            &["EXAI_WS_HEARTBEAT_INTERVAL_MS"],
+            Duration::from_secs(30),
+        );
+        let client_timeout = r.millis(
+            "server.client_timeout_ms",
+            &["EXAI_WS_CLIENT_TIMEOUT_MS"],
+            Duration::from_secs(90),
+        );
+        if client_timeout <= heartbeat_interval {
+            let key = r.key_of("server.client_timeout_ms", &["EXAI_WS_CLIENT_TIMEOUT_MS"]);
+            r.error(key, "must be longer than the heartbeat interval");
+        }
+        let progress_interval = r.millis(
+            "server.progress_interval_ms",
+            &["EXAI_WS_PROGRESS_INTERVAL_MS"],
+            Duration::from_secs(5),
+        );
+        let conversation_capacity = r.get(
+            "server.conversation_capacity",
+            &["EXAI_CONVERSATION_CAPACITY"],
+            10_000u64,
+            "a positive integer",
+        );
+        let conversation_ttl = r.secs(
+            "server.conversation_ttl_s",
+            &["EXAI_CONVERSATION_TTL"],
+            Duration::from_secs(3 * 3600),
+        );
+        let shutdown_grace = r.secs(
+            "server.shutdown_grace_s",
+            &["EXAI_SHUTDOWN_GRACE"],
+            Duration::from_secs(25),
+        );
         let shutdown_ready_delay = r.millis(
             "server.shutdown_ready_delay_ms",
             &["EXAI_SHUTDOWN_READY_DELAY_MS"],
@@ -638,9 +759,11 @@ impl Config {
             .map(|(_, v)| PathBuf::from(v))
             .unwrap_or_else(|| PathBuf::from("data"));
         let database_url = r
-            .url("storage.database_url", &["EXAI_DATABASE_URL", "DATABASE_URL"], &[
-                "sqlite", "postgres", "postgresql",
-            ])
+            .url(
+                "storage.database_url",
+                &["EXAI_DATABASE_URL", "DATABASE_URL"],
+                &["sqlite", "postgres", "postgresql"],
+            )
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("exai.db").display()));
         check_data_dir(&data_dir, &r.key_of("storage.data_dir", &["EXAI_DATA_DIR"]))
             .unwrap_or_else(|e| r.errors.push(e));
@@ -696,8 +819,12 @@ impl Config {
         };
 
         // --- metrics
-        let batch_size: usize =
-            r.get("metrics.buffer_size", &["METRICS_BUFFER_SIZE"], 50, "a positive integer");
+        let batch_size: usize = r.get(
+            "metrics.buffer_size",
+            &["METRICS_BUFFER_SIZE"],
+            50,
+            "a positive integer",
+        );
         if batch_size == 0 {
             let key = r.key_of("metrics.buffer_size", &["METRICS_BUFFER_SIZE"]);
             r.error(key, "must be at least 1");
@@ -710,7 +837,10 @@ impl Config {
         );
         if max_buffered < batch_size {
             let key = r.key_of("metrics.max_buffered", &["EXAI_METRICS_MAX_BUFFERED"]);
-            r.error(key, format!("must be at least the flush batch size ({batch_size})"));
+            r.error(
+                key,
+                format!("must be at least the flush batch size ({batch_size})"),
+            );
         }
         let fsync = match r.get_string("metrics.fsync", &["EXAI_METRICS_FSYNC"]) {
             None => FsyncPolicy::Batch,
@@ -732,19 +862,53 @@ impl Config {
             ),
             max_buffered,
             fsync,
-            retention_raw: days(r.get("metrics.retention_raw_days", &["EXAI_RETENTION_RAW_DAYS"], 7u64, "days"), DAY),
-            retention_1min: days(r.get("metrics.retention_1min_days", &["EXAI_RETENTION_1MIN_DAYS"], 30u64, "days"), DAY),
+            retention_raw: days(
+                r.get(
+                    "metrics.retention_raw_days",
+                    &["EXAI_RETENTION_RAW_DAYS"],
+                    7u64,
+                    "days",
+                ),
+                DAY,
+            ),
+            retention_1min: days(
+                r.get(
+                    "metrics.retention_1min_days",
+                    &["EXAI_RETENTION_1MIN_DAYS"],
+                    30u64,
+                    "days",
+                ),
+                DAY,
+            ),
             retention_1hour: days(
-                r.get("metrics.retention_1hour_days", &["EXAI_RETENTION_1HOUR_DAYS"], 365u64, "days"),
+                r.get(
+                    "metrics.retention_1hour_days",
+                    &["EXAI_RETENTION_1HOUR_DAYS"],
+                    365u64,
+                    "days",
+                ),
                 DAY,
             ),
         };
 
         // --- cache
         let cache = CacheConfig {
-            enabled: r.get("cache.enabled", &["EXAI_CACHE_ENABLED"], true, "true or false"),
-            ttl: r.secs("cache.ttl_s", &["SEMANTIC_CACHE_TTL_SECONDS"], Duration::from_secs(600)),
-            l2_ttl: r.secs("cache.l2_ttl_s", &["EXAI_CACHE_L2_TTL_SECONDS"], Duration::from_secs(1800)),
+            enabled: r.get(
+                "cache.enabled",
+                &["EXAI_CACHE_ENABLED"],
+                true,
+                "true or false",
+            ),
+            ttl: r.secs(
+                "cache.ttl_s",
+                &["SEMANTIC_CACHE_TTL_SECONDS"],
+                Duration::from_secs(600),
+            ),
+            l2_ttl: r.secs(
+                "cache.l2_ttl_s",
+                &["EXAI_CACHE_L2_TTL_SECONDS"],
+                Duration::from_secs(1800),
+            ),
             max_response_bytes: r.get(
                 "cache.max_response_bytes",
                 &["SEMANTIC_CACHE_MAX_RESPONSE_SIZE"],
@@ -770,12 +934,24 @@ impl Config {
         // --- registry
         let fallback = read_fallback(&mut r);
         let registry = RegistryConfig {
-            cache_ttl: r.secs("registry.cache_ttl_s", &["REGISTRY_CACHE_TTL"], Duration::from_secs(300)),
+            cache_ttl: r.secs(
+                "registry.cache_ttl_s",
+                &["REGISTRY_CACHE_TTL"],
+                Duration::from_secs(300),
+            ),
             default_model: r
-                .get_string("registry.default_model", &["EXAI_DEFAULT_MODEL", "DEFAULT_MODEL"])
+                .get_string(
+                    "registry.default_model",
+                    &["EXAI_DEFAULT_MODEL", "DEFAULT_MODEL"],
+                )
                 .map(|(_, v)| v),
             fallback,
-            max_attempts: r.get("registry.max_attempts", &["EXAI_MAX_ATTEMPTS"], 3u32, "a positive integer"),
+            max_attempts: r.get(
+                "registry.max_attempts",
+                &["EXAI_MAX_ATTEMPTS"],
+                3u32,
+                "a positive integer",
+            ),
         };
 
         // --- providers
@@ -817,6 +993,13 @@ impl Config {
                 max_connections,
                 max_connections_per_ip,
                 tool_timeout,
+                session_rate,
+                ip_rate,
+                heartbeat_interval,
+                client_timeout,
+                progress_interval,
+                conversation_capacity,
+                conversation_ttl,
                 shutdown_grace,
                 shutdown_ready_delay,
             },
@@ -852,6 +1035,15 @@ impl Config {
                 "max_connections": self.server.max_connections,
                 "max_connections_per_ip": self.server.max_connections_per_ip,
                 "tool_timeout_s": self.server.tool_timeout.as_secs_f64(),
+                "session_rate": self.server.session_rate.0,
+                "session_burst": self.server.session_rate.1,
+                "ip_rate": self.server.ip_rate.0,
+                "ip_burst": self.server.ip_rate.1,
+                "heartbeat_interval_ms": self.server.heartbeat_interval.as_millis() as u64,
+                "client_timeout_ms": self.server.client_timeout.as_millis() as u64,
+                "progress_interval_ms": self.server.progress_interval.as_millis() as u64,
+                "conversation_capacity": self.server.conversation_capacity,
+                "conversation_ttl_s": self.server.conversation_ttl.as_secs_f64(),
                 "shutdown_grace_s": self.server.shutdown_grace.as_secs_f64(),
                 "shutdown_ready_delay_ms": self.server.shutdown_ready_delay.as_millis() as u64,
             },
@@ -913,6 +1105,19 @@ impl Config {
     }
 }
 
+/// A positive finite number.
+fn positive(r: &mut Reader<'_>, toml_key: &str, env_keys: &[&str], default: f64) -> f64 {
+    match r.get_opt::<f64>(toml_key, env_keys, "a positive number") {
+        Some(v) if v.is_finite() && v > 0.0 => v,
+        Some(v) => {
+            let key = r.key_of(toml_key, env_keys);
+            r.error(key, format!("must be a positive number, got {v}"));
+            default
+        }
+        None => default,
+    }
+}
+
 fn days(n: u64, day: u64) -> Duration {
     Duration::from_secs(n.saturating_mul(day))
 }
@@ -946,11 +1151,19 @@ fn check_data_dir(dir: &Path, key: &str) -> Result<(), ConfigError> {
         key: key.to_owned(),
         message,
     };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| fail(format!("cannot create data directory {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        fail(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     let probe = dir.join(format!(".exai-write-check-{}", std::process::id()));
-    std::fs::write(&probe, b"ok")
-        .map_err(|e| fail(format!("data directory {} is not writable: {e}", dir.display())))?;
+    std::fs::write(&probe, b"ok").map_err(|e| {
+        fail(format!(
+            "data directory {} is not writable: {e}",
+            dir.display()
+        ))
+    })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
@@ -961,9 +1174,11 @@ fn read_fallback(r: &mut Reader<'_>) -> BTreeMap<String, Vec<String>> {
     let mut chains = BTreeMap::new();
     if let Some(toml::Value::Table(t)) = r.lookup_toml("registry.fallback") {
         for (model, next) in t {
-            let list = next
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect::<Vec<_>>());
+            let list = next.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            });
             match list {
                 Some(list) if !list.is_empty() => {
                     chains.insert(model, list);
@@ -981,10 +1196,16 @@ fn read_fallback(r: &mut Reader<'_>) -> BTreeMap<String, Vec<String>> {
                 Some((model, next)) if !model.trim().is_empty() && !next.trim().is_empty() => {
                     chains.insert(
                         model.trim().to_owned(),
-                        next.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+                        next.split(',')
+                            .map(|s| s.trim().to_owned())
+                            .filter(|s| !s.is_empty())
+                            .collect(),
                     );
                 }
-                _ => r.error("EXAI_FALLBACK", format!("expected model=a,b;other=c, got {part:?}")),
+                _ => r.error(
+                    "EXAI_FALLBACK",
+                    format!("expected model=a,b;other=c, got {part:?}"),
+                ),
             }
         }
     }
@@ -994,19 +1215,8 @@ fn read_fallback(r: &mut Reader<'_>) -> BTreeMap<String, Vec<String>> {
 /// Providers from `[[providers]]` and from the original environment variables.
 fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
     let mut out: Vec<ProviderConfig> = Vec::new();
-    let defaults = |name: String, kind: ProviderKind, base_url: String| ProviderConfig {
-        name,
-        kind,
-        base_url,
-        api_key: None,
-        models: Vec::new(),
-        max_concurrency: 256,
-        max_queue: 1024,
-        connect_timeout: Duration::from_secs(10),
-        request_timeout: Duration::from_secs(300),
-        stream_idle_timeout: Duration::from_secs(60),
-        max_retries: 2,
-        simulated: false,
+    let defaults = |name: String, kind: ProviderKind, base_url: String| {
+        ProviderConfig::new(name, kind, base_url)
     };
 
     if let Some(value) = r.lookup_toml("providers") {
@@ -1022,8 +1232,17 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
             };
             for k in t.keys() {
                 if ![
-                    "name", "kind", "base_url", "api_key", "models", "max_concurrency", "max_queue",
-                    "connect_timeout_s", "request_timeout_s", "stream_idle_timeout_s", "max_retries",
+                    "name",
+                    "kind",
+                    "base_url",
+                    "api_key",
+                    "models",
+                    "max_concurrency",
+                    "max_queue",
+                    "connect_timeout_s",
+                    "request_timeout_s",
+                    "stream_idle_timeout_s",
+                    "max_retries",
                     "simulated",
                 ]
                 .contains(&k.as_str())
@@ -1039,7 +1258,10 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
                     continue;
                 }
                 None => {
-                    r.error(at("kind"), "missing (kimi, glm, openai or openai_compatible)");
+                    r.error(
+                        at("kind"),
+                        "missing (kimi, glm, openai or openai_compatible)",
+                    );
                     continue;
                 }
             };
@@ -1058,10 +1280,17 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
                 }
             };
             let mut p = defaults(name, kind, base_url);
-            p.api_key = str_of("api_key").filter(|k| !k.is_empty()).map(SecretString::from);
+            p.api_key = str_of("api_key")
+                .filter(|k| !k.is_empty())
+                .map(SecretString::from);
             if let Some(models) = t.get("models") {
                 match models.as_array() {
-                    Some(a) => p.models = a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                    Some(a) => {
+                        p.models = a
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    }
                     None => r.error(at("models"), "expected an array of model names"),
                 }
             }
@@ -1103,7 +1332,10 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
             if let Some(d) = secs(r, "stream_idle_timeout_s") {
                 p.stream_idle_timeout = d;
             }
-            p.simulated = t.get("simulated").and_then(|v| v.as_bool()).unwrap_or(false);
+            p.simulated = t
+                .get("simulated")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
             if out.iter().any(|o| o.name == p.name) {
                 r.error(at("name"), format!("duplicate provider name {:?}", p.name));
                 continue;
@@ -1120,8 +1352,16 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
                         kind: ProviderKind,
                         key_vars: &[&str],
                         url_var: Option<&str>| {
-        let key = key_vars.iter().find_map(|k| r.env.get(*k).filter(|v| !v.trim().is_empty()).cloned());
-        let url = url_var.and_then(|u| r.env.get(u).filter(|v| !v.trim().is_empty()).cloned().map(|v| (u, v)));
+        let key = key_vars
+            .iter()
+            .find_map(|k| r.env.get(*k).filter(|v| !v.trim().is_empty()).cloned());
+        let url = url_var.and_then(|u| {
+            r.env
+                .get(u)
+                .filter(|v| !v.trim().is_empty())
+                .cloned()
+                .map(|v| (u, v))
+        });
         if key.is_none() && url.is_none() {
             return;
         }
@@ -1145,9 +1385,30 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
         p.api_key = key.map(|k| SecretString::from(k.trim().to_owned()));
         out.push(p);
     };
-    env_provider(r, &mut out, "kimi", ProviderKind::Kimi, &["KIMI_API_KEY", "MOONSHOT_API_KEY"], Some("KIMI_API_URL"));
-    env_provider(r, &mut out, "glm", ProviderKind::Glm, &["GLM_API_KEY", "ZHIPUAI_API_KEY"], Some("GLM_API_URL"));
-    env_provider(r, &mut out, "openai", ProviderKind::OpenAi, &["OPENAI_API_KEY"], Some("OPENAI_API_URL"));
+    env_provider(
+        r,
+        &mut out,
+        "kimi",
+        ProviderKind::Kimi,
+        &["KIMI_API_KEY", "MOONSHOT_API_KEY"],
+        Some("KIMI_API_URL"),
+    );
+    env_provider(
+        r,
+        &mut out,
+        "glm",
+        ProviderKind::Glm,
+        &["GLM_API_KEY", "ZHIPUAI_API_KEY"],
+        Some("GLM_API_URL"),
+    );
+    env_provider(
+        r,
+        &mut out,
+        "openai",
+        ProviderKind::OpenAi,
+        &["OPENAI_API_KEY"],
+        Some("OPENAI_API_URL"),
+    );
     let custom_url = r.env.get("CUSTOM_API_URL").cloned();
     if custom_url.is_none() && r.env.contains_key("CUSTOM_API_KEY") {
         r.error("CUSTOM_API_KEY", "set without CUSTOM_API_URL");
@@ -1176,11 +1437,18 @@ mod tests {
 
     fn load(env: &[(&str, &str)], toml_text: Option<&str>) -> Result<Config, Vec<ConfigError>> {
         let dir = tempfile::tempdir().unwrap();
-        let mut env: HashMap<String, String> =
-            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         env.entry("EXAI_DATA_DIR".into())
             .or_insert_with(|| dir.path().join("data").display().to_string());
-        let file = toml_text.map(|t| (PathBuf::from("exai.toml"), t.parse::<toml::Table>().unwrap()));
+        let file = toml_text.map(|t| {
+            (
+                PathBuf::from("exai.toml"),
+                t.parse::<toml::Table>().unwrap(),
+            )
+        });
         Config::from_sources(&Sources { file, env }, &CliOverrides::default())
     }
 
@@ -1238,9 +1506,22 @@ mod tests {
     fn non_loopback_without_token_is_refused_unless_allowed() {
         let errors = load(&[("EXAI_WS_HOST", "0.0.0.0")], None).unwrap_err();
         assert_eq!(keys(&errors), vec!["EXAI_WS_HOST"]);
-        assert!(load(&[("EXAI_WS_HOST", "0.0.0.0"), ("EXAI_ALLOW_NO_AUTH", "true")], None).is_ok());
         assert!(
-            load(&[("EXAI_WS_HOST", "0.0.0.0"), ("EXAI_WS_TOKEN", "0123456789abcdef")], None).is_ok()
+            load(
+                &[("EXAI_WS_HOST", "0.0.0.0"), ("EXAI_ALLOW_NO_AUTH", "true")],
+                None
+            )
+            .is_ok()
+        );
+        assert!(
+            load(
+                &[
+                    ("EXAI_WS_HOST", "0.0.0.0"),
+                    ("EXAI_WS_TOKEN", "0123456789abcdef")
+                ],
+                None
+            )
+            .is_ok()
         );
     }
 

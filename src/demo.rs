@@ -33,7 +33,11 @@ pub fn add_simulated_provider(config: &mut Config) -> std::io::Result<MockUpstre
         latency: DEMO_LATENCY,
         ..MockSettings::default()
     })?;
-    let mut provider = ProviderConfig::new(DEMO_PROVIDER, ProviderKind::OpenAiCompatible, mock.base_url());
+    let mut provider = ProviderConfig::new(
+        DEMO_PROVIDER,
+        ProviderKind::OpenAiCompatible,
+        mock.base_url(),
+    );
     provider.simulated = true;
     provider.max_retries = 0;
     provider.models = TRAFFIC.iter().map(|(m, _)| (*m).to_owned()).collect();

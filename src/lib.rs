@@ -3,12 +3,22 @@
 //! This crate is the HTTP and WebSocket layer, configuration, start-up and the CLI; the
 //! actors live in `exai-actors`.
 
+pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod dashboard_ws;
+pub mod demo;
+pub mod error;
+pub mod gateway;
 pub mod lifecycle;
+pub mod mock_upstream;
 pub mod routes;
 pub mod startup;
+pub mod surface;
 pub mod telemetry;
+pub mod ws;
+pub mod ws_glue;
 
 use std::process::ExitCode;
 
@@ -31,14 +41,49 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Migrate) => {
-            let Some(_config) = load_config(cli.config.as_deref(), &CliOverrides::default()) else {
+            let Some(config) = load_config(cli.config.as_deref(), &CliOverrides::default()) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
-            anyhow::bail!("migrate: not available yet")
+            telemetry::init(&config.log);
+            migrate(&config)?;
+            Ok(ExitCode::SUCCESS)
         }
-        Some(Command::MockUpstream { .. }) => anyhow::bail!("mock-upstream: not available yet"),
-        Some(Command::Demo(_)) => anyhow::bail!("demo: not available yet"),
+        Some(Command::MockUpstream { port, latency_ms }) => {
+            telemetry::init(&config::LogConfig {
+                filter: std::env::var("EXAI_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                format: config::LogFormat::Pretty,
+            });
+            actix_rt::System::new().block_on(mock_upstream::run(
+                port,
+                std::time::Duration::from_millis(latency_ms),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Demo(args)) => {
+            let Some(config) = load_config(cli.config.as_deref(), &args.overrides()) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            telemetry::init(&config.log);
+            actix_rt::System::new().block_on(demo::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Applies the embedded migrations to the configured database.
+fn migrate(config: &Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use secrecy::ExposeSecret as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = exai_actors::store::open_store(config.database_url.expose_secret())
+            .context("EXAI_DATABASE_URL")?;
+        store.migrate().await.context("applying migrations")?;
+        println!("migrations applied ({})", store.backend());
+        Ok(())
+    })
 }
 
 /// Loads and validates configuration, printing every problem on its own line.
@@ -49,7 +94,10 @@ fn load_config(file: Option<&std::path::Path>, cli: &CliOverrides) -> Option<Con
             for e in &errors {
                 eprintln!("config error: {e}");
             }
-            eprintln!("exai: {} configuration problem(s); not starting", errors.len());
+            eprintln!(
+                "exai: {} configuration problem(s); not starting",
+                errors.len()
+            );
             None
         }
     }

@@ -12,8 +12,12 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
+use exai_actors::journal::JournalSettings;
+use exai_actors::metrics_buffer::{MetricsPipeline, PipelineSettings};
 use exai_actors::retry::RetryPolicy;
+use exai_actors::store::{EventStore, RetentionSettings, open_store};
 use exai_actors::supervisor::{ChildSpec, Shutdown, Supervisor, SupervisorSettings};
+use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -32,6 +36,12 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// The root actor.
     pub supervisor: Addr<Supervisor>,
+    /// The event pipeline (flusher state, journal).
+    pub pipeline: MetricsPipeline,
+    /// Where events are persisted; history queries read it.
+    pub store: Arc<dyn EventStore>,
+    /// The client surfaces (`/ws`, `/v1`); shutdown drains their sessions.
+    pub surface: web::Data<crate::surface::SurfaceState>,
 }
 
 /// Lets tests (and the signal handler) start the graceful shutdown.
@@ -62,11 +72,46 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = Arc::new(config);
+        // Bind first: a taken port fails start-up before any actor or file is touched.
+        let listener =
+            TcpListener::bind((config.server.host, config.server.port)).with_context(|| {
+                format!("cannot bind {}:{}", config.server.host, config.server.port)
+            })?;
+        let addr = listener.local_addr()?;
         let lifecycle = Arc::new(Lifecycle::new());
         let health = HealthBoard::new();
         let recorder = Recorder::new(config.instance.clone(), config.metrics.max_buffered);
 
-        let children: Vec<ChildSpec> = Vec::new();
+        let store = open_store(config.database_url.expose_secret())
+            .context("EXAI_DATABASE_URL: cannot open the event store")?;
+        migrate_or_retry(store.clone()).await;
+        let pipeline = MetricsPipeline::new(
+            pipeline_settings(&config),
+            store.clone(),
+            recorder.clone(),
+            health.clone(),
+        )
+        .context("cannot open the spill journal")?;
+
+        let mut children: Vec<ChildSpec> = Vec::new();
+        children.push(pipeline.child_spec().0);
+        let dashboard = web::Data::new(crate::dashboard_ws::DashboardState::new(
+            &config,
+            recorder.clone(),
+            health.clone(),
+        ));
+        children.push(dashboard.child_spec());
+        // The request path (providers, registry, cache) and the client surfaces (/ws, /v1).
+        let mut gateway = crate::gateway::Gateway::build(&config, &recorder, &health)
+            .context("cannot build the request path")?;
+        children.extend(gateway.take_children());
+        let surface = web::Data::new(crate::surface::SurfaceState::new(
+            &config,
+            gateway.dispatcher(),
+            gateway.cache_handle(),
+            recorder.clone(),
+            health.clone(),
+        ));
         let supervisor = Supervisor::new(
             supervisor_settings(&config),
             children,
@@ -74,27 +119,40 @@ impl Application {
             recorder.clone(),
         )
         .start();
+        gateway.startup_complete();
 
-        let listener = TcpListener::bind((config.server.host, config.server.port))
-            .with_context(|| format!("cannot bind {}:{}", config.server.host, config.server.port))?;
-        let addr = listener.local_addr()?;
         let state = web::Data::new(AppState {
             config: config.clone(),
             health,
             recorder,
             lifecycle: lifecycle.clone(),
             supervisor,
+            pipeline,
+            store,
+            surface: surface.clone(),
         });
         let app_state = state.clone();
         let grace = config.server.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(dashboard.clone())
+                .configure(crate::dashboard_ws::configure)
                 .configure(routes::health::configure)
+                .configure(routes::history::configure)
+                .configure(routes::metrics::configure)
                 .configure(routes::debug::configure)
-                .route("/", web::get().to(|| async {
-                    HttpResponse::Found().insert_header(("Location", "/dashboard")).finish()
-                }))
+                // Before the `/` redirect: a WebSocket upgrade of `/` speaks the tool protocol.
+                .app_data(surface.clone())
+                .configure(crate::surface::configure)
+                .route(
+                    "/",
+                    web::get().to(|| async {
+                        HttpResponse::Found()
+                            .insert_header(("Location", "/dashboard"))
+                            .finish()
+                    }),
+                )
         })
         .disable_signals()
         .shutdown_timeout(grace)
@@ -146,19 +204,95 @@ async fn shutdown(state: &AppState, server: &ServerHandle) {
     tokio::time::sleep(state.config.server.shutdown_ready_delay).await;
     // 2. Stop accepting, and 3. drain in-flight requests within the grace period
     //    (actix waits up to `shutdown_timeout` for open requests, then drops them).
+    //    `/ws` sessions finish their running calls, then close with 1001.
+    state.surface.begin_shutdown();
     server.stop(true).await;
     // 4. Sockets are closed by the server stop above.
-    // 5. Flush events and 6. stop actors in reverse start order.
-    if tokio::time::timeout(grace, state.supervisor.send(Shutdown)).await.is_err() {
+    // 5. Flush events, then 6. stop actors in reverse start order, and flush whatever the
+    //    stopping actors recorded.
+    flush(state).await;
+    if tokio::time::timeout(grace, state.supervisor.send(Shutdown))
+        .await
+        .is_err()
+    {
         tracing::warn!("actors did not stop within the grace period");
     }
+    flush(state).await;
     tracing::info!("shutdown complete");
+}
+
+/// Flushes recorded events; whatever cannot reach the store stays in the journal.
+async fn flush(state: &AppState) {
+    match tokio::time::timeout(state.config.server.shutdown_grace, state.pipeline.flush()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "final flush failed; events stay in the spill journal")
+        }
+        Err(_) => {
+            tracing::warn!("final flush timed out; unflushed events stay in the spill journal")
+        }
+    }
+}
+
+/// How long start-up waits for migrations before carrying on and retrying in the background.
+const STARTUP_MIGRATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Gap between background migration attempts while the database is unreachable.
+const MIGRATE_RETRY: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(500), Duration::from_secs(30));
+
+/// Applies migrations. If the database is unreachable at start, exai still starts (events
+/// spill to the journal) and keeps retrying in the background until the schema is in place.
+async fn migrate_or_retry(store: Arc<dyn EventStore>) {
+    let first = tokio::time::timeout(STARTUP_MIGRATE_TIMEOUT, store.migrate()).await;
+    let error = match first {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    let mut log = exai_actors::failure_log::FailureLog::new("migrations");
+    log.failure(&error);
+    actix_rt::spawn(async move {
+        let mut backoff = MIGRATE_RETRY.start();
+        loop {
+            tokio::time::sleep(backoff.next_delay()).await;
+            match store.migrate().await {
+                Ok(()) => {
+                    log.success();
+                    return;
+                }
+                Err(e) => {
+                    log.failure(&e);
+                }
+            }
+        }
+    });
+}
+
+/// Pipeline settings from configuration.
+pub fn pipeline_settings(config: &Config) -> PipelineSettings {
+    let m = &config.metrics;
+    let mut settings = PipelineSettings::new(config.data_dir.join("spill"));
+    settings.batch_size = m.batch_size;
+    settings.flush_interval = m.flush_interval;
+    settings.journal = JournalSettings {
+        fsync: m.fsync,
+        ..JournalSettings::new(config.data_dir.join("spill"))
+    };
+    settings.retention = RetentionSettings {
+        raw: m.retention_raw,
+        minute: m.retention_1min,
+        hour: m.retention_1hour,
+    };
+    settings
 }
 
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),

@@ -42,14 +42,26 @@ pub struct Event {
 }
 
 impl Event {
-    /// A new event stamped now.
+    /// A new event stamped now. Ids are UUIDv7 from a process-wide monotonic generator, so
+    /// they sort in recording order even within one millisecond (keyset pagination and
+    /// replay order rely on it); `ts` is the id's own millisecond.
     pub fn new(instance: &str, source: &str, kind: &str, data: Value) -> Self {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let ts = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
-        let secs = now.as_secs();
-        let nanos = now.subsec_nanos();
+        let id = Uuid::now_v7();
+        let ts = id
+            .get_timestamp()
+            .map(|t| {
+                let (secs, nanos) = t.to_unix();
+                i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)
+                    + i64::from(nanos / 1_000_000)
+            })
+            .unwrap_or_else(|| {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+            });
         Self {
-            id: Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos)),
+            id,
             ts,
             instance: instance.to_owned(),
             source: source.to_owned(),
@@ -204,7 +216,11 @@ impl Recorder {
     fn overflow(&self, event: Event) {
         let inner = &self.inner;
         inner.notify.notify_one();
-        let spill = inner.spill.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let spill = inner
+            .spill
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         match spill {
             Some(sink) => match sink.spill(std::slice::from_ref(&event)) {
                 Ok(()) => {
@@ -226,12 +242,20 @@ impl Recorder {
 
     /// Installs the overflow destination (the metrics pipeline's journal).
     pub fn set_spill(&self, sink: Arc<dyn Spill>) {
-        *self.inner.spill.write().unwrap_or_else(PoisonError::into_inner) = Some(sink);
+        *self
+            .inner
+            .spill
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(sink);
     }
 
     /// Takes up to `max` of the oldest queued events.
     pub fn drain(&self, max: usize) -> Vec<Event> {
-        let mut queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queue = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let n = max.min(queue.len());
         queue.drain(..n).collect()
     }
@@ -241,7 +265,11 @@ impl Recorder {
     pub fn requeue_front(&self, events: Vec<Event>) {
         let mut rest = Vec::new();
         {
-            let mut queue = self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut queue = self
+                .inner
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let room = self.inner.capacity.saturating_sub(queue.len());
             let mut events = events;
             if events.len() > room {
@@ -258,7 +286,11 @@ impl Recorder {
 
     /// Number of events waiting in memory.
     pub fn queued(&self) -> usize {
-        self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Asks to be woken (through [`Recorder::notified`]) once `len` events are queued.
@@ -294,6 +326,17 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn ids_are_monotonic_within_a_millisecond() {
+        let events: Vec<Event> = (0..10_000)
+            .map(|_| Event::new("t", "s", "k", Value::Null))
+            .collect();
+        for pair in events.windows(2) {
+            assert!(pair[0].id < pair[1].id);
+            assert!(pair[0].ts <= pair[1].ts);
+        }
+    }
+
+    #[test]
     fn events_have_v7_ids_and_keep_order() {
         let rec = Recorder::new("test", 10);
         rec.record("s", "a.b", json!({"n": 1}));
@@ -320,7 +363,10 @@ mod tests {
     struct Collect(Mutex<Vec<Event>>);
     impl Spill for Collect {
         fn spill(&self, events: &[Event]) -> std::io::Result<()> {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(events);
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(events);
             Ok(())
         }
     }

@@ -34,7 +34,11 @@ pub enum Transition {
     /// The first failure after health: log it at warn/error.
     Failing,
     /// Still failing; log a summary line (`failures` in total, `recent` since the last line).
-    StillFailing { failures: u64, recent: u64, for_secs: u64 },
+    StillFailing {
+        failures: u64,
+        recent: u64,
+        for_secs: u64,
+    },
     /// Healthy again after `failures` failures over `for_secs` seconds.
     Recovered { failures: u64, for_secs: u64 },
 }
@@ -90,7 +94,11 @@ impl FailureLog {
             Transition::Failing => {
                 tracing::warn!(component = self.what, error = %error, "{} is failing", self.what);
             }
-            Transition::StillFailing { failures, recent, for_secs } => {
+            Transition::StillFailing {
+                failures,
+                recent,
+                for_secs,
+            } => {
                 tracing::warn!(
                     component = self.what,
                     error = %error,
@@ -122,7 +130,8 @@ impl FailureLog {
             component = self.what,
             failures = self.failures,
             for_secs = since.elapsed().as_secs(),
-            "{} recovered", self.what
+            "{} recovered",
+            self.what
         );
         self.failures = 0;
         self.since_last_line = 0;
@@ -144,13 +153,18 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(40));
         match log.failure(&"down") {
-            Transition::StillFailing { failures, recent, .. } => {
+            Transition::StillFailing {
+                failures, recent, ..
+            } => {
                 assert_eq!(failures, 102);
                 assert_eq!(recent, 101);
             }
             other => panic!("expected a summary, got {other:?}"),
         }
-        assert!(matches!(log.success(), Transition::Recovered { failures: 102, .. }));
+        assert!(matches!(
+            log.success(),
+            Transition::Recovered { failures: 102, .. }
+        ));
         assert_eq!(log.success(), Transition::Quiet);
         assert_eq!(log.failure(&"down"), Transition::Failing);
     }

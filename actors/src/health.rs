@@ -108,7 +108,9 @@ impl HealthBoard {
     /// Replaces one component's entry.
     pub fn set_component(&self, name: &str, status: Status, detail: Value) {
         let mut tables = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        tables.components.insert(name.to_owned(), ComponentHealth { status, detail });
+        tables
+            .components
+            .insert(name.to_owned(), ComponentHealth { status, detail });
     }
 
     /// One actor's entry.
@@ -126,7 +128,10 @@ impl HealthBoard {
             ActorState::Failed => Status::Unhealthy,
         });
         let component_status = tables.components.values().map(|c| c.status);
-        let status = actor_status.chain(component_status).max().unwrap_or(Status::Ok);
+        let status = actor_status
+            .chain(component_status)
+            .max()
+            .unwrap_or(Status::Ok);
         HealthSnapshot {
             status,
             actors: tables.actors.clone(),

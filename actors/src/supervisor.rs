@@ -162,7 +162,10 @@ impl<A: Actor> Slot<A> {
 
     /// The live address, if the child is running.
     pub fn get(&self) -> Option<Addr<A>> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Publishes a new address.
@@ -198,7 +201,9 @@ pub struct ChildSpec {
 
 impl std::fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildSpec").field("name", &self.name).finish()
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -268,7 +273,10 @@ pub fn note_fatal_here(error: impl std::fmt::Display) {
 }
 
 fn take_last_error(child: &str) -> Option<String> {
-    last_errors().lock().unwrap_or_else(PoisonError::into_inner).remove(child)
+    last_errors()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(child)
 }
 
 /// Installs a panic hook that, on a child's thread, records the message for `/health` and
@@ -393,7 +401,8 @@ impl Supervisor {
         child.running = Some((child.spec.start)(&name));
         child.generation += 1;
         child.ping_in_flight = false;
-        self.health.update_actor(&name, |h| h.state = ActorState::Running);
+        self.health
+            .update_actor(&name, |h| h.state = ActorState::Running);
     }
 
     /// Checks every running child: dead ones are restarted, live ones are pinged.
@@ -431,7 +440,10 @@ impl Supervisor {
                     Ok(Err(_)) => act.child_down(idx, "actor stopped".to_owned(), ctx),
                     Err(_) => act.child_down(
                         idx,
-                        format!("hung: no answer to ping within {} ms", ping_timeout.as_millis()),
+                        format!(
+                            "hung: no answer to ping within {} ms",
+                            ping_timeout.as_millis()
+                        ),
                         ctx,
                     ),
                 }
@@ -599,7 +611,11 @@ pub const FAULT_INJECTION: bool = cfg!(feature = "fault-injection");
 
 /// Injects `fault` (`"panic"` or `"hang"`) into the named child. Always compiled so callers
 /// need no feature gate of their own; without the `fault-injection` feature it refuses.
-pub async fn inject_fault(supervisor: &Addr<Supervisor>, child: &str, fault: &str) -> Result<(), String> {
+pub async fn inject_fault(
+    supervisor: &Addr<Supervisor>,
+    child: &str,
+    fault: &str,
+) -> Result<(), String> {
     #[cfg(feature = "fault-injection")]
     {
         let fault = match fault {
@@ -646,18 +662,32 @@ mod tests {
         }
     }
 
-    async fn wait_for(board: &HealthBoard, name: &str, f: impl Fn(&crate::health::ActorHealth) -> bool) {
+    async fn wait_for(
+        board: &HealthBoard,
+        name: &str,
+        f: impl Fn(&crate::health::ActorHealth) -> bool,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             if board.actor(name).is_some_and(|h| f(&h)) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out: {:?}", board.actor(name));
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {:?}",
+                board.actor(name)
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    fn setup() -> (Addr<Supervisor>, HealthBoard, Recorder, Slot<Worker>, Arc<AtomicUsize>) {
+    fn setup() -> (
+        Addr<Supervisor>,
+        HealthBoard,
+        Recorder,
+        Slot<Worker>,
+        Arc<AtomicUsize>,
+    ) {
         let board = HealthBoard::new();
         let recorder = Recorder::new("t", 100);
         let slot = Slot::new();
@@ -668,7 +698,8 @@ mod tests {
             Worker
         });
         let other = ChildSpec::new("other", Slot::<Worker>::new(), || Worker);
-        let sup = Supervisor::new(fast(), vec![spec, other], board.clone(), recorder.clone()).start();
+        let sup =
+            Supervisor::new(fast(), vec![spec, other], board.clone(), recorder.clone()).start();
         (sup, board, recorder, slot, builds)
     }
 
@@ -678,7 +709,10 @@ mod tests {
         wait_for(&board, "worker", |h| h.state == ActorState::Running).await;
         let first = slot.get().unwrap();
         inject_fault(&sup, "worker", "panic").await.unwrap();
-        wait_for(&board, "worker", |h| h.restarts == 1 && h.state == ActorState::Running).await;
+        wait_for(&board, "worker", |h| {
+            h.restarts == 1 && h.state == ActorState::Running
+        })
+        .await;
         assert_eq!(builds.load(Ordering::SeqCst), 2);
         let second = slot.get().unwrap();
         assert!(!first.connected());
@@ -688,7 +722,11 @@ mod tests {
         assert!(h.last_restart_at.is_some());
         assert_eq!(board.actor("other").unwrap().restarts, 0);
         let events = recorder.drain(100);
-        assert!(events.iter().any(|e| e.kind == "actor.restarted" && e.data["actor"] == "worker"));
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == "actor.restarted" && e.data["actor"] == "worker")
+        );
     }
 
     #[actix_rt::test]
@@ -696,8 +734,18 @@ mod tests {
         let (sup, board, _, slot, _) = setup();
         wait_for(&board, "worker", |h| h.state == ActorState::Running).await;
         inject_fault(&sup, "worker", "hang").await.unwrap();
-        wait_for(&board, "worker", |h| h.restarts == 1 && h.state == ActorState::Running).await;
-        assert!(board.actor("worker").unwrap().last_error.unwrap().contains("hung"));
+        wait_for(&board, "worker", |h| {
+            h.restarts == 1 && h.state == ActorState::Running
+        })
+        .await;
+        assert!(
+            board
+                .actor("worker")
+                .unwrap()
+                .last_error
+                .unwrap()
+                .contains("hung")
+        );
         slot.get().unwrap().send(Ping).await.unwrap();
     }
 
@@ -705,10 +753,16 @@ mod tests {
     async fn crash_loop_ends_in_failed() {
         let (sup, board, recorder, _, _) = setup();
         for n in 1..=3 {
-            wait_for(&board, "worker", |h| h.restarts == n - 1 && h.state == ActorState::Running).await;
+            wait_for(&board, "worker", |h| {
+                h.restarts == n - 1 && h.state == ActorState::Running
+            })
+            .await;
             inject_fault(&sup, "worker", "panic").await.unwrap();
         }
-        wait_for(&board, "worker", |h| h.restarts == 3 && h.state == ActorState::Running).await;
+        wait_for(&board, "worker", |h| {
+            h.restarts == 3 && h.state == ActorState::Running
+        })
+        .await;
         inject_fault(&sup, "worker", "panic").await.unwrap();
         wait_for(&board, "worker", |h| h.state == ActorState::Failed).await;
         assert_eq!(board.snapshot().status, crate::health::Status::Unhealthy);

@@ -13,7 +13,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// The chat body for request `i`; `unique` makes each prompt different (no cache hits).
 pub fn chat_body(model: &str, i: u64, unique: bool) -> Vec<u8> {
-    let prompt = if unique { format!("benchmark prompt {i}") } else { "benchmark prompt".to_owned() };
+    let prompt = if unique {
+        format!("benchmark prompt {i}")
+    } else {
+        "benchmark prompt".to_owned()
+    };
     serde_json::to_vec(&json!({
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
@@ -23,8 +27,16 @@ pub fn chat_body(model: &str, i: u64, unique: bool) -> Vec<u8> {
 }
 
 /// POSTs a chat body; true on 200 with a body read to the end.
-pub async fn post_chat(client: &reqwest::Client, url: &str, token: Option<&str>, body: Vec<u8>) -> bool {
-    let mut req = client.post(url).header("content-type", "application/json").body(body);
+pub async fn post_chat(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> bool {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -48,7 +60,9 @@ pub struct WsClient {
 impl WsClient {
     /// Connects and completes the hello handshake.
     pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<WsClient> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("ws connect")?;
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("ws connect")?;
         let (mut sink, mut stream) = ws.split();
         let hello = json!({"op": "hello", "token": token.unwrap_or(""), "session_id": format!("bench-{}", uuid::Uuid::new_v4().simple())});
         sink.send(Message::Text(hello.to_string().into())).await?;
@@ -72,13 +86,14 @@ impl WsClient {
             while let Some(Ok(m)) = stream.next().await {
                 match m {
                     Message::Text(t) => {
-                        let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
-                        if v["op"] == "call_tool_res" {
-                            if let Some(id) = v["request_id"].as_str() {
-                                if let Some(w) = p.lock().await.remove(id) {
-                                    let _ = w.send(v);
-                                }
-                            }
+                        let Ok(v) = serde_json::from_str::<Value>(&t) else {
+                            continue;
+                        };
+                        if v["op"] == "call_tool_res"
+                            && let Some(id) = v["request_id"].as_str()
+                            && let Some(w) = p.lock().await.remove(id)
+                        {
+                            let _ = w.send(v);
                         }
                     }
                     Message::Ping(d) => {
@@ -90,13 +105,21 @@ impl WsClient {
             }
             p.lock().await.clear();
         });
-        Ok(WsClient { tx, pending, next: Arc::new(AtomicU64::new(0)) })
+        Ok(WsClient {
+            tx,
+            pending,
+            next: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// Calls the `chat` tool; true when it answers `ok:true`.
     pub async fn chat(&self, model: &str, i: u64, unique: bool) -> bool {
         let id = format!("r{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let prompt = if unique { format!("benchmark prompt {i}") } else { "benchmark prompt".to_owned() };
+        let prompt = if unique {
+            format!("benchmark prompt {i}")
+        } else {
+            "benchmark prompt".to_owned()
+        };
         let frame = json!({
             "op": "call_tool",
             "request_id": id,
@@ -105,7 +128,11 @@ impl WsClient {
         });
         let (tx, rx) = oneshot::channel();
         self.pending.lock().await.insert(id, tx);
-        if self.tx.send(Message::Text(frame.to_string().into())).is_err() {
+        if self
+            .tx
+            .send(Message::Text(frame.to_string().into()))
+            .is_err()
+        {
             return false;
         }
         matches!(rx.await, Ok(v) if v["ok"] == true)

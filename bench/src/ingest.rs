@@ -84,8 +84,14 @@ async fn flush_latency(store: &Arc<dyn EventStore>, flushes: usize) -> anyhow::R
 async fn pg_db(name: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(crate::PG_ADMIN).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut c)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut c)
+        .await?;
     Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
 }
 
@@ -93,18 +99,27 @@ async fn pg_db(name: &str) -> anyhow::Result<String> {
 async fn pg_copy_eps(url: &str, total: usize) -> anyhow::Result<f64> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(url).await?;
-    sqlx::query("CREATE TABLE monitoring.copy_ceiling (LIKE monitoring.monitoring_events INCLUDING ALL)")
-        .execute(&mut c)
-        .await?;
+    sqlx::query(
+        "CREATE TABLE monitoring.copy_ceiling (LIKE monitoring.monitoring_events INCLUDING ALL)",
+    )
+    .execute(&mut c)
+    .await?;
     let mut text = String::with_capacity(total * 200);
     for e in events(total) {
-        let ts = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(e.ts as u64));
+        let ts = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + Duration::from_millis(e.ts as u64),
+        );
         let data = e.data.to_string().replace('\\', "\\\\");
-        text.push_str(&format!("{}\t{}\t{}\t{}\t{}\t{}\n", e.id, ts, e.instance, e.source, e.kind, data));
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            e.id, ts, e.instance, e.source, e.kind, data
+        ));
     }
     let start = Instant::now();
     let mut copy = c
-        .copy_in_raw("COPY monitoring.copy_ceiling (id, ts, instance, source, type, data) FROM STDIN")
+        .copy_in_raw(
+            "COPY monitoring.copy_ceiling (id, ts, instance, source, type, data) FROM STDIN",
+        )
         .await?;
     copy.send(text.as_bytes()).await?;
     copy.finish().await?;
@@ -115,7 +130,9 @@ async fn pg_copy_eps(url: &str, total: usize) -> anyhow::Result<f64> {
 async fn pg_fill(url: &str, rows: u64) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(url).await?;
-    let have: (i64,) = sqlx::query_as("SELECT count(*) FROM monitoring.monitoring_events").fetch_one(&mut c).await?;
+    let have: (i64,) = sqlx::query_as("SELECT count(*) FROM monitoring.monitoring_events")
+        .fetch_one(&mut c)
+        .await?;
     let need = rows.saturating_sub(have.0 as u64);
     if need > 0 {
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -125,7 +142,9 @@ async fn pg_fill(url: &str, rows: u64) -> anyhow::Result<()> {
         )))
         .execute(&mut c)
         .await?;
-        sqlx::query("ANALYZE monitoring.monitoring_events").execute(&mut c).await?;
+        sqlx::query("ANALYZE monitoring.monitoring_events")
+            .execute(&mut c)
+            .await?;
     }
     Ok(())
 }
@@ -160,7 +179,9 @@ async fn sqlite_fill(path: &Path, rows: u64) -> anyhow::Result<()> {
     use sqlx::Connection;
     let url = format!("sqlite://{}", path.display());
     let mut c = sqlx::SqliteConnection::connect(&url).await?;
-    let have: (i64,) = sqlx::query_as("SELECT count(*) FROM monitoring_events").fetch_one(&mut c).await?;
+    let have: (i64,) = sqlx::query_as("SELECT count(*) FROM monitoring_events")
+        .fetch_one(&mut c)
+        .await?;
     let need = rows.saturating_sub(have.0 as u64);
     if need > 0 {
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -187,16 +208,32 @@ pub async fn run(work: &Path, quick: bool, big_rows: u64) -> anyhow::Result<Inge
     store.migrate().await?;
     pg_fill(&url, 10_000).await?;
     let (p50, p99) = flush_latency(&store, flushes).await?;
-    out.flush.push(FlushRow { backend: "postgres".into(), existing_rows: 10_000, p50_us: p50, p99_us: p99 });
+    out.flush.push(FlushRow {
+        backend: "postgres".into(),
+        existing_rows: 10_000,
+        p50_us: p50,
+        p99_us: p99,
+    });
     let raw = pg_copy_eps(&url, total).await?;
     for batch in [50, 1000] {
         let eps = store_eps(&store, total, batch).await?;
-        out.rows.push(IngestRow { backend: "postgres".into(), batch, store_eps: eps, raw_eps: raw, raw_method: "COPY FROM STDIN".into() });
+        out.rows.push(IngestRow {
+            backend: "postgres".into(),
+            batch,
+            store_eps: eps,
+            raw_eps: raw,
+            raw_method: "COPY FROM STDIN".into(),
+        });
     }
     eprintln!("[bench] filling PostgreSQL to {big_rows} rows");
     pg_fill(&url, big_rows).await?;
     let (p50, p99) = flush_latency(&store, flushes).await?;
-    out.flush.push(FlushRow { backend: "postgres".into(), existing_rows: big_rows, p50_us: p50, p99_us: p99 });
+    out.flush.push(FlushRow {
+        backend: "postgres".into(),
+        existing_rows: big_rows,
+        p50_us: p50,
+        p99_us: p99,
+    });
 
     // SQLite.
     let db = work.join("ingest.db");
@@ -204,15 +241,31 @@ pub async fn run(work: &Path, quick: bool, big_rows: u64) -> anyhow::Result<Inge
     store.migrate().await?;
     sqlite_fill(&db, 10_000).await?;
     let (p50, p99) = flush_latency(&store, flushes).await?;
-    out.flush.push(FlushRow { backend: "sqlite".into(), existing_rows: 10_000, p50_us: p50, p99_us: p99 });
+    out.flush.push(FlushRow {
+        backend: "sqlite".into(),
+        existing_rows: 10_000,
+        p50_us: p50,
+        p99_us: p99,
+    });
     let raw = sqlite_raw_eps(&work.join("ceiling.db"), total).await?;
     for batch in [50, 1000] {
         let eps = store_eps(&store, total, batch).await?;
-        out.rows.push(IngestRow { backend: "sqlite".into(), batch, store_eps: eps, raw_eps: raw, raw_method: "one prepared INSERT transaction".into() });
+        out.rows.push(IngestRow {
+            backend: "sqlite".into(),
+            batch,
+            store_eps: eps,
+            raw_eps: raw,
+            raw_method: "one prepared INSERT transaction".into(),
+        });
     }
     eprintln!("[bench] filling SQLite to {big_rows} rows");
     sqlite_fill(&db, big_rows).await?;
     let (p50, p99) = flush_latency(&store, flushes).await?;
-    out.flush.push(FlushRow { backend: "sqlite".into(), existing_rows: big_rows, p50_us: p50, p99_us: p99 });
+    out.flush.push(FlushRow {
+        backend: "sqlite".into(),
+        existing_rows: big_rows,
+        p50_us: p50,
+        p99_us: p99,
+    });
     Ok(out)
 }

@@ -85,8 +85,13 @@ where
                 continue;
             }
             in_flight.fetch_add(1, Ordering::Relaxed);
-            let (call, hist, ok, errors, in_flight) =
-                (call.clone(), hist.clone(), ok.clone(), errors.clone(), in_flight.clone());
+            let (call, hist, ok, errors, in_flight) = (
+                call.clone(),
+                hist.clone(),
+                ok.clone(),
+                errors.clone(),
+                in_flight.clone(),
+            );
             let intended = tick_time;
             tasks.push(tokio::spawn(async move {
                 let success = call(i).await;
@@ -116,7 +121,12 @@ where
 
 /// Runs `workers` loops, each calling `call` back to back, for `duration` (or `max_requests`
 /// per worker). Latency is per request (there is no schedule to omit).
-pub async fn closed_loop<F, Fut>(workers: usize, duration: Duration, max_requests: u64, call: F) -> RunResult
+pub async fn closed_loop<F, Fut>(
+    workers: usize,
+    duration: Duration,
+    max_requests: u64,
+    call: F,
+) -> RunResult
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send + 'static,
@@ -136,7 +146,8 @@ where
                 i += 1;
                 if success {
                     ok += 1;
-                    let _ = hist.record((start.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US));
+                    let _ =
+                        hist.record((start.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US));
                 } else {
                     errors += 1;
                 }

@@ -81,11 +81,19 @@ impl Ctx {
     }
 
     fn wants(&self, name: &str) -> bool {
-        self.opts.only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == name))
+        self.opts
+            .only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s.trim() == name))
     }
 
     /// Starts exai against `database_url`, returning the process, its port and data dir.
-    async fn start_exai(&self, label: &str, database_url: &str, extra: &[(&str, &str)]) -> anyhow::Result<(Proc, u16, PathBuf)> {
+    async fn start_exai(
+        &self,
+        label: &str,
+        database_url: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<(Proc, u16, PathBuf)> {
         let port = free_port()?;
         let data = self.work.join(format!("data-{label}-{port}"));
         std::fs::create_dir_all(&data)?;
@@ -96,7 +104,10 @@ impl Ctx {
             ("EXAI_DATABASE_URL", database_url.to_owned()),
             ("EXAI_INSTANCE", format!("bench-{label}")),
             ("EXAI_LOG", "warn".to_owned()),
-            ("CUSTOM_API_URL", format!("http://127.0.0.1:{}/v1", self.mock_port)),
+            (
+                "CUSTOM_API_URL",
+                format!("http://127.0.0.1:{}/v1", self.mock_port),
+            ),
             ("CUSTOM_MODEL_NAME", MODEL.to_owned()),
             ("EXAI_DEFAULT_MODEL", MODEL.to_owned()),
             // Benchmark load comes from one IP over many connections; lift the /ws limits
@@ -105,8 +116,10 @@ impl Ctx {
             ("EXAI_WS_GLOBAL_MAX_INFLIGHT", "16384".to_owned()),
             ("EXAI_WS_MAX_CONNECTIONS_PER_IP", "4096".to_owned()),
             ("EXAI_WS_MAX_CONNECTIONS", "8192".to_owned()),
-            ("EXAI_WS_RATE_PER_SEC", "1000000".to_owned()),
-            ("EXAI_WS_IP_RATE_PER_SEC", "1000000".to_owned()),
+            ("EXAI_WS_SESSION_RATE", "1000000".to_owned()),
+            ("EXAI_WS_SESSION_BURST", "1000000".to_owned()),
+            ("EXAI_WS_IP_RATE", "1000000".to_owned()),
+            ("EXAI_WS_IP_BURST", "1000000".to_owned()),
             ("EXAI_SHUTDOWN_READY_DELAY_MS", "1".to_owned()),
         ]
         .into_iter()
@@ -117,9 +130,13 @@ impl Ctx {
         }
         let log = self.work.join(format!("exai-{label}-{port}.log"));
         let proc = Proc::spawn(&format!("exai-{label}"), &self.exai, &["serve"], &env, &log)?;
-        wait_ok(&self.client, &format!("http://127.0.0.1:{port}/health/ready"), Duration::from_secs(30))
-            .await
-            .with_context(|| format!("exai ({label}) did not become ready; see {}", log.display()))?;
+        wait_ok(
+            &self.client,
+            &format!("http://127.0.0.1:{port}/health/ready"),
+            Duration::from_secs(30),
+        )
+        .await
+        .with_context(|| format!("exai ({label}) did not become ready; see {}", log.display()))?;
         Ok((proc, port, data))
     }
 }
@@ -129,14 +146,32 @@ fn v1_url(port: u16) -> String {
 }
 
 /// Baseline and gateway runs for one load shape.
-async fn run_http(ctx: &Ctx, url: String, token: Option<&'static str>, load: Load, unique: bool) -> RunResult {
+async fn run_http(
+    ctx: &Ctx,
+    url: String,
+    token: Option<&'static str>,
+    load: Load,
+    unique: bool,
+) -> RunResult {
     let client = ctx.client.clone();
     let url = Arc::new(url);
     match load {
-        Load::Closed { workers, duration, max } => {
+        Load::Closed {
+            workers,
+            duration,
+            max,
+        } => {
             closed_loop(workers, duration, max, move |w, i| {
                 let (client, url) = (client.clone(), url.clone());
-                async move { post_chat(&client, &url, token, chat_body(MODEL, (w as u64) << 32 | i, unique)).await }
+                async move {
+                    post_chat(
+                        &client,
+                        &url,
+                        token,
+                        chat_body(MODEL, (w as u64) << 32 | i, unique),
+                    )
+                    .await
+                }
             })
             .await
         }
@@ -162,7 +197,11 @@ async fn run_ws(port: u16, load: Load, unique: bool) -> anyhow::Result<RunResult
     }
     let clients = Arc::new(clients);
     Ok(match load {
-        Load::Closed { workers, duration, max } => {
+        Load::Closed {
+            workers,
+            duration,
+            max,
+        } => {
             closed_loop(workers, duration, max, move |w, i| {
                 let c = clients[w % clients.len()].clone();
                 async move { c.chat(MODEL, (w as u64) << 32 | i, unique).await }
@@ -183,7 +222,11 @@ async fn run_ws(port: u16, load: Load, unique: bool) -> anyhow::Result<RunResult
 #[derive(Debug, Clone, Copy)]
 enum Load {
     /// `workers` back-to-back loops.
-    Closed { workers: usize, duration: Duration, max: u64 },
+    Closed {
+        workers: usize,
+        duration: Duration,
+        max: u64,
+    },
     /// A fixed arrival rate.
     Open { rate: f64, duration: Duration },
 }
@@ -198,28 +241,75 @@ impl Load {
 }
 
 /// Scenario 1: gateway overhead on one backend.
-async fn overhead(ctx: &Ctx, report: &mut Report, backend: &str, database_url: &str) -> anyhow::Result<()> {
+async fn overhead(
+    ctx: &Ctx,
+    report: &mut Report,
+    backend: &str,
+    database_url: &str,
+) -> anyhow::Result<()> {
     let (exai, port, _) = ctx.start_exai(backend, database_url, &[]).await?;
     let mock = format!("http://127.0.0.1:{}/v1/chat/completions", ctx.mock_port);
     // Warm up connections, JIT-free but caches, pools and the registry.
-    run_http(ctx, mock.clone(), None, Load::Closed { workers: 4, duration: Duration::from_secs(1), max: u64::MAX }, true).await;
-    run_http(ctx, v1_url(port), Some(TOKEN), Load::Closed { workers: 4, duration: Duration::from_secs(1), max: u64::MAX }, true).await;
+    run_http(
+        ctx,
+        mock.clone(),
+        None,
+        Load::Closed {
+            workers: 4,
+            duration: Duration::from_secs(1),
+            max: u64::MAX,
+        },
+        true,
+    )
+    .await;
+    run_http(
+        ctx,
+        v1_url(port),
+        Some(TOKEN),
+        Load::Closed {
+            workers: 4,
+            duration: Duration::from_secs(1),
+            max: u64::MAX,
+        },
+        true,
+    )
+    .await;
 
-    let mut loads = vec![Load::Closed { workers: 1, duration: ctx.secs(10, 3), max: 20_000 }];
+    let mut loads = vec![Load::Closed {
+        workers: 1,
+        duration: ctx.secs(10, 3),
+        max: 20_000,
+    }];
     for rate in [500.0, 2000.0, 5000.0] {
-        loads.push(Load::Open { rate, duration: ctx.secs(10, 3) });
+        loads.push(Load::Open {
+            rate,
+            duration: ctx.secs(10, 3),
+        });
     }
     for load in loads {
         let base = run_http(ctx, mock.clone(), None, load, true).await;
         let v1 = run_http(ctx, v1_url(port), Some(TOKEN), load, true).await;
         let ws = run_ws(port, load, true).await?;
-        report.overhead.push(Row::overhead(backend, "/v1", &load.label(), &base, &v1));
-        report.overhead.push(Row::overhead(backend, "/ws", &load.label(), &base, &ws));
+        report
+            .overhead
+            .push(Row::overhead(backend, "/v1", &load.label(), &base, &v1));
+        report
+            .overhead
+            .push(Row::overhead(backend, "/ws", &load.label(), &base, &ws));
     }
-    let max = Load::Closed { workers: 32, duration: ctx.secs(10, 3), max: u64::MAX };
+    let max = Load::Closed {
+        workers: 32,
+        duration: ctx.secs(10, 3),
+        max: u64::MAX,
+    };
     let base = run_http(ctx, mock.clone(), None, max, true).await;
     let v1 = run_http(ctx, v1_url(port), Some(TOKEN), max, true).await;
-    report.throughput.push((backend.to_owned(), base.throughput(), v1.throughput(), v1.errors));
+    report.throughput.push((
+        backend.to_owned(),
+        base.throughput(),
+        v1.throughput(),
+        v1.errors,
+    ));
     exai.stop(Duration::from_secs(30))?;
     Ok(())
 }
@@ -229,15 +319,51 @@ async fn cache_hit(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let url = format!("sqlite://{}/cache.db", ctx.work.display());
     let (exai, port, _) = ctx.start_exai("cache", &url, &[]).await?;
     let mock = format!("http://127.0.0.1:{}/v1/chat/completions", ctx.mock_port);
-    let load = Load::Closed { workers: 1, duration: ctx.secs(10, 3), max: 20_000 };
+    let load = Load::Closed {
+        workers: 1,
+        duration: ctx.secs(10, 3),
+        max: 20_000,
+    };
     // Prime the cache through both surfaces.
-    run_http(ctx, v1_url(port), Some(TOKEN), Load::Closed { workers: 1, duration: Duration::from_secs(1), max: 10 }, false).await;
-    run_ws(port, Load::Closed { workers: 1, duration: Duration::from_secs(1), max: 10 }, false).await?;
+    run_http(
+        ctx,
+        v1_url(port),
+        Some(TOKEN),
+        Load::Closed {
+            workers: 1,
+            duration: Duration::from_secs(1),
+            max: 10,
+        },
+        false,
+    )
+    .await;
+    run_ws(
+        port,
+        Load::Closed {
+            workers: 1,
+            duration: Duration::from_secs(1),
+            max: 10,
+        },
+        false,
+    )
+    .await?;
     let base = run_http(ctx, mock, None, load, false).await;
     let v1 = run_http(ctx, v1_url(port), Some(TOKEN), load, false).await;
     let ws = run_ws(port, load, false).await?;
-    report.cache.push(Row::overhead("sqlite", "/v1 (hit)", &load.label(), &base, &v1));
-    report.cache.push(Row::overhead("sqlite", "/ws (hit)", &load.label(), &base, &ws));
+    report.cache.push(Row::overhead(
+        "sqlite",
+        "/v1 (hit)",
+        &load.label(),
+        &base,
+        &v1,
+    ));
+    report.cache.push(Row::overhead(
+        "sqlite",
+        "/ws (hit)",
+        &load.label(),
+        &base,
+        &ws,
+    ));
     exai.stop(Duration::from_secs(30))?;
     Ok(())
 }
@@ -248,13 +374,17 @@ async fn fanout(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let url = format!("sqlite://{}/fanout.db", ctx.work.display());
     let (exai, port, _) = ctx.start_exai("fanout", &url, &[]).await?;
     let clients = if ctx.opts.quick { 200 } else { 1000 };
-    let hist = Arc::new(tokio::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let hist = Arc::new(tokio::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
     let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     for _ in 0..clients {
         let dash = format!("ws://127.0.0.1:{port}/ws/dashboard");
-        let (ws, _) = tokio_tungstenite::connect_async(dash).await.context("dashboard connect")?;
+        let (ws, _) = tokio_tungstenite::connect_async(dash)
+            .await
+            .context("dashboard connect")?;
         let (_, mut stream) = ws.split();
         let (hist, delivered, stop) = (hist.clone(), delivered.clone(), stop.clone());
         readers.push(tokio::spawn(async move {
@@ -266,12 +396,19 @@ async fn fanout(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
                 if !text.contains("\"event\"") {
                     continue;
                 }
-                let Ok(v) = serde_json::from_str::<Value>(text) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(text) else {
+                    continue;
+                };
                 if v["type"] != "event" {
                     continue;
                 }
-                let Some(ts) = v["event"]["ts"].as_i64() else { continue };
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+                let Some(ts) = v["event"]["ts"].as_i64() else {
+                    continue;
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as i64)
+                    .unwrap_or(0);
                 let us = (now - ts * 1000).max(1) as u64;
                 delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = hist.lock().await.record(us.min(60_000_000));
@@ -279,7 +416,10 @@ async fn fanout(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         }));
     }
     let mock = format!("http://127.0.0.1:{}/v1/chat/completions", ctx.mock_port);
-    let load = Load::Open { rate: 100.0, duration: ctx.secs(10, 5) };
+    let load = Load::Open {
+        rate: 100.0,
+        duration: ctx.secs(10, 5),
+    };
     let base = run_http(ctx, mock, None, load, true).await;
     let started = Instant::now();
     let v1 = run_http(ctx, v1_url(port), Some(TOKEN), load, true).await;
@@ -304,8 +444,16 @@ async fn fanout(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
 
 /// Reads exai's recorded-event counter from `/health`.
 async fn recorded(ctx: &Ctx, port: u16) -> anyhow::Result<(u64, Value)> {
-    let h: Value = ctx.client.get(format!("http://127.0.0.1:{port}/health")).send().await?.json().await?;
-    let n = h["components"]["events"]["recorded"].as_u64().context("no components.events.recorded in /health")?;
+    let h: Value = ctx
+        .client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let n = h["components"]["events"]["recorded"]
+        .as_u64()
+        .context("no components.events.recorded in /health")?;
     Ok((n, h))
 }
 
@@ -317,11 +465,16 @@ async fn wait_drained(ctx: &Ctx, port: u16, within: Duration) -> anyhow::Result<
         let p = &h["components"]["pipeline"];
         let buffered = p["buffered"].as_u64().unwrap_or(u64::MAX);
         let spilled = p["spilled_bytes"].as_u64().unwrap_or(u64::MAX);
-        let queued = h["components"]["events"]["queued"].as_u64().unwrap_or(u64::MAX);
+        let queued = h["components"]["events"]["queued"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
         if buffered == 0 && spilled == 0 && queued == 0 {
             return Ok(start.elapsed());
         }
-        anyhow::ensure!(start.elapsed() < within, "pipeline did not drain within {within:?}: {p}");
+        anyhow::ensure!(
+            start.elapsed() < within,
+            "pipeline did not drain within {within:?}: {p}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -329,28 +482,48 @@ async fn wait_drained(ctx: &Ctx, port: u16, within: Duration) -> anyhow::Result<
 async fn pg_count(url: &str) -> anyhow::Result<i64> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(url).await?;
-    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM monitoring.monitoring_events").fetch_one(&mut c).await?;
+    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM monitoring.monitoring_events")
+        .fetch_one(&mut c)
+        .await?;
     Ok(n.0)
 }
 
 async fn create_db(name: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
-    let mut c = sqlx::PgConnection::connect(PG_ADMIN).await.context("PostgreSQL at 127.0.0.1:5432")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await?;
+    let mut c = sqlx::PgConnection::connect(PG_ADMIN)
+        .await
+        .context("PostgreSQL at 127.0.0.1:5432")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut c)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut c)
+        .await?;
     Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
 }
 
 /// Scenarios 5 and 6: steady load for a while, optionally with PostgreSQL cut off mid-run.
-async fn steady(ctx: &Ctx, report: &mut Report, outage: Option<Duration>, total: Duration) -> anyhow::Result<()> {
+async fn steady(
+    ctx: &Ctx,
+    report: &mut Report,
+    outage: Option<Duration>,
+    total: Duration,
+) -> anyhow::Result<()> {
     let label = if outage.is_some() { "outage" } else { "soak" };
     let db = create_db(&format!("exai_bench_{label}")).await?;
     let proxy = proxy::TcpProxy::start("127.0.0.1:5432".parse()?)?;
     let via = db.replace("127.0.0.1:5432", &proxy.addr().to_string());
-    let (exai, port, data) = ctx.start_exai(label, &via, &[("EXAI_METRICS_MAX_BUFFERED", "20000")]).await?;
+    let (exai, port, data) = ctx
+        .start_exai(label, &via, &[("EXAI_METRICS_MAX_BUFFERED", "20000")])
+        .await?;
     let pid = exai.pid();
     let rss_start = exai.rss_kib();
-    let (peak_rss, peak_journal) = (Arc::new(std::sync::atomic::AtomicU64::new(rss_start)), Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    let (peak_rss, peak_journal) = (
+        Arc::new(std::sync::atomic::AtomicU64::new(rss_start)),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    );
     let sampler = {
         let (peak_rss, peak_journal, data) = (peak_rss.clone(), peak_journal.clone(), data.clone());
         tokio::spawn(async move {
@@ -407,7 +580,12 @@ async fn steady(ctx: &Ctx, report: &mut Report, outage: Option<Duration>, total:
 
 fn main() -> anyhow::Result<()> {
     let opts = Opts::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // reqwest is built without a default TLS provider in this workspace.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(run(opts))
 }
 
@@ -428,13 +606,30 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         &HashMap::new(),
         &work.join("mock.log"),
     )?;
-    wait_ok(&client, &format!("http://127.0.0.1:{mock_port}/__mock/stats"), Duration::from_secs(20)).await?;
-    let ctx = Ctx { opts, exai, work: work.clone(), mock_port, client };
+    wait_ok(
+        &client,
+        &format!("http://127.0.0.1:{mock_port}/__mock/stats"),
+        Duration::from_secs(20),
+    )
+    .await?;
+    let ctx = Ctx {
+        opts,
+        exai,
+        work: work.clone(),
+        mock_port,
+        client,
+    };
     let mut report = Report::new(ctx.opts.quick, &ctx.opts.command);
 
     if ctx.wants("overhead") {
         eprintln!("[bench] gateway overhead (SQLite)");
-        overhead(&ctx, &mut report, "sqlite", &format!("sqlite://{}/overhead.db", work.display())).await?;
+        overhead(
+            &ctx,
+            &mut report,
+            "sqlite",
+            &format!("sqlite://{}/overhead.db", work.display()),
+        )
+        .await?;
         eprintln!("[bench] gateway overhead (PostgreSQL)");
         let db = create_db("exai_bench_overhead").await?;
         overhead(&ctx, &mut report, "postgres", &db).await?;
@@ -445,7 +640,10 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     }
     if ctx.wants("ingest") {
         eprintln!("[bench] event ingest");
-        let big = ctx.opts.big_rows.unwrap_or(if ctx.opts.quick { 200_000 } else { 10_000_000 });
+        let big = ctx
+            .opts
+            .big_rows
+            .unwrap_or(if ctx.opts.quick { 200_000 } else { 10_000_000 });
         report.ingest = ingest::run(&work, ctx.opts.quick, big).await?;
     }
     if ctx.wants("fanout") {
@@ -453,20 +651,37 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         fanout(&ctx, &mut report).await?;
     }
     if ctx.wants("outage") {
-        let outage = Duration::from_secs(ctx.opts.outage_secs.unwrap_or(if ctx.opts.quick { 15 } else { 300 }));
+        let outage = Duration::from_secs(ctx.opts.outage_secs.unwrap_or(if ctx.opts.quick {
+            15
+        } else {
+            300
+        }));
         eprintln!("[bench] PostgreSQL outage of {outage:?} under load");
         steady(&ctx, &mut report, Some(outage), outage + ctx.secs(60, 15)).await?;
     }
     if ctx.wants("soak") {
-        let minutes = ctx.opts.soak_minutes.unwrap_or(if ctx.opts.quick { 0.5 } else { 5.0 });
+        let minutes = ctx
+            .opts
+            .soak_minutes
+            .unwrap_or(if ctx.opts.quick { 0.5 } else { 5.0 });
         eprintln!("[bench] soak for {minutes} min");
-        steady(&ctx, &mut report, None, Duration::from_secs_f64(minutes * 60.0)).await?;
+        steady(
+            &ctx,
+            &mut report,
+            None,
+            Duration::from_secs_f64(minutes * 60.0),
+        )
+        .await?;
     }
     drop(mock);
     report.total = started.elapsed();
     let text = report.render();
     write(&ctx.opts.out, &text)?;
-    eprintln!("[bench] wrote {} in {:.0} s", ctx.opts.out.display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "[bench] wrote {} in {:.0} s",
+        ctx.opts.out.display(),
+        started.elapsed().as_secs_f64()
+    );
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }

@@ -27,7 +27,9 @@ impl TcpProxy {
         let addr = std_listener.local_addr()?;
         let down = Arc::new(AtomicBool::new(false));
         let (cut, cut_rx) = watch::channel(0u64);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let flag = down.clone();
         std::thread::spawn(move || {
             rt.block_on(async move {
@@ -43,6 +45,9 @@ impl TcpProxy {
                         continue;
                     }
                     let mut cut_rx = cut_rx.clone();
+                    // A clone inherits the original's seen version; only cuts after this
+                    // connection was accepted should end it.
+                    cut_rx.mark_unchanged();
                     tokio::spawn(async move {
                         let Ok(mut server) = TcpStream::connect(upstream).await else {
                             return;

@@ -28,7 +28,13 @@ pub struct Row {
 
 impl Row {
     /// A row from a baseline and a gateway run.
-    pub fn overhead(backend: &str, surface: &str, load: &str, base: &RunResult, gw: &RunResult) -> Row {
+    pub fn overhead(
+        backend: &str,
+        surface: &str,
+        load: &str,
+        base: &RunResult,
+        gw: &RunResult,
+    ) -> Row {
         Row {
             backend: backend.to_owned(),
             surface: surface.to_owned(),
@@ -41,7 +47,10 @@ impl Row {
     }
 
     fn added(&self) -> (i64, i64) {
-        (self.gw.0 as i64 - self.base.0 as i64, self.gw.1 as i64 - self.base.1 as i64)
+        (
+            self.gw.0 as i64 - self.base.0 as i64,
+            self.gw.1 as i64 - self.base.1 as i64,
+        )
     }
 }
 
@@ -141,7 +150,11 @@ impl Report {
              gateway figures sit beside a baseline (the mock upstream called directly) measured in the \
              same run, on the same machine, with the same client.\n",
             self.command,
-            if self.quick { " (quick mode: short runs, indicative only)" } else { "" },
+            if self.quick {
+                " (quick mode: short runs, indicative only)"
+            } else {
+                ""
+            },
             humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
             self.total.as_secs_f64()
         );
@@ -155,31 +168,55 @@ impl Report {
         );
         self.targets(&mut s);
         if !self.overhead.is_empty() {
-            let _ = writeln!(s, "## 1. Gateway overhead\n\nEvents persisted to the backend named in each row.\n");
+            let _ = writeln!(
+                s,
+                "## 1. Gateway overhead\n\nEvents persisted to the backend named in each row.\n"
+            );
             table(&mut s, &self.overhead);
-            let _ = writeln!(s, "\n| backend | baseline req/s (32 conns) | /v1 req/s (32 conns) | /v1 errors |\n|---|---|---|---|");
+            let _ = writeln!(
+                s,
+                "\n| backend | baseline req/s (32 conns) | /v1 req/s (32 conns) | /v1 errors |\n|---|---|---|---|"
+            );
             for (b, base, v1, e) in &self.throughput {
                 let _ = writeln!(s, "| {b} | {base:.0} | {v1:.0} | {e} |");
             }
             s.push('\n');
         }
         if !self.cache.is_empty() {
-            let _ = writeln!(s, "## 2. Cache hit path\n\nBaseline: the mock upstream answering directly (a miss path).\n");
+            let _ = writeln!(
+                s,
+                "## 2. Cache hit path\n\nBaseline: the mock upstream answering directly (a miss path).\n"
+            );
             table(&mut s, &self.cache);
             s.push('\n');
         }
         if !self.ingest.rows.is_empty() {
-            let _ = writeln!(s, "## 3. Event ingest\n\n| backend | batch | store events/s | raw ceiling events/s | ratio | ceiling method |\n|---|---|---|---|---|---|");
+            let _ = writeln!(
+                s,
+                "## 3. Event ingest\n\n| backend | batch | store events/s | raw ceiling events/s | ratio | ceiling method |\n|---|---|---|---|---|---|"
+            );
             for r in &self.ingest.rows {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {:.0} | {:.0} | {:.2} | {} |",
-                    r.backend, r.batch, r.store_eps, r.raw_eps, r.store_eps / r.raw_eps.max(1.0), r.raw_method
+                    r.backend,
+                    r.batch,
+                    r.store_eps,
+                    r.raw_eps,
+                    r.store_eps / r.raw_eps.max(1.0),
+                    r.raw_method
                 );
             }
-            let _ = writeln!(s, "\nFlush latency (batch of 50, `insert_batch` incl. rollups):\n\n| backend | existing rows | p50 µs | p99 µs |\n|---|---|---|---|");
+            let _ = writeln!(
+                s,
+                "\nFlush latency (batch of 50, `insert_batch` incl. rollups):\n\n| backend | existing rows | p50 µs | p99 µs |\n|---|---|---|---|"
+            );
             for f in &self.ingest.flush {
-                let _ = writeln!(s, "| {} | {} | {} | {} |", f.backend, f.existing_rows, f.p50_us, f.p99_us);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} |",
+                    f.backend, f.existing_rows, f.p50_us, f.p99_us
+                );
             }
             s.push('\n');
         }
@@ -197,14 +234,19 @@ impl Report {
             s.push('\n');
         }
         if !self.steady.is_empty() {
-            let _ = writeln!(s, "## 5–6. Soak and outage (PostgreSQL, 100 req/s through /v1)\n\n| run | minutes | outage s | requests ok/failed | RSS start → end (peak) MiB | journal peak MiB | drain s | events produced | persisted | after shutdown | lost |\n|---|---|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(
+                s,
+                "## 5–6. Soak and outage (PostgreSQL, 100 req/s through /v1)\n\n| run | minutes | outage s | requests ok/failed | RSS start → end (peak) MiB | journal peak MiB | drain s | events produced | persisted | after shutdown | lost |\n|---|---|---|---|---|---|---|---|---|---|---|"
+            );
             for r in &self.steady {
                 let _ = writeln!(
                     s,
                     "| {} | {:.1} | {} | {}/{} | {:.1} → {:.1} ({:.1}) | {:.2} | {:.1} | {} | {} | {} | {} |",
                     r.label,
                     r.minutes,
-                    r.outage_s.map(|o| o.to_string()).unwrap_or_else(|| "—".into()),
+                    r.outage_s
+                        .map(|o| o.to_string())
+                        .unwrap_or_else(|| "—".into()),
                     r.requests_ok,
                     r.requests_failed,
                     r.rss_start_kib as f64 / 1024.0,
@@ -224,7 +266,10 @@ impl Report {
     }
 
     fn targets(&self, s: &mut String) {
-        let _ = writeln!(s, "## DESIGN §9 targets\n\n| target | measured | met |\n|---|---|---|");
+        let _ = writeln!(
+            s,
+            "## DESIGN §9 targets\n\n| target | measured | met |\n|---|---|---|"
+        );
         let mut line = |t: &str, m: String, ok: Option<bool>| {
             let verdict = match ok {
                 Some(true) => "yes",
@@ -233,50 +278,120 @@ impl Report {
             };
             let _ = writeln!(s, "| {t} | {m} | {verdict} |");
         };
-        let find = |surface: &str, load: &str| self.overhead.iter().filter(|r| r.surface == surface && r.load == load).map(|r| r.added().1).max();
+        let find = |surface: &str, load: &str| {
+            self.overhead
+                .iter()
+                .filter(|r| r.surface == surface && r.load == load)
+                .map(|r| r.added().1)
+                .max()
+        };
         let c1 = find("/v1", "c=1");
-        line("added p99 ≤ 150 µs at concurrency 1 (/v1)", c1.map(|v| format!("{v} µs")).unwrap_or_default(), c1.map(|v| v <= 150));
+        line(
+            "added p99 ≤ 150 µs at concurrency 1 (/v1)",
+            c1.map(|v| format!("{v} µs")).unwrap_or_default(),
+            c1.map(|v| v <= 150),
+        );
         let r2k = find("/v1", "2000 req/s");
-        line("added p99 ≤ 1 ms at 2,000 req/s (/v1)", r2k.map(|v| format!("{v} µs")).unwrap_or_default(), r2k.map(|v| v <= 1000));
-        let tp = self.throughput.iter().map(|t| t.2).fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))));
-        line("≥ 25,000 req/s through /v1 at 32 connections", tp.map(|v| format!("{v:.0} req/s")).unwrap_or_default(), tp.map(|v| v >= 25_000.0));
+        line(
+            "added p99 ≤ 1 ms at 2,000 req/s (/v1)",
+            r2k.map(|v| format!("{v} µs")).unwrap_or_default(),
+            r2k.map(|v| v <= 1000),
+        );
+        let tp = self
+            .throughput
+            .iter()
+            .map(|t| t.2)
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.min(v))));
+        line(
+            "≥ 25,000 req/s through /v1 at 32 connections",
+            tp.map(|v| format!("{v:.0} req/s")).unwrap_or_default(),
+            tp.map(|v| v >= 25_000.0),
+        );
         let hit = self.cache.iter().map(|r| r.gw.1).max();
-        line("cache hit p99 ≤ 1 ms end to end", hit.map(|v| format!("{v} µs")).unwrap_or_default(), hit.map(|v| v <= 1000));
-        let pg = self.ingest.rows.iter().filter(|r| r.backend == "postgres").map(|r| r.store_eps).fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
-        line("≥ 100,000 events/s into PostgreSQL", pg.map(|v| format!("{v:.0} events/s")).unwrap_or_default(), pg.map(|v| v >= 100_000.0));
-        let pgf: Vec<_> = self.ingest.flush.iter().filter(|f| f.backend == "postgres").collect();
+        line(
+            "cache hit p99 ≤ 1 ms end to end",
+            hit.map(|v| format!("{v} µs")).unwrap_or_default(),
+            hit.map(|v| v <= 1000),
+        );
+        let pg = self
+            .ingest
+            .rows
+            .iter()
+            .filter(|r| r.backend == "postgres")
+            .map(|r| r.store_eps)
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
+        line(
+            "≥ 100,000 events/s into PostgreSQL",
+            pg.map(|v| format!("{v:.0} events/s")).unwrap_or_default(),
+            pg.map(|v| v >= 100_000.0),
+        );
+        let pgf: Vec<_> = self
+            .ingest
+            .flush
+            .iter()
+            .filter(|f| f.backend == "postgres")
+            .collect();
         if let [small, big] = pgf.as_slice() {
             let ratio = big.p99_us as f64 / small.p99_us.max(1) as f64;
             line(
                 "flush cost flat from 10k to 10M rows (PostgreSQL p99 ratio)",
-                format!("{} → {} µs ({ratio:.2}×, {} rows)", small.p99_us, big.p99_us, big.existing_rows),
+                format!(
+                    "{} → {} µs ({ratio:.2}×, {} rows)",
+                    small.p99_us, big.p99_us, big.existing_rows
+                ),
                 Some(ratio <= 2.0),
             );
         } else {
             line("flush cost flat from 10k to 10M rows", String::new(), None);
         }
         let f = self.fanout.as_ref().map(|f| f.p99_us);
-        line("dashboard fan-out p99 ≤ 100 ms (1,000 clients)", f.map(|v| format!("{:.1} ms", v as f64 / 1000.0)).unwrap_or_default(), f.map(|v| v <= 100_000));
+        line(
+            "dashboard fan-out p99 ≤ 100 ms (1,000 clients)",
+            f.map(|v| format!("{:.1} ms", v as f64 / 1000.0))
+                .unwrap_or_default(),
+            f.map(|v| v <= 100_000),
+        );
         for r in &self.steady {
             let lost = r.produced as i64 - r.persisted as i64;
-            line(&format!("zero events lost ({})", r.label), format!("{lost} lost of {}", r.produced), Some(lost == 0));
+            line(
+                &format!("zero events lost ({})", r.label),
+                format!("{lost} lost of {}", r.produced),
+                Some(lost == 0),
+            );
         }
         if let Some(soak) = self.steady.iter().find(|r| r.label == "soak") {
             let growth = soak.rss_end_kib as f64 / soak.rss_start_kib.max(1) as f64;
-            line("memory flat over the soak", format!("{:.2}× RSS over {:.1} min", growth, soak.minutes), Some(growth <= 1.5));
+            line(
+                "memory flat over the soak",
+                format!("{:.2}× RSS over {:.1} min", growth, soak.minutes),
+                Some(growth <= 1.5),
+            );
         }
         s.push('\n');
     }
 }
 
 fn table(s: &mut String, rows: &[Row]) {
-    let _ = writeln!(s, "| backend | surface | load | baseline p50/p99 µs | gateway p50/p99 µs | added p50/p99 µs | gateway req/s | errors |\n|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| backend | surface | load | baseline p50/p99 µs | gateway p50/p99 µs | added p50/p99 µs | gateway req/s | errors |\n|---|---|---|---|---|---|---|---|"
+    );
     for r in rows {
         let (a50, a99) = r.added();
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} / {} | {} / {} | {} / {} | {:.0} | {} |",
-            r.backend, r.surface, r.load, r.base.0, r.base.1, r.gw.0, r.gw.1, a50, a99, r.rps, r.errors
+            r.backend,
+            r.surface,
+            r.load,
+            r.base.0,
+            r.base.1,
+            r.gw.0,
+            r.gw.1,
+            a50,
+            a99,
+            r.rps,
+            r.errors
         );
     }
 }
@@ -284,14 +399,28 @@ fn table(s: &mut String, rows: &[Row]) {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
         .map(|kib| format!("{:.1} GiB", kib as f64 / 1048576.0))
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores ({cpu}), {mem} RAM, Linux {}, release build.", kernel.trim())
+    format!(
+        "{cores} cores ({cpu}), {mem} RAM, Linux {}, release build.",
+        kernel.trim()
+    )
 }

@@ -55,7 +55,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     };
     match reason {
         None => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Some(reason) => HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "reason": reason})),
+        Some(reason) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "not_ready", "reason": reason})),
     }
 }
 

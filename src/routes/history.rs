@@ -59,7 +59,9 @@ fn parse_time(text: &str) -> Result<i64, String> {
     }
     let t = humantime::parse_rfc3339_weak(text)
         .map_err(|_| "expected unix milliseconds or an RFC 3339 time".to_owned())?;
-    let d = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| "before 1970".to_owned())?;
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "before 1970".to_owned())?;
     i64::try_from(d.as_millis()).map_err(|_| "out of range".to_owned())
 }
 
@@ -70,7 +72,11 @@ struct SummaryQuery {
     window: Option<String>,
 }
 
-async fn summary(req: HttpRequest, state: web::Data<AppState>, q: web::Query<SummaryQuery>) -> HttpResponse {
+async fn summary(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<SummaryQuery>,
+) -> HttpResponse {
     if !dashboard_allowed(state.config.server.dashboard_token.as_ref(), &req) {
         return unauthorized();
     }
@@ -79,7 +85,10 @@ async fn summary(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Sum
         Err(e) => return bad("window", e),
     };
     if window.is_zero() || window > MAX_WINDOW {
-        return bad("window", format!("must be between 1s and {}d", MAX_WINDOW.as_secs() / 86_400));
+        return bad(
+            "window",
+            format!("must be between 1s and {}d", MAX_WINDOW.as_secs() / 86_400),
+        );
     }
     match state.store.summary(window).await {
         Ok(rows) => HttpResponse::Ok().json(json!({"window_s": window.as_secs(), "rows": rows})),
@@ -101,7 +110,11 @@ struct SeriesQuery {
     kind: Option<String>,
 }
 
-async fn timeseries(req: HttpRequest, state: web::Data<AppState>, q: web::Query<SeriesQuery>) -> HttpResponse {
+async fn timeseries(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<SeriesQuery>,
+) -> HttpResponse {
     if !dashboard_allowed(state.config.server.dashboard_token.as_ref(), &req) {
         return unauthorized();
     }
@@ -123,7 +136,11 @@ async fn timeseries(req: HttpRequest, state: web::Data<AppState>, q: web::Query<
         Ok(t) => t.unwrap_or(until - default_span),
         Err(e) => return bad("since", e),
     };
-    match state.store.timeseries(bucket, since, until, q.kind.as_deref()).await {
+    match state
+        .store
+        .timeseries(bucket, since, until, q.kind.as_deref())
+        .await
+    {
         Ok(points) => HttpResponse::Ok().json(json!({
             "bucket": bucket, "since": since, "until": until, "type": q.kind, "points": points,
         })),
@@ -143,7 +160,11 @@ struct EventsQuery {
     limit: Option<String>,
 }
 
-async fn events(req: HttpRequest, state: web::Data<AppState>, q: web::Query<EventsQuery>) -> HttpResponse {
+async fn events(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<EventsQuery>,
+) -> HttpResponse {
     if !dashboard_allowed(state.config.server.dashboard_token.as_ref(), &req) {
         return unauthorized();
     }
@@ -152,7 +173,12 @@ async fn events(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Even
         Err(_) => return bad("before", "expected an event id (a cursor from next_cursor)"),
     };
     let limit = match q.limit.as_deref().map(str::parse::<usize>).transpose() {
-        Ok(Some(0)) | Err(_) => return bad("limit", format!("expected an integer from 1 to {MAX_PAGE_LIMIT}")),
+        Ok(Some(0)) | Err(_) => {
+            return bad(
+                "limit",
+                format!("expected an integer from 1 to {MAX_PAGE_LIMIT}"),
+            );
+        }
         Ok(l) => l.map(|l| l.min(MAX_PAGE_LIMIT)),
     };
     let query = EventQuery {

@@ -16,12 +16,22 @@ use crate::startup::AppState;
 
 /// Makes a metric-name fragment out of a field or component name.
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Escapes a label value.
 fn label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn status_value(s: Status) -> u8 {
@@ -39,15 +49,44 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let snapshot = state.health.snapshot();
     let events = state.recorder.stats();
     let mut out = String::with_capacity(4096);
-    let _ = writeln!(out, "# HELP exai_up Overall status: 0 ok, 1 degraded, 2 unhealthy.\n# TYPE exai_up gauge\nexai_up {}", status_value(snapshot.status));
-    let _ = writeln!(out, "# TYPE exai_uptime_seconds gauge\nexai_uptime_seconds {}", state.lifecycle.uptime_s());
-    let _ = writeln!(out, "# TYPE exai_events_recorded_total counter\nexai_events_recorded_total {}", events.recorded);
-    let _ = writeln!(out, "# TYPE exai_events_queued gauge\nexai_events_queued {}", events.queued);
-    let _ = writeln!(out, "# TYPE exai_events_overflow_spilled_total counter\nexai_events_overflow_spilled_total {}", events.spilled);
-    let _ = writeln!(out, "# TYPE exai_events_dropped_total counter\nexai_events_dropped_total {}", events.dropped);
+    let _ = writeln!(
+        out,
+        "# HELP exai_up Overall status: 0 ok, 1 degraded, 2 unhealthy.\n# TYPE exai_up gauge\nexai_up {}",
+        status_value(snapshot.status)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE exai_uptime_seconds gauge\nexai_uptime_seconds {}",
+        state.lifecycle.uptime_s()
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE exai_events_recorded_total counter\nexai_events_recorded_total {}",
+        events.recorded
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE exai_events_queued gauge\nexai_events_queued {}",
+        events.queued
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE exai_events_overflow_spilled_total counter\nexai_events_overflow_spilled_total {}",
+        events.spilled
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE exai_events_dropped_total counter\nexai_events_dropped_total {}",
+        events.dropped
+    );
     let _ = writeln!(out, "# TYPE exai_actor_restarts_total counter");
     for (name, actor) in &snapshot.actors {
-        let _ = writeln!(out, "exai_actor_restarts_total{{actor=\"{}\"}} {}", label(name), actor.restarts);
+        let _ = writeln!(
+            out,
+            "exai_actor_restarts_total{{actor=\"{}\"}} {}",
+            label(name),
+            actor.restarts
+        );
     }
     let _ = writeln!(out, "# TYPE exai_actor_running gauge");
     for (name, actor) in &snapshot.actors {
@@ -56,7 +95,12 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     }
     let _ = writeln!(out, "# TYPE exai_component_status gauge");
     for (name, component) in &snapshot.components {
-        let _ = writeln!(out, "exai_component_status{{component=\"{}\"}} {}", label(name), status_value(component.status));
+        let _ = writeln!(
+            out,
+            "exai_component_status{{component=\"{}\"}} {}",
+            label(name),
+            status_value(component.status)
+        );
     }
     for (name, component) in &snapshot.components {
         let (kind, labels) = match name.split_once(':') {
@@ -77,7 +121,9 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
 }
 
 /// Registers `/metrics`.

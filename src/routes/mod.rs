@@ -2,3 +2,6 @@
 
 pub mod debug;
 pub mod health;
+pub mod history;
+pub mod metrics;
+pub mod v1;

@@ -351,13 +351,25 @@ async fn chat(
             }
         }
         emit(stream_complete(request_id));
-        (text, answer.model, answer.provider, answer.cache, answer.cache_age_ms)
+        (
+            text,
+            answer.model,
+            answer.provider,
+            answer.cache,
+            answer.cache_age_ms,
+        )
     } else {
         let answer = state.chat.complete(body, bypass).await?;
         let text = content_of(&answer.body).ok_or_else(|| {
             GatewayError::ToolFailed("the model's answer has no text content".to_owned())
         })?;
-        (text, answer.model, answer.provider, answer.cache, answer.cache_age_ms)
+        (
+            text,
+            answer.model,
+            answer.provider,
+            answer.cache,
+            answer.cache_age_ms,
+        )
     };
 
     let thread = args

@@ -20,7 +20,10 @@ async fn post(app: &TestApp, body: &Value) -> (String, Option<String>, String) {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let cache = resp.headers()["x-exai-cache"].to_str().unwrap().to_owned();
-    let age = resp.headers().get("x-exai-cache-age-ms").map(|v| v.to_str().unwrap().to_owned());
+    let age = resp
+        .headers()
+        .get("x-exai-cache-age-ms")
+        .map(|v| v.to_str().unwrap().to_owned());
     (cache, age, resp.text().await.unwrap())
 }
 
@@ -42,9 +45,17 @@ async fn a_completed_stream_is_stored_and_answers_the_next_request() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let body: Value = serde_json::from_str(&hit.expect("the streamed answer was never cached")).unwrap();
-    assert_eq!(body["choices"][0]["message"]["content"], format!("echo: {prompt}"));
-    assert_eq!(mock.requests(), 1, "the cached stream must answer without an upstream call");
+    let body: Value =
+        serde_json::from_str(&hit.expect("the streamed answer was never cached")).unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("echo: {prompt}")
+    );
+    assert_eq!(
+        mock.requests(),
+        1,
+        "the cached stream must answer without an upstream call"
+    );
 }
 
 #[actix_rt::test]
@@ -73,14 +84,29 @@ async fn a_cached_answer_carries_its_own_metadata() {
     let app = spawn_app_with(&[], Some(&mock_toml(&mock, ""))).await;
     let prompt = format!("metadata {}", uuid::Uuid::new_v4());
     let mut ws = session(&app).await;
-    let first = call(&mut ws, "m1", "chat", json!({"prompt": prompt, "model": "mock-slow"})).await;
+    let first = call(
+        &mut ws,
+        "m1",
+        "chat",
+        json!({"prompt": prompt, "model": "mock-slow"}),
+    )
+    .await;
     assert_eq!(first["metadata"]["cache"], "miss", "{first}");
     assert!(first["metadata"]["latency_ms"].as_u64().unwrap() >= 300);
     assert!(first["metadata"]["cache_age_ms"].is_null());
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let second = call(&mut ws, "m2", "chat", json!({"prompt": prompt, "model": "mock-slow"})).await;
+    let second = call(
+        &mut ws,
+        "m2",
+        "chat",
+        json!({"prompt": prompt, "model": "mock-slow"}),
+    )
+    .await;
     assert_eq!(second["metadata"]["cache"], "l1", "{second}");
-    assert!(second["metadata"]["cache_age_ms"].as_u64().unwrap() >= 50, "{second}");
+    assert!(
+        second["metadata"]["cache_age_ms"].as_u64().unwrap() >= 50,
+        "{second}"
+    );
     assert!(
         second["metadata"]["latency_ms"].as_u64().unwrap() < 300,
         "a hit reports its own latency, not the original call's: {second}"

@@ -14,7 +14,10 @@ const SECRET_TOKEN: &str = "tok-SECRET-4f9a1b2c3d";
 const SECRET_KEY: &str = "sk-LEAKCHECK-7d1e0c";
 
 fn actor_names(health: &Value) -> Vec<String> {
-    health["actors"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    health["actors"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 #[actix_rt::test]
@@ -46,17 +49,29 @@ async fn each_actor_restarts_after_a_panic_while_others_keep_answering() {
     for name in &names {
         let started = Instant::now();
         assert_eq!(app.post(&format!("/debug/fault/{name}/panic")).await, 202);
-        eventually(Duration::from_secs(1), &format!("{name} back after panic"), || async {
-            let (_, h) = app.get_json("/health").await;
-            let a = &h["actors"][name];
-            (a["state"] == "running" && a["restarts"] == 1).then_some(())
-        })
+        eventually(
+            Duration::from_secs(1),
+            &format!("{name} back after panic"),
+            || async {
+                let (_, h) = app.get_json("/health").await;
+                let a = &h["actors"][name];
+                (a["state"] == "running" && a["restarts"] == 1).then_some(())
+            },
+        )
         .await;
         assert!(started.elapsed() < Duration::from_secs(1));
         let (_, h) = app.get_json("/health").await;
-        assert!(h["actors"][name]["last_error"].as_str().unwrap().contains("panic"));
+        assert!(
+            h["actors"][name]["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("panic")
+        );
         for other in names.iter().filter(|o| *o != name) {
-            assert_eq!(h["actors"][other]["state"], "running", "{other} disturbed by {name}");
+            assert_eq!(
+                h["actors"][other]["state"], "running",
+                "{other} disturbed by {name}"
+            );
         }
     }
     app.stop();
@@ -71,7 +86,8 @@ async fn a_crash_loop_ends_in_failed_and_503() {
         app.post(&format!("/debug/fault/{name}/panic")).await;
         eventually(Duration::from_secs(2), "restart", || async {
             let (_, h) = app.get_json("/health").await;
-            (h["actors"][&name]["restarts"] == n + 1 && h["actors"][&name]["state"] == "running").then_some(())
+            (h["actors"][&name]["restarts"] == n + 1 && h["actors"][&name]["state"] == "running")
+                .then_some(())
         })
         .await;
     }
@@ -95,10 +111,16 @@ async fn a_hung_actor_is_replaced() {
     assert_eq!(app.post(&format!("/debug/fault/{name}/hang")).await, 202);
     let body = eventually(Duration::from_secs(3), "hung actor replaced", || async {
         let (_, h) = app.get_json("/health").await;
-        (h["actors"][&name]["restarts"] == 1 && h["actors"][&name]["state"] == "running").then_some(h)
+        (h["actors"][&name]["restarts"] == 1 && h["actors"][&name]["state"] == "running")
+            .then_some(h)
     })
     .await;
-    assert!(body["actors"][&name]["last_error"].as_str().unwrap().contains("hung"));
+    assert!(
+        body["actors"][&name]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("hung")
+    );
     app.stop();
 }
 
@@ -124,36 +146,62 @@ fn every_invalid_configuration_exits_2_naming_its_key() {
         (&[("EXAI_WS_PORT", "abc")], "EXAI_WS_PORT"),
         (&[("EXAI_WS_TOKEN", "short")], "EXAI_WS_TOKEN"),
         (
-            &[("EXAI_WS_SESSION_MAX_INFLIGHT", "10"), ("EXAI_WS_GLOBAL_MAX_INFLIGHT", "10")],
+            &[
+                ("EXAI_WS_SESSION_MAX_INFLIGHT", "10"),
+                ("EXAI_WS_GLOBAL_MAX_INFLIGHT", "10"),
+            ],
             "EXAI_WS_GLOBAL_MAX_INFLIGHT",
         ),
         (&[("KIMI_API_URL", "ht!tp://bad url")], "KIMI_API_URL"),
         (&[("EXAI_DATABASE_URL", "nonsense")], "EXAI_DATABASE_URL"),
-        (&[("EXAI_DATA_DIR", "/proc/exai-not-writable")], "EXAI_DATA_DIR"),
+        (
+            &[("EXAI_DATA_DIR", "/proc/exai-not-writable")],
+            "EXAI_DATA_DIR",
+        ),
         (&[("EXAI_WS_HOST", "0.0.0.0")], "EXAI_WS_HOST"),
     ];
     for (env, key) in cases {
         let (code, _, stderr) = check_config(env);
         assert_eq!(code, 2, "{env:?} should exit 2; stderr: {stderr}");
         assert!(
-            stderr.lines().any(|l| l.starts_with("config error: ") && l.contains(key)),
+            stderr
+                .lines()
+                .any(|l| l.starts_with("config error: ") && l.contains(key)),
             "{env:?}: no line naming {key}: {stderr}"
         );
     }
     // All problems at once, one line each.
     let (code, _, stderr) = check_config(&[("EXAI_WS_PORT", "x"), ("EXAI_WS_TOKEN", "short")]);
     assert_eq!(code, 2);
-    assert_eq!(stderr.lines().filter(|l| l.starts_with("config error: ")).count(), 2, "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("config error: "))
+            .count(),
+        2,
+        "{stderr}"
+    );
 }
 
 #[test]
 fn unknown_key_in_exai_toml_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("exai.toml"), "[server]\nport = 8080\nprot = 1\n").unwrap();
-    let out = exai_bin().current_dir(dir.path()).arg("check-config").output().unwrap();
+    std::fs::write(
+        dir.path().join("exai.toml"),
+        "[server]\nport = 8080\nprot = 1\n",
+    )
+    .unwrap();
+    let out = exai_bin()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("server.prot") && stderr.contains("unknown key"), "{stderr}");
+    assert!(
+        stderr.contains("server.prot") && stderr.contains("unknown key"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -165,7 +213,12 @@ fn allow_no_auth_permits_a_public_bind() {
         .args(["check-config", "--allow-no-auth"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -173,15 +226,44 @@ fn check_config_redacts_secrets() {
     let (code, stdout, stderr) = check_config(&[
         ("EXAI_WS_TOKEN", SECRET_TOKEN),
         ("KIMI_API_KEY", SECRET_KEY),
-        ("EXAI_DATABASE_URL", "postgres://user:dbpassword-LEAK@127.0.0.1/x"),
+        (
+            "EXAI_DATABASE_URL",
+            "postgres://user:dbpassword-LEAK@127.0.0.1/x",
+        ),
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("[redacted]"));
     for secret in [SECRET_TOKEN, SECRET_KEY, "dbpassword-LEAK"] {
-        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} leaked"
+        );
     }
     let parsed: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(parsed["providers"][0]["name"], "kimi");
+}
+
+/// A child process killed when the test ends, even when it fails.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
 }
 
 /// Runs `exai serve` in `dir` and waits until `/health` answers, returning the child and
@@ -190,19 +272,26 @@ async fn start_binary(
     dir: &std::path::Path,
     env: &[(&str, &str)],
     port: u16,
-) -> (std::process::Child, Duration) {
+) -> (Running, Duration) {
     let mut cmd = exai_bin();
-    cmd.current_dir(dir).arg("serve").stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.current_dir(dir)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let started = Instant::now();
-    let child = cmd.spawn().unwrap();
-    let client = reqwest::Client::new();
+    let child = Running(cmd.spawn().unwrap());
+    let client = crate::helpers::http();
     eventually(Duration::from_secs(10), "binary health", || {
         let client = client.clone();
         async move {
-            let r = client.get(format!("http://127.0.0.1:{port}/health")).send().await.ok()?;
+            let r = client
+                .get(format!("http://127.0.0.1:{port}/health"))
+                .send()
+                .await
+                .ok()?;
             (r.status() == 200).then_some(())
         }
     })
@@ -211,10 +300,14 @@ async fn start_binary(
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-fn sigterm(child: &std::process::Child) {
+fn sigterm(child: &Running) {
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -227,10 +320,20 @@ async fn fresh_serve_uses_defaults_and_creates_its_database() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, took) = start_binary(dir.path(), &[], 8079).await;
     assert!(took < Duration::from_secs(2), "/health took {took:?}");
-    let health: Value = reqwest::get("http://127.0.0.1:8079/health").await.unwrap().json().await.unwrap();
+    let health: Value = crate::helpers::http()
+        .get("http://127.0.0.1:8079/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     assert!(dir.path().join("data").is_dir(), "no ./data directory");
-    assert!(dir.path().join("data/exai.db").is_file(), "no ./data/exai.db");
+    assert!(
+        dir.path().join("data/exai.db").is_file(),
+        "no ./data/exai.db"
+    );
     sigterm(&child);
     assert!(child.wait().unwrap().success());
 }
@@ -252,7 +355,7 @@ async fn sigterm_drains_a_slow_request_then_exits_zero() {
     )
     .await;
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let slow = tokio::spawn({
         let client = client.clone();
         let url = format!("{base}/debug/sleep?ms=1500");
@@ -260,21 +363,33 @@ async fn sigterm_drains_a_slow_request_then_exits_zero() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     sigterm(&child);
-    let ready = eventually(Duration::from_millis(500), "readiness 503 during drain", || {
-        let client = client.clone();
-        let url = format!("{base}/health/ready");
-        async move {
-            let r = client.get(url).send().await.ok()?;
-            (r.status() == 503).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_millis(500),
+        "readiness 503 during drain",
+        || {
+            let client = client.clone();
+            let url = format!("{base}/health/ready");
+            async move {
+                let r = client.get(url).send().await.ok()?;
+                (r.status() == 503).then_some(())
+            }
+        },
+    )
     .await;
-    let _ = ready;
-    assert_eq!(slow.await.unwrap().unwrap(), 200, "in-flight request must complete");
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "in-flight request must complete"
+    );
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
     let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
     assert!(logs.contains("shutting down"), "{logs}");
     for secret in [SECRET_TOKEN, SECRET_KEY] {
         assert!(!logs.contains(secret), "secret leaked into logs");

@@ -27,6 +27,18 @@ pub const FAST_ENV: &[(&str, &str)] = &[
     ("EXAI_LOG", "warn"),
 ];
 
+/// An HTTP client builder. reqwest is built without a default TLS provider (exai installs
+/// ring at start-up), so install it here too before any client is built.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+/// A plain HTTP client.
+pub fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
 /// A running app.
 pub struct TestApp {
     /// Where it listens.
@@ -46,14 +58,24 @@ pub struct TestApp {
 impl TestApp {
     /// GET `path` as JSON, with the status.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let resp = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     /// POST `path` with an empty body, returning the status.
     pub async fn post(&self, path: &str) -> u16 {
-        let resp = self.client.post(format!("{}{path}", self.base)).send().await.unwrap();
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         resp.status().as_u16()
     }
 
@@ -74,15 +96,25 @@ impl Drop for TestApp {
 
 /// Builds a configuration for a test: `FAST_ENV`, then `env`, a private data directory and
 /// port 0.
-pub fn test_config(dir: &tempfile::TempDir, env: &[(&str, &str)], toml_text: Option<&str>) -> Config {
+pub fn test_config(
+    dir: &tempfile::TempDir,
+    env: &[(&str, &str)],
+    toml_text: Option<&str>,
+) -> Config {
     let mut vars: HashMap<String, String> = HashMap::new();
     for (k, v) in FAST_ENV.iter().chain(env) {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
     vars.entry("EXAI_DATA_DIR".into())
         .or_insert_with(|| dir.path().join("data").display().to_string());
-    vars.entry("EXAI_INSTANCE".into()).or_insert_with(|| "test".into());
-    let file = toml_text.map(|t| (PathBuf::from("exai.toml"), t.parse::<toml::Table>().unwrap()));
+    vars.entry("EXAI_INSTANCE".into())
+        .or_insert_with(|| "test".into());
+    let file = toml_text.map(|t| {
+        (
+            PathBuf::from("exai.toml"),
+            t.parse::<toml::Table>().unwrap(),
+        )
+    });
     let cli = CliOverrides {
         port: Some(0),
         ..CliOverrides::default()
@@ -114,11 +146,17 @@ pub async fn spawn_app_with(env: &[(&str, &str)], toml_text: Option<&str>) -> Te
             app.run_until_stopped().await
         })
     });
-    let (addr, trigger) = rx.await.unwrap().unwrap_or_else(|e| panic!("app failed to start: {e}"));
+    let (addr, trigger) = rx
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("app failed to start: {e}"));
     TestApp {
         addr,
         base: format!("http://{addr}"),
-        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        client: http_builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
         trigger,
         dir,
         thread: Some(thread),
@@ -136,7 +174,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -156,7 +197,9 @@ impl TestDb {
         let name = format!("exai_t_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
             .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {PG_ADMIN_URL} is required for this test: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {PG_ADMIN_URL} is required for this test: {e}")
+            });
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
@@ -178,7 +221,10 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Dropping needs async; do it on a throwaway runtime so any test runtime works.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {

@@ -41,14 +41,27 @@ async fn check_history(app: &TestApp) {
     })
     .await;
     let (_, body) = app.get_json("/api/metrics/summary?window=15m").await;
-    let row = body["rows"].as_array().unwrap().iter().find(|r| r["type"] == "provider.request").unwrap().clone();
+    let row = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "provider.request")
+        .unwrap()
+        .clone();
     assert_eq!(row["errors"], 0);
     assert!(row["p50_ms"].as_f64().unwrap() > 0.0);
     assert!(row["p99_ms"].as_f64().unwrap() >= row["p50_ms"].as_f64().unwrap());
 
-    let (status, series) = app.get_json("/api/metrics/timeseries?bucket=1m&type=provider.request").await;
+    let (status, series) = app
+        .get_json("/api/metrics/timeseries?bucket=1m&type=provider.request")
+        .await;
     assert_eq!(status, 200, "{series}");
-    let total: u64 = series["points"].as_array().unwrap().iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    let total: u64 = series["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_u64().unwrap())
+        .sum();
     assert_eq!(total, N as u64);
 
     // Keyset pagination: pages of 3 cover all N exactly once, newest first.
@@ -93,7 +106,10 @@ async fn check_bad_input(app: &TestApp) {
     ] {
         let (status, body) = app.get_json(path).await;
         assert_eq!(status, 400, "{path}: {body}");
-        assert!(body["error"].as_str().unwrap().starts_with(param), "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().starts_with(param),
+            "{path}: {body}"
+        );
     }
     // Limits above the cap are capped, not refused.
     let (status, _) = app.get_json("/api/events?limit=100000").await;
@@ -112,9 +128,16 @@ async fn history_api_on_sqlite() {
 async fn history_api_on_postgres() {
     let db = TestDb::create().await;
     let mock = mock();
-    let app = spawn_app_with(&[("EXAI_DATABASE_URL", db.url.as_str())], Some(&mock_toml(&mock, ""))).await;
+    let app = spawn_app_with(
+        &[("EXAI_DATABASE_URL", db.url.as_str())],
+        Some(&mock_toml(&mock, "")),
+    )
+    .await;
     let (_, health) = app.get_json("/health").await;
-    assert_eq!(health["components"]["store"]["backend"], "postgres", "{health}");
+    assert_eq!(
+        health["components"]["store"]["backend"], "postgres",
+        "{health}"
+    );
     check_history(&app).await;
     check_bad_input(&app).await;
 }
@@ -124,14 +147,34 @@ async fn dashboard_token_guards_the_api_and_metrics() {
     let token = "dash-token-0123456789";
     let app = spawn_app_with(&[("EXAI_DASHBOARD_TOKEN", token)], None).await;
     assert_eq!(app.get_json("/api/events").await.0, 401);
-    assert_eq!(app.get_json(&format!("/api/events?token={token}")).await.0, 200);
-    let resp = app.client.get(format!("{}/metrics", app.base)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(
+        app.get_json(&format!("/api/events?token={token}")).await.0,
+        200
+    );
+    let resp = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     assert!(text.contains("exai_up 0"), "{text}");
-    assert!(text.contains("exai_actor_restarts_total{actor=\"metrics_buffer\"} 0"), "{text}");
+    assert!(
+        text.contains("exai_actor_restarts_total{actor=\"metrics_buffer\"} 0"),
+        "{text}"
+    );
     assert!(text.contains("exai_pipeline_buffered"), "{text}");
     assert!(!text.contains(token));
-    let health: Value = app.client.get(format!("{}/health", app.base)).send().await.unwrap().json().await.unwrap();
+    let health: Value = app
+        .client
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(!health.to_string().contains(token));
 }

@@ -2,6 +2,16 @@
 //! upstream, and the real PostgreSQL and Redis servers. One binary, so it links once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser;
+mod cache;
+mod cache_e2e;
+mod dashboard;
 mod foundation;
 mod helpers;
+mod history;
+mod pipeline;
+mod providers;
 mod proxy;
+mod registry;
+mod v1;
+mod ws;

@@ -854,7 +854,7 @@ async fn websocket_upgrade_of_root_speaks_the_protocol() {
     let mut ws = connect_path(&app, "/").await;
     hello(&mut ws).await;
     assert_eq!(call(&mut ws, "r", "version", json!({})).await["ok"], true);
-    let client = reqwest::Client::builder()
+    let client = crate::helpers::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

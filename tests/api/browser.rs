@@ -1,0 +1,108 @@
+//! The real-browser test: the app on a fixed port, `node tests/browser/dashboard.test.mjs`
+//! driving the system Chromium against it, and a server restart on the same port and data
+//! directory while the page stays open. `scripts/browser-test --install-only` (run by
+//! `scripts/test`) installs Chromium and playwright-core; without them this test fails.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use exai::startup::{Application, ShutdownTrigger};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::helpers::test_config;
+
+/// Longest the whole browser run may take.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An app started on a given port (so the page can reconnect to the same address).
+struct Served {
+    /// Starts its graceful shutdown.
+    trigger: ShutdownTrigger,
+    /// Its actix System thread.
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn serve_at(dir: &tempfile::TempDir, port: u16) -> (Served, SocketAddr) {
+    let mut config = test_config(dir, &[("EXAI_INSTANCE", "browser")], None);
+    config.server.port = port;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let app = match Application::build(config).await {
+                Ok(app) => app,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{e:#}")));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(Ok((app.addr(), app.shutdown_trigger())));
+            app.run_until_stopped().await
+        })
+    });
+    let (addr, trigger) = rx
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("app failed to start: {e}"));
+    (Served { trigger, thread }, addr)
+}
+
+impl Served {
+    fn stop(self) {
+        self.trigger.trigger();
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_works_in_a_real_browser_and_survives_a_restart() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/browser/dashboard.test.mjs");
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core")
+            .exists(),
+        "playwright-core is not installed: run scripts/browser-test --install-only"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (served, addr) = serve_at(&dir, 0).await;
+    let mut served = Some(served);
+
+    let mut node = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{addr}"))
+        .arg("--restart")
+        .current_dir(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is required for the browser test");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+
+    let run = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            println!("{line}");
+            if line.trim() == "RESTART" {
+                // Same port, same data directory: the page must recover by itself and refill
+                // its charts from history.
+                served.take().unwrap().stop();
+                let (again, _) = serve_at(&dir, addr.port()).await;
+                served = Some(again);
+                stdin.write_all(b"GO\n").await.unwrap();
+                stdin.flush().await.unwrap();
+            }
+        }
+        node.wait().await.unwrap()
+    };
+    let status = tokio::time::timeout(BROWSER_TIMEOUT, run)
+        .await
+        .expect("browser test timed out");
+    if let Some(served) = served.take() {
+        served.stop();
+    }
+    assert!(status.success(), "browser test failed: {status}");
+    assert!(root.join("test-artifacts/dashboard.png").exists());
+}
