@@ -713,10 +713,11 @@ mod tests {
             h.restarts == 1 && h.state == ActorState::Running
         })
         .await;
-        assert_eq!(builds.load(Ordering::SeqCst), 2);
         let second = slot.get().unwrap();
-        assert!(!first.connected());
+        // The replacement is built on its own thread; a ping answered means it exists.
         second.send(Ping).await.unwrap();
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
+        assert!(!first.connected());
         let h = board.actor("worker").unwrap();
         assert!(h.last_error.unwrap().contains("injected panic"));
         assert!(h.last_restart_at.is_some());
