@@ -183,12 +183,13 @@ async fn sqlite_fill(path: &Path, rows: u64) -> anyhow::Result<()> {
         .fetch_one(&mut c)
         .await?;
     let need = rows.saturating_sub(have.0 as u64);
+    let have = have.0;
     if need > 0 {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {need}) \
              INSERT INTO monitoring_events (id, ts, instance, source, type, data) \
-             SELECT printf('00000000-0000-7000-8000-%012d', n), 1700000000000 + n, 'fill', 'provider', 'provider.request', \
-             '{{\"ok\": true, \"latency_ms\": 1.5}}' FROM g"
+             SELECT printf('00000000-0000-7000-8000-%012d', n + {have}), 1700000000000 + n + {have}, 'fill', 'provider', \
+             'provider.request', '{{\"ok\": true, \"latency_ms\": 1.5}}' FROM g"
         )))
         .execute(&mut c)
         .await?;

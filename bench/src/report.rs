@@ -122,6 +122,8 @@ pub struct Report {
     pub steady: Vec<Steady>,
     /// Wall time.
     pub total: Duration,
+    /// Scenarios that failed, with why.
+    pub failures: Vec<(String, String)>,
 }
 
 impl Report {
@@ -137,6 +139,15 @@ impl Report {
             fanout: None,
             steady: Vec::new(),
             total: Duration::ZERO,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Records a scenario's failure, if it failed.
+    pub fn note(&mut self, scenario: &str, result: anyhow::Result<()>) {
+        if let Err(e) = result {
+            eprintln!("[bench] {scenario} failed: {e:#}");
+            self.failures.push((scenario.to_owned(), format!("{e:#}")));
         }
     }
 
@@ -167,6 +178,13 @@ impl Report {
              so absolute numbers include that contention.\n"
         );
         self.targets(&mut s);
+        if !self.failures.is_empty() {
+            let _ = writeln!(s, "## Scenarios that failed in this run\n");
+            for (name, why) in &self.failures {
+                let _ = writeln!(s, "- **{name}**: {why}");
+            }
+            s.push('\n');
+        }
         if !self.overhead.is_empty() {
             let _ = writeln!(
                 s,
@@ -261,6 +279,9 @@ impl Report {
                 );
             }
             s.push('\n');
+        }
+        if let Ok(notes) = std::fs::read_to_string("bench/NOTES.md") {
+            s.push_str(&notes);
         }
         s
     }

@@ -5,6 +5,7 @@
 mod browser;
 mod cache;
 mod cache_e2e;
+mod cli;
 mod dashboard;
 mod foundation;
 mod helpers;
