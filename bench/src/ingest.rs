@@ -81,20 +81,6 @@ async fn flush_latency(store: &Arc<dyn EventStore>, flushes: usize) -> anyhow::R
     Ok((h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
 }
 
-async fn pg_db(name: &str) -> anyhow::Result<String> {
-    use sqlx::Connection;
-    let mut c = sqlx::PgConnection::connect(crate::PG_ADMIN).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut c)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut c)
-        .await?;
-    Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
-}
-
 /// `COPY` of the same rows into an identical, empty table.
 async fn pg_copy_eps(url: &str, total: usize) -> anyhow::Result<f64> {
     use sqlx::Connection;
@@ -204,7 +190,7 @@ pub async fn run(work: &Path, quick: bool, big_rows: u64) -> anyhow::Result<Inge
     let mut out = Ingest::default();
 
     // PostgreSQL.
-    let url = pg_db("exai_bench_ingest").await?;
+    let url = crate::create_db("exai_bench_ingest").await?;
     let store = open_store(&url).context("open PostgreSQL store")?;
     store.migrate().await?;
     pg_fill(&url, 10_000).await?;

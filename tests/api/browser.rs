@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use exai::startup::{Application, ShutdownTrigger};
+use exai::startup::ShutdownTrigger;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::helpers::test_config;
@@ -27,24 +27,7 @@ struct Served {
 async fn serve_at(dir: &tempfile::TempDir, port: u16) -> (Served, SocketAddr) {
     let mut config = test_config(dir, &[("EXAI_INSTANCE", "browser")], None);
     config.server.port = port;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let thread = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let app = match Application::build(config).await {
-                Ok(app) => app,
-                Err(e) => {
-                    let _ = tx.send(Err(format!("{e:#}")));
-                    return Ok(());
-                }
-            };
-            let _ = tx.send(Ok((app.addr(), app.shutdown_trigger())));
-            app.run_until_stopped().await
-        })
-    });
-    let (addr, trigger) = rx
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("app failed to start: {e}"));
+    let (addr, trigger, thread) = crate::helpers::start_config(config).await;
     (Served { trigger, thread }, addr)
 }
 

@@ -128,10 +128,11 @@ pub async fn spawn_app(env: &[(&str, &str)]) -> TestApp {
     spawn_app_with(env, None).await
 }
 
-/// Starts an app with extra environment and an optional `exai.toml` text.
-pub async fn spawn_app_with(env: &[(&str, &str)], toml_text: Option<&str>) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let config = test_config(&dir, env, toml_text);
+/// The thread an app's actix System runs on.
+pub type AppThread = std::thread::JoinHandle<anyhow::Result<()>>;
+
+/// Builds and runs an app from `config` on its own thread and actix System.
+pub async fn start_config(config: Config) -> (SocketAddr, ShutdownTrigger, AppThread) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
@@ -150,6 +151,14 @@ pub async fn spawn_app_with(env: &[(&str, &str)], toml_text: Option<&str>) -> Te
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("app failed to start: {e}"));
+    (addr, trigger, thread)
+}
+
+/// Starts an app with extra environment and an optional `exai.toml` text.
+pub async fn spawn_app_with(env: &[(&str, &str)], toml_text: Option<&str>) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(&dir, env, toml_text);
+    let (addr, trigger, thread) = start_config(config).await;
     TestApp {
         addr,
         base: format!("http://{addr}"),

@@ -10,6 +10,7 @@ mod dashboard;
 mod foundation;
 mod helpers;
 mod history;
+mod outage_logs;
 mod pipeline;
 mod providers;
 mod proxy;
