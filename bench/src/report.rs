@@ -241,8 +241,9 @@ impl Report {
         if let Some(f) = &self.fanout {
             let _ = writeln!(
                 s,
-                "## 4. Dashboard fan-out\n\n| clients | deliveries/s | event→client p50 | p99 | samples |\n|---|---|---|---|---|\n| {} | {:.0} | {:.1} ms | {:.1} ms | {} |\n\nGateway during the fan-out:\n",
+                "## 4. Dashboard fan-out\n\n| clients | events/s per client | deliveries/s | event→client p50 | p99 | samples |\n|---|---|---|---|---|---|\n| {} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {} |\n\nGateway during the fan-out:\n",
                 f.clients,
+                f.deliveries_per_s / f.clients.max(1) as f64,
                 f.deliveries_per_s,
                 f.p50_us as f64 / 1000.0,
                 f.p99_us as f64 / 1000.0,
