@@ -255,7 +255,7 @@ impl Report {
         if !self.steady.is_empty() {
             let _ = writeln!(
                 s,
-                "## 5–6. Soak and outage (PostgreSQL, 100 req/s through /v1)\n\n| run | minutes | outage s | requests ok/failed | RSS start → end (peak) MiB | journal peak MiB | drain s | events produced | persisted | after shutdown | lost |\n|---|---|---|---|---|---|---|---|---|---|---|"
+                "## 5–6. Soak and outage (PostgreSQL, 100 req/s through /v1)\n\n| run | minutes | outage s | requests ok/failed | RSS start → end (peak) MiB | journal peak MiB | drain s (from end of load) | events produced | persisted | after shutdown | lost |\n|---|---|---|---|---|---|---|---|---|---|---|"
             );
             for r in &self.steady {
                 let _ = writeln!(
