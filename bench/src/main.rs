@@ -487,6 +487,22 @@ async fn wait_drained(ctx: &Ctx, port: u16, within: Duration) -> anyhow::Result<
     }
 }
 
+/// Waits until the spill journal is empty, returning how long that took.
+async fn wait_journal_empty(ctx: &Ctx, port: u16, within: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let (_, h) = recorded(ctx, port).await?;
+        if h["components"]["pipeline"]["spilled_bytes"].as_u64() == Some(0) {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < within,
+            "journal not drained within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn pg_count(url: &str) -> anyhow::Result<i64> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(url).await?;
@@ -550,17 +566,18 @@ async fn steady(
             async move { post_chat(&client, &url, Some(TOKEN), chat_body(MODEL, i, true)).await }
         }))
     };
+    let mut journal_drain = None;
     if let Some(outage) = outage {
         let lead = (total.saturating_sub(outage)) / 2;
         tokio::time::sleep(lead).await;
         proxy.set_down(true);
         tokio::time::sleep(outage).await;
         proxy.set_down(false);
+        // Time from the store's return until the journal is empty, with load still running.
+        journal_drain = Some(wait_journal_empty(ctx, port, Duration::from_secs(600)).await?);
     }
     let load = load_task.await?;
-    let recovered_at = Instant::now();
     let drain = wait_drained(ctx, port, Duration::from_secs(600)).await?;
-    let _ = recovered_at;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (produced, _) = recorded(ctx, port).await?;
     let persisted = pg_count(&db).await?;
@@ -579,6 +596,7 @@ async fn steady(
         rss_peak_kib: peak_rss.load(std::sync::atomic::Ordering::Relaxed),
         journal_peak_bytes: peak_journal.load(std::sync::atomic::Ordering::Relaxed),
         drain_s: drain.as_secs_f64(),
+        journal_drain_s: journal_drain.map(|d| d.as_secs_f64()),
         produced,
         persisted: persisted as u64,
         persisted_after_stop: persisted_after_stop as u64,

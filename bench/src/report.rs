@@ -94,6 +94,8 @@ pub struct Steady {
     pub journal_peak_bytes: u64,
     /// Time from the end of load until nothing was buffered or spilled.
     pub drain_s: f64,
+    /// Time from the store's return until the journal was empty (outage runs).
+    pub journal_drain_s: Option<f64>,
     /// Events recorded by exai.
     pub produced: u64,
     /// Events in PostgreSQL before shutdown.
@@ -255,12 +257,12 @@ impl Report {
         if !self.steady.is_empty() {
             let _ = writeln!(
                 s,
-                "## 5–6. Soak and outage (PostgreSQL, 100 req/s through /v1)\n\n| run | minutes | outage s | requests ok/failed | RSS start → end (peak) MiB | journal peak MiB | drain s (from end of load) | events produced | persisted | after shutdown | lost |\n|---|---|---|---|---|---|---|---|---|---|---|"
+                "## 5–6. Soak and outage (PostgreSQL, 100 req/s through /v1)\n\n| run | minutes | outage s | requests ok/failed | RSS start → end (peak) MiB | journal peak MiB | journal drained s after restore | drain s (from end of load) | events produced | persisted | after shutdown | lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
             );
             for r in &self.steady {
                 let _ = writeln!(
                     s,
-                    "| {} | {:.1} | {} | {}/{} | {:.1} → {:.1} ({:.1}) | {:.2} | {:.1} | {} | {} | {} | {} |",
+                    "| {} | {:.1} | {} | {}/{} | {:.1} → {:.1} ({:.1}) | {:.2} | {} | {:.1} | {} | {} | {} | {} |",
                     r.label,
                     r.minutes,
                     r.outage_s
@@ -272,6 +274,9 @@ impl Report {
                     r.rss_end_kib as f64 / 1024.0,
                     r.rss_peak_kib as f64 / 1024.0,
                     r.journal_peak_bytes as f64 / 1048576.0,
+                    r.journal_drain_s
+                        .map(|d| format!("{d:.1}"))
+                        .unwrap_or_else(|| "—".into()),
                     r.drain_s,
                     r.produced,
                     r.persisted,
