@@ -220,6 +220,12 @@ pub struct ServerConfig {
     pub conversation_capacity: u64,
     /// Idle lifetime of a conversation thread.
     pub conversation_ttl: Duration,
+    /// Messages queued per dashboard client before it starts losing events.
+    pub dashboard_client_queue: usize,
+    /// Dashboard client disconnected after this many drops in a row.
+    pub dashboard_evict_after_dropped: u64,
+    /// Dashboard client disconnected after its queue stayed full this long.
+    pub dashboard_evict_after_full: Duration,
     /// Time to finish in-flight work after SIGTERM.
     pub shutdown_grace: Duration,
     /// Time readiness reports 503 before the listener closes, so balancers notice.
@@ -738,6 +744,30 @@ impl Config {
             &["EXAI_CONVERSATION_TTL"],
             Duration::from_secs(3 * 3600),
         );
+        let dashboard_client_queue: usize = r.get(
+            "server.dashboard_client_queue",
+            &["EXAI_DASHBOARD_CLIENT_QUEUE"],
+            256,
+            "a positive integer",
+        );
+        if dashboard_client_queue == 0 {
+            let key = r.key_of(
+                "server.dashboard_client_queue",
+                &["EXAI_DASHBOARD_CLIENT_QUEUE"],
+            );
+            r.error(key, "must be at least 1");
+        }
+        let dashboard_evict_after_dropped = r.get(
+            "server.dashboard_evict_after_dropped",
+            &["EXAI_DASHBOARD_EVICT_AFTER_DROPPED"],
+            5_000u64,
+            "a positive integer",
+        );
+        let dashboard_evict_after_full = r.millis(
+            "server.dashboard_evict_after_full_ms",
+            &["EXAI_DASHBOARD_EVICT_AFTER_FULL_MS"],
+            Duration::from_secs(10),
+        );
         let shutdown_grace = r.secs(
             "server.shutdown_grace_s",
             &["EXAI_SHUTDOWN_GRACE"],
@@ -1000,6 +1030,9 @@ impl Config {
                 progress_interval,
                 conversation_capacity,
                 conversation_ttl,
+                dashboard_client_queue: dashboard_client_queue.max(1),
+                dashboard_evict_after_dropped,
+                dashboard_evict_after_full,
                 shutdown_grace,
                 shutdown_ready_delay,
             },
@@ -1044,6 +1077,9 @@ impl Config {
                 "progress_interval_ms": self.server.progress_interval.as_millis() as u64,
                 "conversation_capacity": self.server.conversation_capacity,
                 "conversation_ttl_s": self.server.conversation_ttl.as_secs_f64(),
+                "dashboard_client_queue": self.server.dashboard_client_queue,
+                "dashboard_evict_after_dropped": self.server.dashboard_evict_after_dropped,
+                "dashboard_evict_after_full_ms": self.server.dashboard_evict_after_full.as_millis() as u64,
                 "shutdown_grace_s": self.server.shutdown_grace.as_secs_f64(),
                 "shutdown_ready_delay_ms": self.server.shutdown_ready_delay.as_millis() as u64,
             },

@@ -88,6 +88,9 @@ impl DashboardState {
             .then(|| FanoutSettings::new(config.database_url.clone()));
         let settings = DashboardSettings {
             fanout,
+            client_queue: config.server.dashboard_client_queue,
+            evict_after_dropped: config.server.dashboard_evict_after_dropped,
+            evict_after_full: config.server.dashboard_evict_after_full,
             ..DashboardSettings::default()
         };
         let shared = DashboardShared::new(settings, recorder.clone(), health);
