@@ -75,14 +75,20 @@ impl ProviderKind {
         }
     }
 
+    /// The provider module's kind (which owns base URLs and defaults).
+    pub fn actor_kind(self) -> exai_actors::provider::ProviderKind {
+        use exai_actors::provider::ProviderKind as K;
+        match self {
+            Self::Kimi => K::Kimi,
+            Self::Glm => K::Glm,
+            Self::OpenAi => K::Openai,
+            Self::OpenAiCompatible => K::OpenaiCompatible,
+        }
+    }
+
     /// The base URL used when none is configured.
     pub fn default_base_url(self) -> Option<&'static str> {
-        match self {
-            Self::Kimi => Some("https://api.moonshot.ai/v1"),
-            Self::Glm => Some("https://api.z.ai/api/paas/v4"),
-            Self::OpenAi => Some("https://api.openai.com/v1"),
-            Self::OpenAiCompatible => None,
-        }
+        self.actor_kind().default_base_url()
     }
 }
 
@@ -133,18 +139,20 @@ pub struct ProviderConfig {
 impl ProviderConfig {
     /// A provider with the default limits and timeouts.
     pub fn new(name: impl Into<String>, kind: ProviderKind, base_url: impl Into<String>) -> Self {
+        // The provider module owns the defaults; this only mirrors the configurable subset.
+        let d = exai_actors::provider::ProviderSettings::new(String::new(), kind.actor_kind());
         Self {
             name: name.into(),
             kind,
             base_url: base_url.into(),
             api_key: None,
             models: Vec::new(),
-            max_concurrency: 256,
-            max_queue: 1024,
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(300),
-            stream_idle_timeout: Duration::from_secs(60),
-            max_retries: 2,
+            max_concurrency: d.max_concurrency,
+            max_queue: d.max_queue,
+            connect_timeout: d.connect_timeout,
+            request_timeout: d.request_timeout,
+            stream_idle_timeout: d.stream_idle_timeout,
+            max_retries: d.max_retries,
             simulated: false,
         }
     }

@@ -11,9 +11,7 @@ use exai_actors::cache::{CacheHandle, CacheSettings, ResponseCache};
 use exai_actors::dispatch::Dispatcher;
 use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
-use exai_actors::provider::{
-    Provider, ProviderError, ProviderHandle, ProviderKind, ProviderSettings,
-};
+use exai_actors::provider::{Provider, ProviderError, ProviderHandle, ProviderSettings};
 use exai_actors::registry::{Registry, RegistryHandle, RegistrySettings};
 use exai_actors::supervisor::ChildSpec;
 
@@ -124,13 +122,7 @@ pub fn registry_settings(config: &Config) -> RegistrySettings {
 
 /// Provider settings from one configured provider.
 pub fn provider_settings(p: &config::ProviderConfig) -> ProviderSettings {
-    let kind = match p.kind {
-        config::ProviderKind::Kimi => ProviderKind::Kimi,
-        config::ProviderKind::Glm => ProviderKind::Glm,
-        config::ProviderKind::OpenAi => ProviderKind::Openai,
-        config::ProviderKind::OpenAiCompatible => ProviderKind::OpenaiCompatible,
-    };
-    let mut s = ProviderSettings::new(p.name.clone(), kind);
+    let mut s = ProviderSettings::new(p.name.clone(), p.kind.actor_kind());
     s.base_url = p.base_url.clone();
     s.api_key = p.api_key.clone();
     s.models = p.models.clone();
