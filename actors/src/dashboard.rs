@@ -2,8 +2,11 @@
 //! (DESIGN §3, §7 "Dashboard stream").
 //!
 //! **Fed by** [`Recorder::subscribe`] — the same stream the flusher persists; there is no second
-//! collector. Each event arrives already serialised once ([`LiveEvent::json`]); it is wrapped once
-//! into an `event` message and the same `Arc<str>` goes to every client.
+//! collector. The broadcaster takes the stream in batches: it wakes on the first event, lets
+//! more gather for [`LIVE_BATCH_WINDOW`], then takes them all, so recording threads never wake
+//! it once per event. Events arrive as shared, unserialised [`LiveEvent`]s; an event is encoded
+//! only when a client is subscribed (once, wrapped into an `event` message whose `Arc<str>`
+//! goes to every client), when it is relayed, or when a snapshot includes it.
 //!
 //! **Owns** the client table: one bounded queue per session ([`Subscribe`] hands over its
 //! sender). Delivery is `try_send` only, so a slow client never blocks the others and never
@@ -119,6 +122,11 @@ pub const FANOUT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 const HIST_MAX_US: u64 = 3_600_000_000;
 /// Significant digits of the latency histogram (1 % resolution).
 const HIST_SIGFIG: u8 = 2;
+/// How long live events gather after the first one before the broadcaster takes them: one
+/// wake-up per burst instead of one per event, at the cost of at most this much delay.
+pub const LIVE_BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// Most live events taken in one batch.
+const LIVE_BATCH_MAX: usize = 2048;
 
 /// One message as sent to clients: JSON text, shared by every recipient.
 pub type Outbound = Arc<str>;
@@ -305,8 +313,8 @@ pub struct DashboardShared {
     health: HealthBoard,
     /// The live subscription, held across restarts so nothing recorded meanwhile is missed.
     live: Arc<tokio::sync::Mutex<broadcast::Receiver<LiveEvent>>>,
-    /// Recent event JSON (local and relayed), oldest first, for snapshots.
-    recent: Mutex<VecDeque<Outbound>>,
+    /// Recent events (local and relayed), oldest first, for snapshots.
+    recent: Mutex<VecDeque<Recent>>,
     /// Sliding latency/count window.
     window: Mutex<Window>,
     /// The latest local `stats` message.
@@ -422,13 +430,13 @@ impl DashboardShared {
         }
     }
 
-    /// Remembers an event's JSON for snapshots.
-    fn remember(&self, json: &Outbound) {
+    /// Remembers an event for snapshots.
+    fn remember(&self, event: Recent) {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         while recent.len() >= self.settings.recent_events.max(1) {
             recent.pop_front();
         }
-        recent.push_back(json.clone());
+        recent.push_back(event);
     }
 
     /// Folds a local event into the sliding window.
@@ -675,6 +683,23 @@ impl Window {
 // ---------------------------------------------------------------------------------------
 // The actor.
 
+/// An event kept for snapshots.
+enum Recent {
+    /// A local event, encoded only if a snapshot needs it.
+    Local(LiveEvent),
+    /// An event relayed from another instance, as received.
+    Relayed(Outbound),
+}
+
+/// One batch taken from the live stream.
+#[derive(Default)]
+struct LiveBatch {
+    /// Events, oldest first.
+    events: Vec<LiveEvent>,
+    /// Events the stream skipped because the broadcaster fell behind it.
+    missed: u64,
+}
+
 /// One subscribed session.
 struct Client {
     /// Its bounded queue.
@@ -708,7 +733,7 @@ pub struct DashboardBroadcast {
     /// The health key clients last saw (actor table plus component statuses).
     health_key: String,
     /// Local events waiting to be relayed to other instances.
-    relay: Vec<Arc<LiveEvent>>,
+    relay: Vec<LiveEvent>,
     /// Events relayed (or refused) in the current second: (second, count).
     relay_budget: (i64, usize),
 }
@@ -857,9 +882,7 @@ impl DashboardBroadcast {
 
     /// One live event: window, recent ring, relay queue, clients.
     fn on_event(&mut self, live: LiveEvent) {
-        self.shared.observe(&live.event);
-        self.shared.remember(&live.json);
-        let message: Outbound = format!(r#"{{"type":"event","event":{}}}"#, live.json).into();
+        self.shared.observe(&live);
         if self.shared.publisher.get().is_some()
             && self
                 .shared
@@ -867,11 +890,16 @@ impl DashboardBroadcast {
                 .fanout
                 .as_ref()
                 .is_some_and(|f| f.relay_events)
-            && live.event.instance == self.shared.recorder.instance()
+            && live.instance == self.shared.recorder.instance()
         {
-            self.queue_relay(live);
+            self.queue_relay(live.clone());
         }
-        self.deliver(&message);
+        if !self.clients.is_empty() {
+            let json = serde_json::to_string(&*live).unwrap_or_default();
+            let message: Outbound = format!(r#"{{"type":"event","event":{json}}}"#).into();
+            self.deliver(&message);
+        }
+        self.shared.remember(Recent::Local(live));
     }
 
     /// Queues a local event for relaying, within the per-second cap.
@@ -882,7 +910,7 @@ impl DashboardBroadcast {
             .fanout
             .as_ref()
             .map_or(0, |f| f.max_relay_events_per_s);
-        let second = live.event.ts.div_euclid(1000);
+        let second = live.ts.div_euclid(1000);
         if self.relay_budget.0 != second {
             self.relay_budget = (second, 0);
         }
@@ -891,7 +919,7 @@ impl DashboardBroadcast {
             return;
         }
         self.relay_budget.1 += 1;
-        self.relay.push(Arc::new(live));
+        self.relay.push(live);
     }
 
     /// Packs queued relay events into payloads under the NOTIFY limit and hands them over.
@@ -901,7 +929,15 @@ impl DashboardBroadcast {
         }
         let events = std::mem::take(&mut self.relay);
         let instance = self.shared.recorder.instance().to_owned();
-        for payload in pack_events(&instance, events.iter().map(|l| (&*l.event, &*l.json))) {
+        let jsons: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(&**e).unwrap_or_default())
+            .collect();
+        let pairs = events
+            .iter()
+            .map(|e| &**e)
+            .zip(jsons.iter().map(String::as_str));
+        for payload in pack_events(&instance, pairs) {
             self.publish(payload);
         }
     }
@@ -1007,7 +1043,12 @@ impl DashboardBroadcast {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(event);
+                match event {
+                    Recent::Local(event) => {
+                        out.push_str(&serde_json::to_string(&**event).unwrap_or_default());
+                    }
+                    Recent::Relayed(json) => out.push_str(json),
+                }
             }
         }
         out.push_str(r#"],"instances":{"#);
@@ -1314,7 +1355,7 @@ async fn forward(shared: &DashboardShared, own: &str, payload: &str) {
             };
             for event in events {
                 let json: Outbound = event.to_string().into();
-                shared.remember(&json);
+                shared.remember(Recent::Relayed(json.clone()));
                 let message: Outbound = format!(r#"{{"type":"event","event":{json}}}"#).into();
                 publish_local(shared, message).await;
             }
@@ -1338,10 +1379,8 @@ impl Actor for DashboardBroadcast {
                         Some(guard) => guard,
                         None => live.lock_owned().await,
                     };
-                    match guard.recv().await {
-                        Err(RecvError::Closed) => None,
-                        item => Some((item, Some(guard))),
-                    }
+                    let batch = next_batch(&mut guard).await?;
+                    Some((batch, Some(guard)))
                 }
             },
         );
@@ -1358,17 +1397,39 @@ impl Actor for DashboardBroadcast {
 
 crate::supervised_child!(DashboardBroadcast);
 
-impl StreamHandler<Result<LiveEvent, RecvError>> for DashboardBroadcast {
-    fn handle(&mut self, item: Result<LiveEvent, RecvError>, _: &mut Self::Context) {
-        match item {
-            Ok(live) => self.on_event(live),
-            Err(RecvError::Lagged(n)) => {
-                // The broadcaster itself fell behind the recorder: every client missed these.
-                self.shared.missed.fetch_add(n, Ordering::Relaxed);
-                let notice: Outbound = format!(r#"{{"type":"lagged","dropped":{n}}}"#).into();
-                self.deliver(&notice);
-            }
-            Err(RecvError::Closed) => {}
+/// Waits for the next live event, lets more gather for [`LIVE_BATCH_WINDOW`], and takes
+/// everything waiting (up to [`LIVE_BATCH_MAX`]). While it sleeps the receiver is not
+/// registered, so recording does not wake this thread. `None` once the recorder is gone.
+async fn next_batch(rx: &mut broadcast::Receiver<LiveEvent>) -> Option<LiveBatch> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut batch = LiveBatch::default();
+    match rx.recv().await {
+        Ok(event) => batch.events.push(event),
+        Err(RecvError::Lagged(n)) => batch.missed += n,
+        Err(RecvError::Closed) => return None,
+    }
+    tokio::time::sleep(LIVE_BATCH_WINDOW).await;
+    while batch.events.len() < LIVE_BATCH_MAX {
+        match rx.try_recv() {
+            Ok(event) => batch.events.push(event),
+            Err(TryRecvError::Lagged(n)) => batch.missed += n,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    Some(batch)
+}
+
+impl StreamHandler<LiveBatch> for DashboardBroadcast {
+    fn handle(&mut self, batch: LiveBatch, _: &mut Self::Context) {
+        if batch.missed > 0 {
+            // The broadcaster itself fell behind the recorder: every client missed these.
+            let n = batch.missed;
+            self.shared.missed.fetch_add(n, Ordering::Relaxed);
+            let notice: Outbound = format!(r#"{{"type":"lagged","dropped":{n}}}"#).into();
+            self.deliver(&notice);
+        }
+        for live in batch.events {
+            self.on_event(live);
         }
     }
 
@@ -1575,6 +1636,34 @@ mod tests {
         health.update_actor("cache", |a| a.restarts = 3);
         let msg = next_of(&mut rx, "health").await;
         assert_eq!(msg["health"]["actors"]["cache"]["restarts"], 3);
+    }
+
+    #[actix_rt::test]
+    async fn a_burst_larger_than_one_batch_arrives_whole_and_in_order() {
+        let (addr, recorder, _) = setup(DashboardSettings::default());
+        let (tx, mut rx) = mpsc::channel(4 * LIVE_BATCH_MAX);
+        let (etx, _erx) = oneshot::channel();
+        addr.send(Subscribe {
+            queue: tx,
+            evict: etx,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(next(&mut rx).await["type"], "snapshot");
+        let total = LIVE_BATCH_MAX * 3 / 2;
+        for n in 0..total {
+            recorder.record("x", "burst", json!({ "n": n }));
+        }
+        let mut seen = Vec::new();
+        while seen.len() < total {
+            let msg = next(&mut rx).await;
+            assert_ne!(msg["type"], "lagged", "nothing may be skipped: {msg}");
+            if msg["type"] == "event" {
+                seen.push(msg["event"]["data"]["n"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(seen, (0..total as u64).collect::<Vec<_>>());
     }
 
     #[test]

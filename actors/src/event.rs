@@ -81,14 +81,10 @@ impl Event {
     }
 }
 
-/// An event as live subscribers receive it: serialised once, shared by every subscriber.
-#[derive(Debug, Clone)]
-pub struct LiveEvent {
-    /// The event itself.
-    pub event: Arc<Event>,
-    /// Its JSON encoding, made once at recording time.
-    pub json: Arc<str>,
-}
+/// An event as live subscribers receive it: one shared copy for every subscriber. It is
+/// not serialised here: recording stays cheap on the request path, and the subscriber (the
+/// dashboard) encodes it only if someone is watching.
+pub type LiveEvent = Arc<Event>;
 
 /// Where events go when the in-memory queue is full: the spill journal.
 pub trait Spill: Send + Sync {
@@ -188,12 +184,8 @@ impl Recorder {
         let inner = &self.inner;
         inner.recorded.fetch_add(1, Ordering::Relaxed);
         if inner.live.receiver_count() > 0 {
-            let json: Arc<str> = serde_json::to_string(&event).unwrap_or_default().into();
             // A send error only means every subscriber left meanwhile.
-            let _ = inner.live.send(LiveEvent {
-                event: Arc::new(event.clone()),
-                json,
-            });
+            let _ = inner.live.send(Arc::new(event.clone()));
         }
         let overflow = {
             let mut queue = inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -303,7 +295,9 @@ impl Recorder {
         self.inner.notify.notified().await;
     }
 
-    /// Subscribes to the live feed. Each event is serialised once for all subscribers.
+    /// Subscribes to the live feed. Subscribers share one copy of each event; a subscriber
+    /// that is not waiting is not woken, so one that takes events in batches costs the
+    /// recording threads no wake-ups.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.inner.live.subscribe()
     }
@@ -398,12 +392,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn live_subscribers_get_serialised_events() {
+    async fn live_subscribers_get_recorded_events() {
         let rec = Recorder::new("t", 10);
         let mut rx = rec.subscribe();
         rec.record("s", "x.y", json!({"ok": true}));
         let live = rx.recv().await.map_err(|e| e.to_string());
         let live = live.unwrap_or_else(|e| panic!("{e}"));
-        assert!(live.json.contains("\"type\":\"x.y\""));
+        assert_eq!(live.kind, "x.y");
+        assert_eq!(rec.drain(10).first().map(|e| e.id), Some(live.id));
     }
 }
