@@ -221,8 +221,8 @@ struct Shared {
     name: Arc<str>,
     /// Its settings (the key inside is a `SecretString`).
     settings: ProviderSettings,
-    /// `<base>/chat/completions`.
-    completions_url: String,
+    /// `<base>/chat/completions`, parsed once (not per request).
+    completions_url: reqwest::Url,
     /// `<base>/models`.
     models_url: String,
     /// `Bearer <key>`, marked sensitive so it never prints.
@@ -273,8 +273,8 @@ fn install_crypto_provider() {
 
 impl ProviderHandle {
     /// A handle for `settings`, recording into `recorder` and publishing its health
-    /// component `provider:<name>` on `health`. Fails only when the base URL is empty or the
-    /// HTTP client cannot be built.
+    /// component `provider:<name>` on `health`. Fails only when the base URL is empty or not
+    /// a URL, or the HTTP client cannot be built.
     pub fn new(
         settings: ProviderSettings,
         recorder: Recorder,
@@ -288,6 +288,13 @@ impl ProviderHandle {
                 message: "no base URL configured".into(),
             });
         }
+        let completions_url =
+            reqwest::Url::parse(&format!("{base}/chat/completions")).map_err(|e| {
+                ProviderError::Unavailable {
+                    provider: name.to_string(),
+                    message: format!("base URL is not a valid URL: {e}"),
+                }
+            })?;
         let auth = match &settings.api_key {
             Some(key) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
@@ -304,7 +311,7 @@ impl ProviderHandle {
         let handle = Self {
             shared: Arc::new(Shared {
                 id: NEXT_HANDLE_ID.fetch_add(1, Ordering::Relaxed),
-                completions_url: format!("{base}/chat/completions"),
+                completions_url,
                 models_url: format!("{base}/models"),
                 auth,
                 slots: Arc::new(Semaphore::new(
@@ -458,7 +465,7 @@ impl ProviderHandle {
             let guard = self.admit(model, attempt, true)?;
             let result = tokio::time::timeout(s.settings.request_timeout, async {
                 let response = self
-                    .request(&client, &s.completions_url, body.clone())
+                    .request(&client, s.completions_url.clone(), body.clone())
                     .send()
                     .await
                     .map_err(|e| self.transport_error(e))?;
@@ -710,7 +717,7 @@ impl ProviderHandle {
             usage: Option<Usage>,
         }
         let response = self
-            .request(client, &self.shared.completions_url, body)
+            .request(client, self.shared.completions_url.clone(), body)
             .send()
             .await
             .map_err(|e| self.transport_error(e))?;
@@ -725,7 +732,12 @@ impl ProviderHandle {
         Ok((bytes, parsed.usage))
     }
 
-    fn request(&self, client: &reqwest::Client, url: &str, body: Bytes) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        url: reqwest::Url,
+        body: Bytes,
+    ) -> reqwest::RequestBuilder {
         let mut request = client
             .post(url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
