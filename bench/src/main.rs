@@ -539,20 +539,32 @@ async fn steady(
     let db = create_db(&format!("exai_bench_{label}")).await?;
     let proxy = proxy::TcpProxy::start("127.0.0.1:5432".parse()?)?;
     let via = db.replace("127.0.0.1:5432", &proxy.addr().to_string());
+    // Every prompt is unique, so the L1 cache grows until entries expire. The TTL is at most
+    // a quarter of the run, so the second half of the run shows the steady state.
+    let cache_ttl_s = (total.as_secs() / 4).clamp(1, 600);
     let (exai, port, data) = ctx
-        .start_exai(label, &via, &[("EXAI_METRICS_MAX_BUFFERED", "20000")])
+        .start_exai(
+            label,
+            &via,
+            &[
+                ("EXAI_METRICS_MAX_BUFFERED", "20000"),
+                ("SEMANTIC_CACHE_TTL_SECONDS", &cache_ttl_s.to_string()),
+            ],
+        )
         .await?;
     let pid = exai.pid();
     let rss_start = exai.rss_kib();
-    let (peak_rss, peak_journal) = (
-        Arc::new(std::sync::atomic::AtomicU64::new(rss_start)),
-        Arc::new(std::sync::atomic::AtomicU64::new(0)),
-    );
+    let started = Instant::now();
+    let peak_journal = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let samples = Arc::new(std::sync::Mutex::new(vec![(0.0, rss_start)]));
     let sampler = {
-        let (peak_rss, peak_journal, data) = (peak_rss.clone(), peak_journal.clone(), data.clone());
+        let (samples, peak_journal, data) = (samples.clone(), peak_journal.clone(), data.clone());
         tokio::spawn(async move {
             loop {
-                peak_rss.fetch_max(procs::rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                let rss = procs::rss_kib(pid);
+                if let Ok(mut s) = samples.lock() {
+                    s.push((started.elapsed().as_secs_f64(), rss));
+                }
                 peak_journal.fetch_max(dir_bytes(&data), std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -583,6 +595,18 @@ async fn steady(
     let persisted = pg_count(&db).await?;
     let rss_end = exai.rss_kib();
     sampler.abort();
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    // RSS half-way through the load, once the cache has passed its TTL at least once.
+    let half = total.as_secs_f64() / 2.0;
+    let rss_mid = samples
+        .iter()
+        .find(|(t, _)| *t >= half)
+        .map_or(rss_start, |(_, rss)| *rss);
+    let rss_peak = samples
+        .iter()
+        .map(|(_, rss)| *rss)
+        .max()
+        .unwrap_or(rss_start);
     exai.stop(Duration::from_secs(30))?;
     let persisted_after_stop = pg_count(&db).await?;
     report.steady.push(report::Steady {
@@ -592,8 +616,10 @@ async fn steady(
         requests_ok: load.ok,
         requests_failed: load.errors,
         rss_start_kib: rss_start,
+        rss_mid_kib: rss_mid,
         rss_end_kib: rss_end,
-        rss_peak_kib: peak_rss.load(std::sync::atomic::Ordering::Relaxed),
+        rss_peak_kib: rss_peak.max(rss_end),
+        cache_ttl_s,
         journal_peak_bytes: peak_journal.load(std::sync::atomic::Ordering::Relaxed),
         drain_s: drain.as_secs_f64(),
         journal_drain_s: journal_drain.map(|d| d.as_secs_f64()),
@@ -710,6 +736,10 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     report.total = started.elapsed();
     let text = report.render();
     write(&ctx.opts.out, &text)?;
+    if let Some(long) = report.long_soak() {
+        write(Path::new(report::LONG_SOAK_FILE), &long)?;
+        eprintln!("[bench] wrote {}", report::LONG_SOAK_FILE);
+    }
     eprintln!(
         "[bench] wrote {} in {:.0} s",
         ctx.opts.out.display(),
