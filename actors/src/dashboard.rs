@@ -125,8 +125,10 @@ const HIST_SIGFIG: u8 = 2;
 /// How long live events gather after the first one before the broadcaster takes them: one
 /// wake-up per burst instead of one per event, at the cost of at most this much delay.
 pub const LIVE_BATCH_WINDOW: Duration = Duration::from_millis(5);
-/// Most live events taken in one batch.
-const LIVE_BATCH_MAX: usize = 2048;
+/// Most live events taken in one batch. One batch is handled per poll of the actor, so this
+/// times the number of clients bounds how long the actor is busy before it serves its
+/// mailbox (subscriptions, the supervisor's ping) again.
+const LIVE_BATCH_MAX: usize = 128;
 
 /// One message as sent to clients: JSON text, shared by every recipient.
 pub type Outbound = Arc<str>;
@@ -1397,9 +1399,11 @@ impl Actor for DashboardBroadcast {
 
 crate::supervised_child!(DashboardBroadcast);
 
-/// Waits for the next live event, lets more gather for [`LIVE_BATCH_WINDOW`], and takes
-/// everything waiting (up to [`LIVE_BATCH_MAX`]). While it sleeps the receiver is not
-/// registered, so recording does not wake this thread. `None` once the recorder is gone.
+/// Waits for the next live event, lets more gather for [`LIVE_BATCH_WINDOW`] unless a full
+/// batch is already waiting, and takes up to [`LIVE_BATCH_MAX`]. While it sleeps the
+/// receiver is not registered, so recording does not wake this thread; with a backlog it
+/// only yields once, so the actor serves its mailbox between batches without falling
+/// behind. `None` once the recorder is gone.
 async fn next_batch(rx: &mut broadcast::Receiver<LiveEvent>) -> Option<LiveBatch> {
     use tokio::sync::broadcast::error::TryRecvError;
     let mut batch = LiveBatch::default();
@@ -1408,7 +1412,11 @@ async fn next_batch(rx: &mut broadcast::Receiver<LiveEvent>) -> Option<LiveBatch
         Err(RecvError::Lagged(n)) => batch.missed += n,
         Err(RecvError::Closed) => return None,
     }
-    tokio::time::sleep(LIVE_BATCH_WINDOW).await;
+    if rx.len() + 1 < LIVE_BATCH_MAX {
+        tokio::time::sleep(LIVE_BATCH_WINDOW).await;
+    } else {
+        tokio::task::yield_now().await;
+    }
     while batch.events.len() < LIVE_BATCH_MAX {
         match rx.try_recv() {
             Ok(event) => batch.events.push(event),
