@@ -343,6 +343,203 @@ async fn postgres_stores_every_event_once_with_exact_rollups_and_history() {
     store.migrate().await.unwrap();
 }
 
+/// Asserts two stores' rollups of one granularity are equal row by row: exact counts,
+/// min, max and histogram; sums up to float rounding (each store adds in its own order).
+fn assert_same_rollups(left: &[RollupRow], right: &[RollupRow], what: &str) {
+    let key = |r: &RollupRow| (r.bucket, r.kind.clone(), r.source.clone());
+    assert_eq!(
+        left.iter().map(key).collect::<Vec<_>>(),
+        right.iter().map(key).collect::<Vec<_>>(),
+        "{what}: rollup keys"
+    );
+    for (l, r) in left.iter().zip(right) {
+        assert_eq!(
+            (l.count, l.error_count, l.latency_count),
+            (r.count, r.error_count, r.latency_count),
+            "{what} {:?}",
+            key(l)
+        );
+        assert_eq!(
+            (l.latency_min, l.latency_max),
+            (r.latency_min, r.latency_max),
+            "{what} {:?}",
+            key(l)
+        );
+        assert!(
+            (l.latency_sum - r.latency_sum).abs() <= 1e-9 * r.latency_sum.abs().max(1.0),
+            "{what} {:?}: latency_sum {} vs {}",
+            key(l),
+            l.latency_sum,
+            r.latency_sum
+        );
+        assert_eq!(
+            Histogram::from_json(&l.latency_hist),
+            Histogram::from_json(&r.latency_hist),
+            "{what} {:?}: histogram",
+            key(l)
+        );
+    }
+}
+
+/// The PostgreSQL write path (typed arrays into `aggregate_metrics_columns`), the JSON
+/// entry point DESIGN §6 names (`aggregate_metrics(jsonb)`, called directly) and the
+/// SQLite store, fed the same batches with retries and in-batch duplicates: the same
+/// inserted counts, the same raw rows, and identical rollups (each event counted once).
+/// Fresh batches take the function's plain-INSERT fast path; retries and duplicates fall
+/// back to its ON CONFLICT path, so both are covered.
+#[actix_rt::test]
+async fn postgres_write_paths_agree_with_each_other_and_with_sqlite() {
+    use exai_actors::store::sqlx;
+    use exai_actors::store::sqlx::types::Json;
+
+    let columns_db = TestDb::create().await;
+    let columns = open_store(&columns_db.url).unwrap();
+    columns.migrate().await.unwrap();
+    let json_db = TestDb::create().await;
+    let json_store = open_store(&json_db.url).unwrap();
+    json_store.migrate().await.unwrap();
+    let json_pool = sqlx::PgPool::connect(&json_db.url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = open_store(&format!(
+        "sqlite://{}",
+        dir.path().join("exai.db").display()
+    ))
+    .unwrap();
+    sqlite.migrate().await.unwrap();
+
+    // 900 varied events over three hours (many per minute), plus the awkward cases: a
+    // latency that is a string (not counted), a sub-microsecond one (bucket 0), an `ok`
+    // that is not a boolean, empty data, and a latency past the last bucket.
+    let now = exai_actors::store::now_ms();
+    let mut events: Vec<Event> = (0..900)
+        .map(|n| sample(n, now - (n as i64 * 11_987) % (3 * 3_600_000)))
+        .collect();
+    let odd = [
+        json!({ "ok": false, "latency_ms": "12.5" }),
+        json!({ "ok": true, "latency_ms": 0.0004 }),
+        json!({ "ok": "false", "latency_ms": 3 }),
+        json!({}),
+        json!({ "ok": false, "latency_ms": 1e15 + 0.5 }),
+    ];
+    for (n, data) in odd.into_iter().enumerate() {
+        let mut e = Event::new("test", "odd", TEST_KIND, data);
+        e.ts = now - n as i64 * 61_000;
+        events.push(e);
+    }
+
+    // Fresh batches, then retries: a whole batch again, a batch overlapping two earlier
+    // ones with new events mixed in, and the same id twice within one batch.
+    let (first, rest) = events.split_at(400);
+    let (second, fresh) = rest.split_at(400);
+    let mut overlap: Vec<Event> = first[350..].to_vec();
+    overlap.extend_from_slice(&fresh[..50]);
+    overlap.extend_from_slice(&second[..10]);
+    let mut twice: Vec<Event> = fresh[50..].to_vec();
+    twice.push(fresh[60].clone());
+    twice.insert(0, fresh[50].clone());
+    let batches: [(&[Event], u64); 6] = [
+        (first, 400),
+        (second, 400),
+        (first, 0),
+        (&overlap, 50),
+        (&twice, fresh.len() as u64 - 50),
+        (&twice, 0),
+    ];
+    for (batch, new) in batches {
+        assert_eq!(
+            columns.insert_batch(batch).await.unwrap(),
+            new,
+            "columns path"
+        );
+        let via_json: i32 = sqlx::query_scalar("SELECT monitoring.aggregate_metrics($1)")
+            .bind(Json(batch))
+            .fetch_one(&json_pool)
+            .await
+            .unwrap();
+        assert_eq!(via_json as u64, new, "aggregate_metrics(jsonb)");
+        assert_eq!(sqlite.insert_batch(batch).await.unwrap(), new, "sqlite");
+    }
+
+    let mut want = events.clone();
+    want.sort_by_key(|e| std::cmp::Reverse(e.id));
+    for store in [&columns, &json_store, &sqlite] {
+        assert_eq!(
+            all_events(store.as_ref(), None).await,
+            want,
+            "{} raw rows",
+            store.backend()
+        );
+    }
+    for bucket in [Bucket::Minute, Bucket::Hour] {
+        let read = |store: &Arc<dyn EventStore>| {
+            let store = store.clone();
+            async move {
+                store
+                    .rollups(bucket, i64::MIN / 2, i64::MAX, None)
+                    .await
+                    .unwrap()
+            }
+        };
+        let expected = rollups_of(&events, bucket);
+        let from_columns = read(&columns).await;
+        assert_same_rollups(
+            &from_columns,
+            &expected,
+            &format!("{bucket:?} columns vs events"),
+        );
+        assert_same_rollups(
+            &read(&json_store).await,
+            &from_columns,
+            &format!("{bucket:?} jsonb vs columns"),
+        );
+        assert_same_rollups(
+            &read(&sqlite).await,
+            &from_columns,
+            &format!("{bucket:?} sqlite vs columns"),
+        );
+    }
+    // The odd events: only the numeric latencies count, and only `ok: false` is an error.
+    let odd_rows: Vec<RollupRow> = columns
+        .rollups(Bucket::Hour, i64::MIN / 2, i64::MAX, Some(TEST_KIND))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.source == "odd")
+        .collect();
+    let total = |f: fn(&RollupRow) -> u64| odd_rows.iter().map(f).sum::<u64>();
+    assert_eq!(total(|r| r.count), 5);
+    assert_eq!(total(|r| r.error_count), 2);
+    assert_eq!(total(|r| r.latency_count), 3);
+}
+
+/// Two writers storing overlapping batches at the same time (two instances, or a retry
+/// racing the original): whichever inserts an event first counts it, the other skips it,
+/// and the rollups still equal the raw rows.
+#[actix_rt::test]
+async fn postgres_concurrent_overlapping_batches_count_each_event_once() {
+    let db = TestDb::create().await;
+    let store = open_store(&db.url).unwrap();
+    store.migrate().await.unwrap();
+    let other = open_store(&db.url).unwrap();
+    let now = exai_actors::store::now_ms();
+    for round in 0..5u64 {
+        let events: Vec<Event> = (0..900)
+            .map(|n| sample(round * 1000 + n, now - (n as i64 * 7_001) % 3_600_000))
+            .collect();
+        let (left, right) = (&events[..600], &events[300..]);
+        let (a, b) = tokio::join!(async { store.insert_batch(left).await.unwrap() }, async {
+            other.insert_batch(right).await.unwrap()
+        },);
+        assert_eq!(
+            a + b,
+            900,
+            "round {round}: each event inserted by exactly one writer"
+        );
+    }
+    assert_eq!(all_events(store.as_ref(), None).await.len(), 4500);
+    assert_rollups_match_raw(store.as_ref()).await;
+}
+
 #[test]
 fn unknown_database_urls_are_refused() {
     assert!(matches!(

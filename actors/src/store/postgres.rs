@@ -1,7 +1,10 @@
 //! The PostgreSQL event store (including Supabase's). Tables live in schema `monitoring`;
-//! every batch goes through `monitoring.aggregate_metrics(jsonb)`, which inserts it
-//! idempotently and folds only the newly inserted rows into both rollups in one statement
-//! (see `migrations/postgres`).
+//! every batch goes through one call of `monitoring.aggregate_metrics_columns` (hence one
+//! transaction), which inserts it idempotently and folds only the newly inserted rows into
+//! both rollups (see `migrations/postgres`). The batch is bound as parallel typed arrays
+//! (ids, unix-ms timestamps, instances, sources, types, data), so the server parses only
+//! each event's `data` as JSON. `monitoring.aggregate_metrics(jsonb)`, the function DESIGN
+//! §6 names, takes the whole batch as one JSON array and delegates to the same function.
 
 use std::str::FromStr;
 
@@ -156,10 +159,33 @@ impl EventStore for PgStore {
             } else {
                 events
             };
-            let inserted: i32 = sqlx::query_scalar("SELECT monitoring.aggregate_metrics($1)")
-                .bind(Json(events))
-                .fetch_one(&self.pool)
-                .await?;
+            // Column-wise, so PostgreSQL parses only each event's `data` as JSON.
+            let n = events.len();
+            let mut ids = Vec::with_capacity(n);
+            let mut ts_ms = Vec::with_capacity(n);
+            let mut instances = Vec::with_capacity(n);
+            let mut sources = Vec::with_capacity(n);
+            let mut kinds = Vec::with_capacity(n);
+            let mut data = Vec::with_capacity(n);
+            for event in events {
+                ids.push(event.id);
+                ts_ms.push(event.ts);
+                instances.push(event.instance.as_str());
+                sources.push(event.source.as_str());
+                kinds.push(event.kind.as_str());
+                data.push(Json(&event.data));
+            }
+            let inserted: i32 = sqlx::query_scalar(
+                "SELECT monitoring.aggregate_metrics_columns($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(ids)
+            .bind(ts_ms)
+            .bind(instances)
+            .bind(sources)
+            .bind(kinds)
+            .bind(data)
+            .fetch_one(&self.pool)
+            .await?;
             Ok(u64::try_from(inserted).unwrap_or(0))
         })
     }
