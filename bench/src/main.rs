@@ -711,17 +711,17 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         let secs = ctx
             .opts
             .outage_secs
-            .unwrap_or(if ctx.opts.quick { 15 } else { 300 });
+            .unwrap_or(if ctx.opts.quick { 10 } else { 300 });
         let outage = Duration::from_secs(secs);
         eprintln!("[bench] PostgreSQL outage of {outage:?} under load");
-        let r = steady(&ctx, &mut report, Some(outage), outage + ctx.secs(60, 15)).await;
+        let r = steady(&ctx, &mut report, Some(outage), outage + ctx.secs(60, 10)).await;
         report.note("outage", r);
     }
     if ctx.wants("soak") {
         let minutes = ctx
             .opts
             .soak_minutes
-            .unwrap_or(if ctx.opts.quick { 0.5 } else { 5.0 });
+            .unwrap_or(if ctx.opts.quick { 0.3 } else { 5.0 });
         eprintln!("[bench] soak for {minutes} min");
         let r = steady(
             &ctx,
