@@ -88,6 +88,19 @@ pub async fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
+#[test]
+fn a_base_url_that_is_not_a_url_is_refused_at_construction() {
+    for base in ["", "not a url", "http://bad host:99999"] {
+        let settings = ProviderSettings::openai_compatible("broken", base);
+        let error = ProviderHandle::new(settings, Recorder::new("t", 10), HealthBoard::new())
+            .err()
+            .unwrap_or_else(|| panic!("{base:?} was accepted"));
+        let text = error.to_string();
+        assert!(text.contains("broken"), "{text}");
+        assert!(text.contains("URL"), "{text}");
+    }
+}
+
 fn requests(events: &[Event]) -> Vec<&Event> {
     events
         .iter()
