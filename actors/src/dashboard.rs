@@ -1511,6 +1511,20 @@ mod tests {
         (DashboardBroadcast::new(shared).start(), recorder, health)
     }
 
+    /// Subscribes a client with a queue of `capacity`: its queue and its eviction channel.
+    async fn subscribe(
+        addr: &Addr<DashboardBroadcast>,
+        capacity: usize,
+    ) -> (mpsc::Receiver<Outbound>, oneshot::Receiver<String>) {
+        let (queue, rx) = mpsc::channel(capacity);
+        let (evict, erx) = oneshot::channel();
+        addr.send(Subscribe { queue, evict })
+            .await
+            .unwrap()
+            .unwrap();
+        (rx, erx)
+    }
+
     async fn next(rx: &mut mpsc::Receiver<Outbound>) -> Value {
         let text = tokio::time::timeout(Duration::from_secs(3), rx.recv())
             .await
@@ -1536,17 +1550,9 @@ mod tests {
         };
         let (addr, recorder, _) = setup(settings);
         recorder.record("x", "early.event", json!({}));
-        let (tx, mut rx) = mpsc::channel(64);
-        let (etx, _erx) = oneshot::channel();
         // Let the actor read the early event first.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        addr.send(Subscribe {
-            queue: tx,
-            evict: etx,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        let (mut rx, _erx) = subscribe(&addr, 64).await;
         let snapshot = next(&mut rx).await;
         assert_eq!(snapshot["type"], "snapshot");
         assert_eq!(snapshot["events"][0]["type"], "early.event");
@@ -1578,24 +1584,8 @@ mod tests {
             ..DashboardSettings::default()
         };
         let (addr, recorder, _) = setup(settings);
-        let (slow_tx, mut slow_rx) = mpsc::channel(8);
-        let (slow_etx, slow_erx) = oneshot::channel();
-        addr.send(Subscribe {
-            queue: slow_tx,
-            evict: slow_etx,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        let (fast_tx, mut fast_rx) = mpsc::channel(8);
-        let (fast_etx, _fast_erx) = oneshot::channel();
-        addr.send(Subscribe {
-            queue: fast_tx,
-            evict: fast_etx,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        let (mut slow_rx, slow_erx) = subscribe(&addr, 8).await;
+        let (mut fast_rx, _fast_erx) = subscribe(&addr, 8).await;
         next(&mut fast_rx).await;
         // 20 events: the slow client's queue (8, snapshot included) overflows.
         for n in 0..20 {
@@ -1631,15 +1621,7 @@ mod tests {
     #[actix_rt::test]
     async fn health_changes_are_sent() {
         let (addr, _, health) = setup(DashboardSettings::default());
-        let (tx, mut rx) = mpsc::channel(64);
-        let (etx, _erx) = oneshot::channel();
-        addr.send(Subscribe {
-            queue: tx,
-            evict: etx,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        let (mut rx, _erx) = subscribe(&addr, 64).await;
         next(&mut rx).await;
         health.update_actor("cache", |a| a.restarts = 3);
         let msg = next_of(&mut rx, "health").await;
@@ -1649,15 +1631,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_burst_larger_than_one_batch_arrives_whole_and_in_order() {
         let (addr, recorder, _) = setup(DashboardSettings::default());
-        let (tx, mut rx) = mpsc::channel(4 * LIVE_BATCH_MAX);
-        let (etx, _erx) = oneshot::channel();
-        addr.send(Subscribe {
-            queue: tx,
-            evict: etx,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        let (mut rx, _erx) = subscribe(&addr, 4 * LIVE_BATCH_MAX).await;
         assert_eq!(next(&mut rx).await["type"], "snapshot");
         let total = LIVE_BATCH_MAX * 3 / 2;
         for n in 0..total {
