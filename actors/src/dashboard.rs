@@ -5,8 +5,9 @@
 //! collector. The broadcaster takes the stream in batches: it wakes on the first event, lets
 //! more gather for [`LIVE_BATCH_WINDOW`], then takes them all, so recording threads never wake
 //! it once per event. Events arrive as shared, unserialised [`LiveEvent`]s; an event is encoded
-//! only when a client is subscribed (once, wrapped into an `event` message whose `Arc<str>`
-//! goes to every client), when it is relayed, or when a snapshot includes it.
+//! at most once for clients and snapshots: when it arrives if a client is subscribed (wrapped
+//! into an `event` message whose `Arc<str>` goes to every client), otherwise by the first
+//! snapshot that includes it. Relaying to other instances encodes it for the relay payload.
 //!
 //! **Owns** the client table: one bounded queue per session ([`Subscribe`] hands over its
 //! sender). Delivery is `try_send` only, so a slow client never blocks the others and never
@@ -686,11 +687,13 @@ impl Window {
 // The actor.
 
 /// An event kept for snapshots.
+/// An event is encoded at most once: for the clients when it arrives, or by the first
+/// snapshot that includes it, which keeps the encoding in place of the event.
 enum Recent {
-    /// A local event, encoded only if a snapshot needs it.
+    /// A local event not encoded yet (no client was subscribed when it arrived).
     Local(LiveEvent),
-    /// An event relayed from another instance, as received.
-    Relayed(Outbound),
+    /// An event's JSON: local and already encoded, or relayed from another instance.
+    Encoded(Outbound),
 }
 
 /// One batch taken from the live stream.
@@ -896,12 +899,14 @@ impl DashboardBroadcast {
         {
             self.queue_relay(live.clone());
         }
-        if !self.clients.is_empty() {
-            let json = serde_json::to_string(&*live).unwrap_or_default();
+        if self.clients.is_empty() {
+            self.shared.remember(Recent::Local(live));
+        } else {
+            let json: Outbound = serde_json::to_string(&*live).unwrap_or_default().into();
             let message: Outbound = format!(r#"{{"type":"event","event":{json}}}"#).into();
             self.deliver(&message);
+            self.shared.remember(Recent::Encoded(json));
         }
-        self.shared.remember(Recent::Local(live));
     }
 
     /// Queues a local event for relaying, within the per-second cap.
@@ -1040,16 +1045,17 @@ impl DashboardBroadcast {
         out.push_str(stats.as_deref().unwrap_or("null"));
         out.push_str(r#","events":["#);
         {
-            let recent = shared.recent.lock().unwrap_or_else(PoisonError::into_inner);
-            for (i, event) in recent.iter().enumerate() {
+            let mut recent = shared.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            for (i, event) in recent.iter_mut().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                match event {
-                    Recent::Local(event) => {
-                        out.push_str(&serde_json::to_string(&**event).unwrap_or_default());
-                    }
-                    Recent::Relayed(json) => out.push_str(json),
+                if let Recent::Local(local) = event {
+                    let json: Outbound = serde_json::to_string(&**local).unwrap_or_default().into();
+                    *event = Recent::Encoded(json);
+                }
+                if let Recent::Encoded(json) = event {
+                    out.push_str(json);
                 }
             }
         }
@@ -1357,7 +1363,7 @@ async fn forward(shared: &DashboardShared, own: &str, payload: &str) {
             };
             for event in events {
                 let json: Outbound = event.to_string().into();
-                shared.remember(Recent::Relayed(json.clone()));
+                shared.remember(Recent::Encoded(json.clone()));
                 let message: Outbound = format!(r#"{{"type":"event","event":{json}}}"#).into();
                 publish_local(shared, message).await;
             }
