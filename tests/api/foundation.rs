@@ -315,13 +315,32 @@ fn sigterm(child: &Running) {
     assert!(status.success());
 }
 
+/// The defaults, checked without taking port 8079 (a real `exai serve` may hold it while
+/// the suite runs): `check-config` with no environment and no file shows the default
+/// listener, and `serve` with only the port moved starts fast on the default SQLite
+/// database under `./data`.
 #[actix_rt::test]
 async fn fresh_serve_uses_defaults_and_creates_its_database() {
+    let (code, stdout, stderr) = check_config(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let defaults: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(defaults["server"]["port"], 8079, "{defaults}");
+    assert_eq!(defaults["server"]["host"], "127.0.0.1", "{defaults}");
+    assert_eq!(defaults["storage"]["data_dir"], "data", "{defaults}");
+    assert!(
+        defaults["storage"]["database_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("sqlite://") && u.ends_with("data/exai.db")),
+        "{defaults}"
+    );
+
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, took) = start_binary(dir.path(), &[], 8079).await;
+    let port = free_port();
+    let (mut child, took) =
+        start_binary(dir.path(), &[("EXAI_WS_PORT", &port.to_string())], port).await;
     assert!(took < Duration::from_secs(2), "/health took {took:?}");
     let health: Value = crate::helpers::http()
-        .get("http://127.0.0.1:8079/health")
+        .get(format!("http://127.0.0.1:{port}/health"))
         .send()
         .await
         .unwrap()
