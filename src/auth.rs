@@ -14,14 +14,28 @@ pub fn token_matches(expected: &SecretString, given: &str) -> bool {
     expected.len() == given.len() && bool::from(expected.ct_eq(given))
 }
 
+/// The credentials of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The token of a request's `Authorization: Bearer …` header, if it has one.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+}
+
 /// The token a request carries: `Authorization: Bearer …`, else `?token=…`.
 pub fn request_token(req: &HttpRequest) -> Option<String> {
-    let header = req.headers().get(actix_web::http::header::AUTHORIZATION);
-    if let Some(token) = header
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Some(token.trim().to_owned());
+    if let Some(token) = bearer_token(req) {
+        return Some(token.to_owned());
     }
     url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "token")
@@ -48,5 +62,15 @@ mod tests {
         assert!(!token_matches(&t, "0123456789abcdeX"));
         assert!(!token_matches(&t, "0123456789abcdef0"));
         assert!(!token_matches(&t, ""));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc "] {
+            assert_eq!(bearer(header), Some("abc"), "{header}");
+        }
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearerabc"), None);
     }
 }

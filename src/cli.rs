@@ -17,7 +17,8 @@ pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Options of the default `serve` command.
+    /// Serving options given before the subcommand (`exai --port N serve`); they apply to
+    /// `serve`, `check-config` and `demo` as if given after it, which wins on a clash.
     #[command(flatten)]
     pub serve: ServeArgs,
 }
@@ -37,6 +38,15 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// These options, with `outer` (given before the subcommand) filling what these omit.
+    pub fn over(&self, outer: &ServeArgs) -> ServeArgs {
+        ServeArgs {
+            allow_no_auth: self.allow_no_auth || outer.allow_no_auth,
+            host: self.host.clone().or_else(|| outer.host.clone()),
+            port: self.port.or(outer.port),
+        }
+    }
+
     /// The overrides these options make to the configuration.
     pub fn overrides(&self) -> CliOverrides {
         CliOverrides {
@@ -58,9 +68,10 @@ pub enum Command {
     Migrate,
     /// Run the mock OpenAI-compatible upstream used by tests, benchmarks and the demo.
     MockUpstream {
-        /// Port to listen on (127.0.0.1).
-        #[arg(long, default_value_t = 9090)]
-        port: u16,
+        /// Port to listen on (127.0.0.1); 9090 when neither this nor a `--port` before the
+        /// subcommand is given.
+        #[arg(long)]
+        port: Option<u16>,
         /// Added latency per response, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,

@@ -238,6 +238,14 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Time readiness reports 503 before the listener closes, so balancers notice.
     pub shutdown_ready_delay: Duration,
+    /// Browser origins allowed besides exai's own (normalised `scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
+    /// Longest a request body may take to arrive.
+    pub http_body_timeout: Duration,
+    /// Bytes of request bodies being read at once, across all requests.
+    pub http_max_body_bytes_in_flight: usize,
+    /// `/ws` connections still waiting for `hello`.
+    pub max_pending_hello: usize,
 }
 
 /// Logging settings.
@@ -787,6 +795,40 @@ impl Config {
             Duration::from_millis(1000),
         );
 
+        // --- HTTP hardening: origins, request bodies, pre-hello connections (issue 12)
+        let allowed_origins = allowed_origins(&mut r);
+        let http_body_timeout = r.millis(
+            "server.http_body_timeout_ms",
+            &["EXAI_HTTP_BODY_TIMEOUT_MS"],
+            Duration::from_secs(10),
+        );
+        let http_max_body_bytes_in_flight: usize = r.get(
+            "server.http_max_body_bytes_in_flight",
+            &["EXAI_HTTP_MAX_BODY_BYTES_IN_FLIGHT"],
+            256 * 1024 * 1024,
+            "a number of bytes",
+        );
+        if http_max_body_bytes_in_flight == 0 {
+            let key = r.key_of(
+                "server.http_max_body_bytes_in_flight",
+                &["EXAI_HTTP_MAX_BODY_BYTES_IN_FLIGHT"],
+            );
+            r.error(key, "must be at least 1");
+        }
+        let max_pending_hello: usize = r.get(
+            "server.max_pending_hello",
+            &["EXAI_WS_MAX_PENDING_HELLO"],
+            (max_connections / 4).max(1),
+            "a positive integer",
+        );
+        if max_pending_hello == 0 || max_pending_hello > max_connections {
+            let key = r.key_of("server.max_pending_hello", &["EXAI_WS_MAX_PENDING_HELLO"]);
+            r.error(
+                key,
+                format!("must be between 1 and the connection limit ({max_connections})"),
+            );
+        }
+
         // --- process and storage
         let instance = r
             .get_string("instance", &["EXAI_INSTANCE"])
@@ -1043,6 +1085,10 @@ impl Config {
                 dashboard_evict_after_full,
                 shutdown_grace,
                 shutdown_ready_delay,
+                allowed_origins,
+                http_body_timeout,
+                http_max_body_bytes_in_flight,
+                max_pending_hello,
             },
             instance,
             data_dir,
@@ -1090,6 +1136,10 @@ impl Config {
                 "dashboard_evict_after_full_ms": self.server.dashboard_evict_after_full.as_millis() as u64,
                 "shutdown_grace_s": self.server.shutdown_grace.as_secs_f64(),
                 "shutdown_ready_delay_ms": self.server.shutdown_ready_delay.as_millis() as u64,
+                "allowed_origins": self.server.allowed_origins,
+                "http_body_timeout_ms": self.server.http_body_timeout.as_millis() as u64,
+                "http_max_body_bytes_in_flight": self.server.http_max_body_bytes_in_flight,
+                "max_pending_hello": self.server.max_pending_hello,
             },
             "storage": {
                 "data_dir": self.data_dir.display().to_string(),
@@ -1149,6 +1199,38 @@ impl Config {
     }
 }
 
+/// `EXAI_ALLOWED_ORIGINS` (comma-separated) or `server.allowed_origins` (an array or a
+/// comma-separated string): exact browser origins, each `http(s)://host[:port]` with no path.
+fn allowed_origins(r: &mut Reader<'_>) -> Vec<String> {
+    const TOML_KEY: &str = "server.allowed_origins";
+    const ENV_KEYS: &[&str] = &["EXAI_ALLOWED_ORIGINS"];
+    let Some(raw) = r.raw(TOML_KEY, ENV_KEYS) else {
+        return Vec::new();
+    };
+    let items: Vec<String> = match &raw.value {
+        toml::Value::String(s) => s.split(',').map(str::to_owned).collect(),
+        toml::Value::Array(a) if a.iter().all(toml::Value::is_str) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => {
+            r.error(raw.key, "expected a list of origins");
+            return Vec::new();
+        }
+    };
+    let mut origins = Vec::new();
+    for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
+        match crate::http_guard::normalize_origin(item) {
+            Some(origin) => origins.push(origin),
+            None => r.error(
+                raw.key.clone(),
+                format!("{item:?} is not an origin like https://app.example or http://host:3000"),
+            ),
+        }
+    }
+    origins
+}
+
 /// A positive finite number.
 fn positive(r: &mut Reader<'_>, toml_key: &str, env_keys: &[&str], default: f64) -> f64 {
     match r.get_opt::<f64>(toml_key, env_keys, "a positive number") {
@@ -1179,14 +1261,7 @@ fn default_instance(port: u16) -> String {
 
 /// Replaces a URL's password with `[redacted]`.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("[redacted]"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "[unparsable]".to_owned(),
-    }
+    exai_actors::provider::redact_url(raw)
 }
 
 /// The data directory must exist (or be creatable) and be writable.

@@ -11,6 +11,8 @@ pub mod dashboard_ws;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod http_body;
+pub mod http_guard;
 pub mod lifecycle;
 pub mod mock_upstream;
 pub mod routes;
@@ -32,9 +34,12 @@ pub const EXIT_CONFIG: u8 = 2;
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         None => serve(cli.config.as_deref(), &cli.serve.overrides()),
-        Some(Command::Serve(args)) => serve(cli.config.as_deref(), &args.overrides()),
+        Some(Command::Serve(args)) => {
+            serve(cli.config.as_deref(), &args.over(&cli.serve).overrides())
+        }
         Some(Command::CheckConfig(args)) => {
-            let Some(config) = load_config(cli.config.as_deref(), &args.overrides()) else {
+            let overrides = args.over(&cli.serve).overrides();
+            let Some(config) = load_config(cli.config.as_deref(), &overrides) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             println!("{}", serde_json::to_string_pretty(&config.redacted())?);
@@ -54,13 +59,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 format: config::LogFormat::Pretty,
             });
             actix_rt::System::new().block_on(mock_upstream::run(
-                port,
+                port.or(cli.serve.port).unwrap_or(9090),
                 std::time::Duration::from_millis(latency_ms),
             ))?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Demo(args)) => {
-            let Some(config) = load_config(cli.config.as_deref(), &args.overrides()) else {
+            let overrides = args.over(&cli.serve).overrides();
+            let Some(config) = load_config(cli.config.as_deref(), &overrides) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             telemetry::init(&config.log);

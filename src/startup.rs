@@ -132,9 +132,15 @@ impl Application {
             surface: surface.clone(),
         });
         let app_state = state.clone();
+        // One guard in front of every route: Origin, Host and CORS (issue 12 §1).
+        let policy = web::Data::new(crate::http_guard::OriginPolicy::new(&config.server, addr));
+        let bodies = web::Data::new(crate::http_body::BodyBudget::new(&config.server));
         let grace = config.server.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(crate::http_guard::guard))
+                .app_data(policy.clone())
+                .app_data(bodies.clone())
                 .app_data(app_state.clone())
                 .app_data(dashboard.clone())
                 .configure(crate::dashboard_ws::configure)

@@ -16,6 +16,9 @@ use serde_json::json;
 use crate::auth::dashboard_allowed;
 use crate::startup::AppState;
 
+/// Latest time accepted, unix milliseconds (the end of year 9999); times run from 0.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
 /// Default summary window.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 /// Longest summary window.
@@ -51,10 +54,15 @@ fn parse_window(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("expected a duration like 15m or 1h ({e})"))
 }
 
-/// Parses unix milliseconds or an RFC 3339 time.
+/// Parses unix milliseconds or an RFC 3339 time, from 1970 to the end of year 9999.
 fn parse_time(text: &str) -> Result<i64, String> {
     let text = text.trim();
     if let Ok(ms) = text.parse::<i64>() {
+        if !(0..=MAX_TIME_MS).contains(&ms) {
+            return Err(format!(
+                "{ms} is out of range (unix milliseconds from 0 to {MAX_TIME_MS})"
+            ));
+        }
         return Ok(ms);
     }
     let t = humantime::parse_rfc3339_weak(text)
@@ -133,9 +141,15 @@ async fn timeseries(
         Bucket::Hour => 86_400_000,
     };
     let since = match q.since.as_deref().map(parse_time).transpose() {
-        Ok(t) => t.unwrap_or(until - default_span),
+        Ok(t) => t.unwrap_or(until.saturating_sub(default_span).max(0)),
         Err(e) => return bad("since", e),
     };
+    if since >= until {
+        return bad(
+            "since",
+            format!("must be before until ({since} >= {until})"),
+        );
+    }
     match state
         .store
         .timeseries(bucket, since, until, q.kind.as_deref())
@@ -192,11 +206,30 @@ async fn events(
     }
 }
 
+/// A query string actix cannot read (a duplicate or malformed parameter) answers 400 in the
+/// `/api` JSON shape, naming the parameter when the error does.
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _| {
+        let message = error.to_string();
+        let param = message
+            .split('`')
+            .nth(1)
+            .filter(|p| !p.is_empty())
+            .unwrap_or("query")
+            .to_owned();
+        actix_web::error::InternalError::from_response(error, bad(&param, message)).into()
+    })
+}
+
 /// Registers the history routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/metrics/summary", web::get().to(summary))
-        .route("/api/metrics/timeseries", web::get().to(timeseries))
-        .route("/api/events", web::get().to(events));
+    for (path, route) in [
+        ("/api/metrics/summary", web::get().to(summary)),
+        ("/api/metrics/timeseries", web::get().to(timeseries)),
+        ("/api/events", web::get().to(events)),
+    ] {
+        cfg.service(web::resource(path).app_data(query_config()).route(route));
+    }
 }
 
 #[cfg(test)]
@@ -211,5 +244,8 @@ mod tests {
         assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
         assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
         assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("-9223372036854775808").is_err());
+        assert!(parse_time("-1").is_err());
+        assert!(parse_time("9223372036854775807").is_err());
     }
 }

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::GatewayError;
+use crate::http_body::{BodyBudget, BodyError};
 use crate::surface::{SurfaceState, V1_SOURCE};
 
 /// Header telling the client how the cache answered.
@@ -46,15 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// `Authorization: Bearer <EXAI_WS_TOKEN>`, when a token is configured.
 fn check_auth(req: &HttpRequest, state: &SurfaceState) -> Result<(), GatewayError> {
-    let offered = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let offered = crate::auth::bearer_token(req);
     if state.authorized(offered) {
         Ok(())
     } else {
@@ -205,27 +198,19 @@ pub async fn chat_completions(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<SurfaceState>,
+    bodies: web::Data<BodyBudget>,
 ) -> Result<HttpResponse, GatewayError> {
     check_auth(&req, &state)?;
-    let inflight = InflightGuard::acquire(&state)?;
-    let limit = state.max_body_bytes;
-    let bytes = match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            return Err(GatewayError::invalid(
-                format!("cannot read the request body: {e}"),
-                None,
-            ));
-        }
-        Err(_) => {
-            let size = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(limit + 1);
+    // The body first, bounded in time and memory; the in-flight slot only once it is in,
+    // so clients trickling their bodies cannot hold the slots (issue 12 §4).
+    let bytes = match bodies.read(&req, payload, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge { size, limit }) => {
             return Err(GatewayError::TooLarge { size, limit });
         }
+        Err(e) => return Ok(e.response(true)),
     };
+    let inflight = InflightGuard::acquire(&state)?;
     let (mut body, stream) = parse_body(&bytes)?;
     let header_value =
         |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());

@@ -2,11 +2,19 @@
 //! and per IP, and the connection tracker that enforces the total and per-IP connection
 //! limits and owns the per-IP buckets (an IP's entry lives exactly as long as it has a
 //! connection, so the table is bounded by the connection limit).
+//!
+//! Connections that have not sent `hello` yet are capped on their own
+//! (`max_pending_hello`, a quarter of the total by default): when that cap, or the total, is
+//! reached, the oldest connection still waiting for `hello` is evicted (its session is told
+//! to close) and its place goes to the newcomer at once. So idle sockets cannot lock real
+//! clients out; the per-IP limit is checked first and never bypassed by an eviction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 use crate::config::ServerConfig;
 
@@ -46,6 +54,8 @@ pub struct WsLimits {
     pub max_connections: usize,
     /// Connections per client IP.
     pub max_connections_per_ip: usize,
+    /// Connections still waiting for `hello`.
+    pub max_pending_hello: usize,
     /// Longest a tool call may run.
     pub tool_timeout: Duration,
     /// Session token bucket: refill per second.
@@ -80,6 +90,7 @@ impl Default for WsLimits {
             hello_timeout: Duration::from_secs(15),
             max_connections: 1000,
             max_connections_per_ip: 10,
+            max_pending_hello: 250,
             tool_timeout: Duration::from_secs(300),
             session_rate: DEFAULT_SESSION_RATE,
             session_burst: DEFAULT_SESSION_BURST,
@@ -105,6 +116,7 @@ impl WsLimits {
             hello_timeout: server.hello_timeout,
             max_connections: server.max_connections,
             max_connections_per_ip: server.max_connections_per_ip,
+            max_pending_hello: server.max_pending_hello,
             tool_timeout: server.tool_timeout,
             session_rate: server.session_rate.0,
             session_burst: server.session_rate.1,
@@ -211,6 +223,47 @@ struct Table {
     ip_rate: f64,
     /// Per-IP bucket capacity.
     ip_burst: f64,
+    /// Connections waiting for `hello`, oldest first, by connection id.
+    pending: BTreeMap<u64, Pending>,
+    /// Most connections waiting for `hello`.
+    max_pending: usize,
+    /// Evicted connections whose guards are still alive (already uncounted).
+    evicted: HashSet<u64>,
+    /// The next connection id.
+    next_id: u64,
+}
+
+/// A connection still waiting for `hello`.
+#[derive(Debug)]
+struct Pending {
+    /// Its client IP.
+    ip: IpAddr,
+    /// Tells its session it was evicted.
+    evict: oneshot::Sender<()>,
+}
+
+impl Table {
+    /// Takes one connection off the counts of `ip`.
+    fn uncount(&mut self, ip: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(entry) = self.by_ip.get_mut(&ip) {
+            entry.connections = entry.connections.saturating_sub(1);
+            if entry.connections == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Evicts the oldest connection waiting for `hello`; false when there is none.
+    fn evict_oldest_pending(&mut self) -> bool {
+        let Some((id, pending)) = self.pending.pop_first() else {
+            return false;
+        };
+        self.uncount(pending.ip);
+        self.evicted.insert(id);
+        let _ = pending.evict.send(());
+        true
+    }
 }
 
 impl ConnectionTracker {
@@ -224,33 +277,57 @@ impl ConnectionTracker {
                 max_per_ip: limits.max_connections_per_ip,
                 ip_rate: limits.ip_rate,
                 ip_burst: limits.ip_burst,
+                pending: BTreeMap::new(),
+                max_pending: limits.max_pending_hello.max(1),
+                evicted: HashSet::new(),
+                next_id: 0,
             })),
         }
     }
 
-    /// Admits a connection from `ip`, or says which limit refuses it.
+    /// Admits a connection from `ip`, or says which limit refuses it. The connection counts
+    /// as waiting for `hello` until [`ConnectionGuard::hello_done`]; see the module docs for
+    /// the eviction of the oldest waiting connection.
     pub fn admit(&self, ip: IpAddr) -> Result<ConnectionGuard, Refusal> {
         let mut t = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if t.total >= t.max_total {
+        if t.by_ip
+            .get(&ip)
+            .is_some_and(|e| e.connections >= t.max_per_ip)
+        {
+            return Err(Refusal::PerIp);
+        }
+        if t.total >= t.max_total && !t.evict_oldest_pending() {
             return Err(Refusal::Total);
         }
-        let (max_per_ip, rate, burst) = (t.max_per_ip, t.ip_rate, t.ip_burst);
+        if t.pending.len() >= t.max_pending {
+            t.evict_oldest_pending();
+        }
+        let (rate, burst) = (t.ip_rate, t.ip_burst);
         let entry = t.by_ip.entry(ip).or_insert_with(|| IpEntry {
             connections: 0,
             bucket: TokenBucket::new(rate, burst),
         });
-        if entry.connections >= max_per_ip {
-            if entry.connections == 0 {
-                t.by_ip.remove(&ip);
-            }
-            return Err(Refusal::PerIp);
-        }
         entry.connections += 1;
         t.total += 1;
+        let id = t.next_id;
+        t.next_id += 1;
+        let (evict, evicted) = oneshot::channel();
+        t.pending.insert(id, Pending { ip, evict });
         Ok(ConnectionGuard {
             tracker: self.clone(),
             ip,
+            id,
+            evicted: Some(evicted),
         })
+    }
+
+    /// Connections waiting for `hello` now.
+    pub fn pending_hello(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
+            .len()
     }
 
     /// Open connections now.
@@ -267,15 +344,20 @@ impl ConnectionTracker {
         t.by_ip.get_mut(&ip).is_none_or(|e| e.bucket.try_take())
     }
 
-    fn release(&self, ip: IpAddr) {
+    fn release(&self, ip: IpAddr, id: u64) {
         let mut t = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        t.total = t.total.saturating_sub(1);
-        if let Some(entry) = t.by_ip.get_mut(&ip) {
-            entry.connections = entry.connections.saturating_sub(1);
-            if entry.connections == 0 {
-                t.by_ip.remove(&ip);
-            }
+        if t.evicted.remove(&id) {
+            return;
         }
+        t.pending.remove(&id);
+        t.uncount(ip);
+    }
+
+    /// Marks connection `id` as past `hello`; false if it was evicted meanwhile.
+    fn hello_done(&self, id: u64) -> bool {
+        let mut t = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        t.pending.remove(&id);
+        !t.evicted.contains(&id)
     }
 }
 
@@ -286,6 +368,10 @@ pub struct ConnectionGuard {
     tracker: ConnectionTracker,
     /// Its client IP.
     ip: IpAddr,
+    /// Its id in the tracker.
+    id: u64,
+    /// Fires if the connection is evicted while waiting for `hello`.
+    evicted: Option<oneshot::Receiver<()>>,
 }
 
 impl ConnectionGuard {
@@ -293,11 +379,22 @@ impl ConnectionGuard {
     pub fn take_ip_token(&self) -> bool {
         self.tracker.take_ip_token(self.ip)
     }
+
+    /// The signal that this connection was evicted before its `hello` (once).
+    pub fn take_eviction(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.evicted.take()
+    }
+
+    /// The connection sent its `hello`: it no longer counts as waiting and cannot be
+    /// evicted. False if it was evicted first (it must close).
+    pub fn hello_done(&self) -> bool {
+        self.tracker.hello_done(self.id)
+    }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.tracker.release(self.ip);
+        self.tracker.release(self.ip, self.id);
     }
 }
 
@@ -338,5 +435,49 @@ mod tests {
         drop(g1);
         assert_eq!(t.open(), 2);
         assert!(t.admit(a).is_ok());
+    }
+
+    #[test]
+    fn the_oldest_connection_waiting_for_hello_makes_room() {
+        let limits = WsLimits {
+            max_connections: 4,
+            max_connections_per_ip: 3,
+            max_pending_hello: 2,
+            ..WsLimits::default()
+        };
+        let t = ConnectionTracker::new(&limits);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let mut idle1 = t.admit(a).unwrap();
+        let mut idle2 = t.admit(a).unwrap();
+        // A third waiting connection evicts the oldest waiting one.
+        let real = t.admit(b).unwrap();
+        assert_eq!(idle1.take_eviction().unwrap().try_recv(), Ok(()));
+        assert!(idle2.take_eviction().unwrap().try_recv().is_err());
+        assert_eq!((t.open(), t.pending_hello()), (2, 2));
+        assert!(real.hello_done());
+        assert!(!idle1.hello_done());
+        // The evicted guard's drop does not count twice.
+        drop(idle1);
+        assert_eq!(t.open(), 2);
+        // Established connections are never evicted: with the total full, only a waiting
+        // one makes room, the per-IP limit still refuses, and with none waiting the total
+        // refuses.
+        let rest: Vec<_> = (0..2)
+            .map(|_| {
+                let g = t.admit(b).unwrap();
+                assert!(g.hello_done());
+                g
+            })
+            .collect();
+        assert_eq!(t.open(), 4);
+        assert_eq!(t.admit(b).unwrap_err(), Refusal::PerIp);
+        let c: IpAddr = [10, 0, 0, 3].into();
+        let newcomer = t.admit(c).unwrap();
+        assert_eq!(idle2.take_eviction().unwrap().try_recv(), Ok(()));
+        assert!(newcomer.hello_done());
+        assert_eq!(t.admit(c).unwrap_err(), Refusal::Total);
+        drop((idle2, rest, newcomer, real));
+        assert_eq!((t.open(), t.pending_hello()), (0, 0));
     }
 }

@@ -176,6 +176,19 @@ impl Session {
             Some(id) if protocol::valid_session_id(&id) => Arc::from(id),
             _ => Arc::from(uuid::Uuid::now_v7().simple().to_string()),
         };
+        // No longer waiting for hello: this connection cannot be evicted any more.
+        if !self
+            .admission
+            .as_ref()
+            .is_ok_and(ConnectionGuard::hello_done)
+        {
+            Self::close(
+                ctx,
+                protocol::CLOSE_CONNECTION_LIMIT,
+                "too many connections waiting for hello",
+            );
+            return;
+        }
         ctx.text(protocol::hello_ok(&id));
         self.state.recorder.record(
             WS_SOURCE,
@@ -479,6 +492,21 @@ impl Actor for Session {
             tracing::debug!(peer = %self.peer, why, "ws connection refused");
             Self::close(ctx, protocol::CLOSE_CONNECTION_LIMIT, why);
             return;
+        }
+        // Evicted while waiting for hello (the pre-hello cap made room for a newer client).
+        if let Some(evicted) = self.admission.as_mut().ok().and_then(|g| g.take_eviction()) {
+            ctx.spawn(async move { evicted.await.is_ok() }.into_actor(self).map(
+                |evicted, act, ctx| {
+                    if evicted && act.session_id.is_none() {
+                        tracing::debug!(peer = %act.peer, "ws connection evicted before hello");
+                        Self::close(
+                            ctx,
+                            protocol::CLOSE_CONNECTION_LIMIT,
+                            "too many connections waiting for hello",
+                        );
+                    }
+                },
+            ));
         }
         let mut shutdown = self.state.shutdown.subscribe();
         ctx.spawn(

@@ -8,6 +8,7 @@ mod cache_e2e;
 mod cli;
 mod dashboard;
 mod foundation;
+mod hardening_http;
 mod helpers;
 mod history;
 mod outage_logs;

@@ -190,21 +190,40 @@ impl ProviderSettings {
         self
     }
 
-    /// The base URL with any `user:password@` part hidden, for health and listings.
+    /// The base URL with its secrets hidden ([`redact_url`]), for health and listings.
     pub fn display_base_url(&self) -> String {
-        redact_userinfo(&self.base_url)
+        redact_url(&self.base_url)
     }
 }
 
-/// Hides the userinfo of a URL (`https://user:pw@host/` → `https://***@host/`).
-pub(crate) fn redact_userinfo(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) if scheme.is_empty() => format!("***{}", &rest[at..]),
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_owned(),
+/// The one way a URL is shown (health, `check-config`, logs, the dashboard): a password
+/// becomes `REDACTED` (a user name alone is hidden too, it may be a key), every query value
+/// becomes `REDACTED` (`?api_key=…`), and a fragment is dropped. Text that is not a URL
+/// is shown as `[unparsable]`, since it cannot be known which part of it is secret.
+pub fn redact_url(raw: &str) -> String {
+    const HIDDEN: &str = "REDACTED";
+    let Ok(mut url) = reqwest::Url::parse(raw) else {
+        return "[unparsable]".to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some(HIDDEN));
+    } else if !url.username().is_empty() {
+        let _ = url.set_username(HIDDEN);
     }
+    if url.query().is_some() {
+        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        if keys.is_empty() {
+            url.set_query(None);
+        } else {
+            let mut pairs = url.query_pairs_mut();
+            pairs.clear();
+            for key in &keys {
+                pairs.append_pair(key, HIDDEN);
+            }
+        }
+    }
+    url.set_fragment(None);
+    url.to_string()
 }
 
 #[cfg(test)]
@@ -233,15 +252,22 @@ mod tests {
     }
 
     #[test]
-    fn userinfo_is_redacted() {
+    fn secrets_in_urls_are_redacted() {
         assert_eq!(
-            redact_userinfo("https://u:p@h.example/v1"),
-            "https://***@h.example/v1"
+            redact_url("https://u:p@h.example/v1"),
+            "https://u:REDACTED@h.example/v1"
         );
         assert_eq!(
-            redact_userinfo("http://127.0.0.1:9/v1"),
-            "http://127.0.0.1:9/v1"
+            redact_url("https://sk-key@h.example/v1"),
+            "https://REDACTED@h.example/v1"
         );
-        assert_eq!(redact_userinfo("http://h/a@b"), "http://h/a@b");
+        assert_eq!(redact_url("http://127.0.0.1:9/v1"), "http://127.0.0.1:9/v1");
+        assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
+        let shown = redact_url("https://h.example/v1?api_key=sk-LEAK&api-version=2024#sk-frag");
+        assert_eq!(
+            shown,
+            "https://h.example/v1?api_key=REDACTED&api-version=REDACTED"
+        );
+        assert_eq!(redact_url("not a url sk-LEAK"), "[unparsable]");
     }
 }
