@@ -427,10 +427,16 @@ mod tests {
         let t = ConnectionTracker::new(&limits);
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
-        let g1 = t.admit(a).unwrap();
-        let _g2 = t.admit(a).unwrap();
+        // Greeted connections: nothing waiting for hello can be evicted to make room.
+        let greeted = |ip| {
+            let g = t.admit(ip).unwrap();
+            assert!(g.hello_done());
+            g
+        };
+        let g1 = greeted(a);
+        let _g2 = greeted(a);
         assert_eq!(t.admit(a).unwrap_err(), Refusal::PerIp);
-        let _g3 = t.admit(b).unwrap();
+        let _g3 = greeted(b);
         assert_eq!(t.admit(b).unwrap_err(), Refusal::Total);
         drop(g1);
         assert_eq!(t.open(), 2);
@@ -453,7 +459,8 @@ mod tests {
         // A third waiting connection evicts the oldest waiting one.
         let real = t.admit(b).unwrap();
         assert_eq!(idle1.take_eviction().unwrap().try_recv(), Ok(()));
-        assert!(idle2.take_eviction().unwrap().try_recv().is_err());
+        let mut idle2_evicted = idle2.take_eviction().unwrap();
+        assert!(idle2_evicted.try_recv().is_err());
         assert_eq!((t.open(), t.pending_hello()), (2, 2));
         assert!(real.hello_done());
         assert!(!idle1.hello_done());
@@ -474,7 +481,7 @@ mod tests {
         assert_eq!(t.admit(b).unwrap_err(), Refusal::PerIp);
         let c: IpAddr = [10, 0, 0, 3].into();
         let newcomer = t.admit(c).unwrap();
-        assert_eq!(idle2.take_eviction().unwrap().try_recv(), Ok(()));
+        assert_eq!(idle2_evicted.try_recv(), Ok(()));
         assert!(newcomer.hello_done());
         assert_eq!(t.admit(c).unwrap_err(), Refusal::Total);
         drop((idle2, rest, newcomer, real));
