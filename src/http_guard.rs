@@ -229,7 +229,7 @@ pub fn refusal(
         .json(body)
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     // A header that is not text cannot name anything exai knows.
     headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"))
 }

@@ -5,8 +5,11 @@
 //! cache (single-flight), provider. Unknown request fields pass through to the upstream
 //! untouched; exai's own controls (`cache`, `continuation_id`) are taken out. Errors use
 //! OpenAI's JSON shape with the status from [`crate::error`]. Bearer auth applies when
-//! `EXAI_WS_TOKEN` is set. A global in-flight bound (`v1_max_inflight`) answers 429 beyond
-//! it; each provider's own concurrency limit applies behind that.
+//! `EXAI_WS_TOKEN` is set (scheme in any case). The body is read first, within
+//! [`crate::http_body`]'s time and memory bounds (408, 413, 503); only then is a place taken
+//! under the global in-flight bound (`v1_max_inflight`, 429 beyond it); each provider's own
+//! concurrency limit applies behind that. Origin, Host and `Content-Type` are checked before
+//! any of this by [`crate::http_guard`].
 //!
 //! The hot path is lean: no mailbox hop, the body is parsed once, the upstream's response
 //! bytes are returned as they are, and nothing is logged per request above `debug`. Each
