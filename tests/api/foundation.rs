@@ -159,6 +159,29 @@ fn every_invalid_configuration_exits_2_naming_its_key() {
             "EXAI_DATA_DIR",
         ),
         (&[("EXAI_WS_HOST", "0.0.0.0")], "EXAI_WS_HOST"),
+        (
+            &[(
+                "EXAI_ALLOWED_ORIGINS",
+                "https://ok.example,https://a.example/path",
+            )],
+            "EXAI_ALLOWED_ORIGINS",
+        ),
+        (&[("EXAI_ALLOWED_ORIGINS", "null")], "EXAI_ALLOWED_ORIGINS"),
+        (
+            &[("EXAI_HTTP_BODY_TIMEOUT_MS", "0")],
+            "EXAI_HTTP_BODY_TIMEOUT_MS",
+        ),
+        (
+            &[("EXAI_HTTP_MAX_BODY_BYTES_IN_FLIGHT", "0")],
+            "EXAI_HTTP_MAX_BODY_BYTES_IN_FLIGHT",
+        ),
+        (
+            &[
+                ("EXAI_WS_MAX_CONNECTIONS", "10"),
+                ("EXAI_WS_MAX_PENDING_HELLO", "11"),
+            ],
+            "EXAI_WS_MAX_PENDING_HELLO",
+        ),
     ];
     for (env, key) in cases {
         let (code, _, stderr) = check_config(env);
