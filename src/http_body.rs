@@ -23,6 +23,9 @@ use futures_util::StreamExt as _;
 
 use crate::config::ServerConfig;
 
+/// Most bytes allocated for a body before any of it arrived.
+const INITIAL_CAPACITY: usize = 256 * 1024;
+
 /// The shared budget of request-body bytes being read, and the body timeout.
 #[derive(Debug, Clone)]
 pub struct BodyBudget {
@@ -214,7 +217,9 @@ impl BodyBudget {
             self.grow(&mut held, size)?;
         }
         let read = async {
-            let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+            // Grown as bytes arrive: a client that announces much and sends little costs
+            // little beyond its reservation.
+            let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(INITIAL_CAPACITY));
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
                 let size = body.len() + chunk.len();
