@@ -10,6 +10,7 @@ pub mod config;
 pub mod dashboard_ws;
 pub mod demo;
 pub mod error;
+pub mod files;
 pub mod gateway;
 pub mod lifecycle;
 pub mod mock_upstream;
@@ -17,6 +18,7 @@ pub mod routes;
 pub mod startup;
 pub mod surface;
 pub mod telemetry;
+pub mod tools;
 pub mod ws;
 pub mod ws_glue;
 
