@@ -441,9 +441,12 @@ mod tests {
         std::fs::create_dir_all(root.join("sub/.git")).unwrap();
         std::fs::write(root.join("sub/a.txt"), "alpha").unwrap();
         std::fs::write(root.join("sub/.git/config"), "secret").unwrap();
-        std::fs::write(root.join("sub/b.bin"), [0u8, 1, 2]).unwrap();
+        std::fs::write(root.join("sub/0.bin"), [0u8, 1, 2]).unwrap();
         std::fs::write(dir.path().join("outside.txt"), "nope").unwrap();
-        let roots = FileRoots::new(FileRoots::canonical_roots(&[root.clone()]).unwrap(), 3);
+        let roots = FileRoots::new(
+            FileRoots::canonical_roots(std::slice::from_ref(&root)).unwrap(),
+            3,
+        );
         assert!(roots.check("files", "../outside.txt").is_err());
         assert!(roots.check("files", "sub/a.txt").is_ok());
         let got = roots

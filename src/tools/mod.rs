@@ -8,13 +8,14 @@
 //! task, which drops any upstream request or child process); the flag additionally stops
 //! blocking file reads that run on their own thread.
 //!
-//! - [`chat`]: `chat`;
-//! - [`workflow`]: the step-driven tools (`analyze`, `debug`, … , `docgen`) and their engine;
-//! - [`consensus`], [`precommit`]: the two workflow tools with their own final step;
-//! - [`challenge`]: `challenge`;
-//! - [`provider_tools`]: `glm_web_search`, `kimi_chat_with_tools`;
-//! - [`info`]: `listmodels`, `version`, `status`, `provider_capabilities`, `activity`, `health`;
-//! - [`conversation`]: threads by `continuation_id`; [`args`]: argument checks.
+//! - `chat` lives in [`chat`];
+//! - the step-driven tools (`analyze`, `debug`, … , `docgen`) and their engine in [`workflow`];
+//! - the final steps of `consensus` and `precommit` in [`consensus`] and [`precommit`];
+//! - `challenge` in [`challenge`];
+//! - `glm_web_search` and `kimi_chat_with_tools` in [`provider_tools`];
+//! - `listmodels`, `version`, `status`, `provider_capabilities`, `activity`, `health` in
+//!   [`info`];
+//! - threads by `continuation_id` in [`conversation`], argument checks in [`args`].
 
 pub mod args;
 pub mod challenge;

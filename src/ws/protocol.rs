@@ -167,16 +167,18 @@ pub fn valid_session_id(id: &str) -> bool {
 }
 
 /// Parses a frame after the handshake.
-pub fn parse(text: &str) -> Result<Request, BadFrame> {
-    let value: Value = serde_json::from_str(text).map_err(|e| BadFrame {
-        ids: ReplyIds::default(),
-        error: GatewayError::invalid(format!("invalid JSON: {e}"), None),
+pub fn parse(text: &str) -> Result<Request, Box<BadFrame>> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Box::new(BadFrame {
+            ids: ReplyIds::default(),
+            error: GatewayError::invalid(format!("invalid JSON: {e}"), None),
+        })
     })?;
     let Value::Object(mut frame) = value else {
-        return Err(BadFrame {
+        return Err(Box::new(BadFrame {
             ids: ReplyIds::default(),
             error: GatewayError::invalid("a frame must be a JSON object", None),
-        });
+        }));
     };
     let id = frame.get("id").filter(|v| usable_id(v)).cloned();
     let ids = ReplyIds {
@@ -187,9 +189,11 @@ pub fn parse(text: &str) -> Result<Request, BadFrame> {
             .or_else(|| id.clone()),
         id: id.clone(),
     };
-    let fail = |error: GatewayError| BadFrame {
-        ids: ids.clone(),
-        error,
+    let fail = |error: GatewayError| {
+        Box::new(BadFrame {
+            ids: ids.clone(),
+            error,
+        })
     };
     let op = match frame.get("op") {
         Some(Value::String(op)) => op.clone(),
@@ -225,9 +229,11 @@ pub fn parse(text: &str) -> Result<Request, BadFrame> {
                     live: false,
                 },
             };
-            let fail = |error: GatewayError| BadFrame {
-                ids: call.reply_ids(),
-                error,
+            let fail = |error: GatewayError| {
+                Box::new(BadFrame {
+                    ids: call.reply_ids(),
+                    error,
+                })
             };
             let name = match (frame.get("name"), frame.get("tool")) {
                 (Some(Value::String(n)), _) => n.clone(),
