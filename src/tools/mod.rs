@@ -289,4 +289,31 @@ mod tests {
             assert_eq!(entry["inputSchema"]["type"], "object", "{entry}");
         }
     }
+
+    #[test]
+    fn the_tool_docs_name_every_tool_and_argument() {
+        let docs = include_str!("../../docs/tools.md");
+        let readme = include_str!("../../README.md");
+        let registry = Registry::new();
+        for entry in registry.listing().as_array().into_iter().flatten() {
+            let name = entry["name"].as_str().unwrap_or_default();
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "docs/tools.md lacks {name}"
+            );
+            assert!(
+                readme
+                    .lines()
+                    .any(|l| l.starts_with(&format!("| `{name}` |"))),
+                "README lacks a line for {name}"
+            );
+            let props = entry["inputSchema"]["properties"].as_object().cloned();
+            for prop in props.unwrap_or_default().keys() {
+                assert!(
+                    docs.contains(&format!("`{prop}`")),
+                    "docs/tools.md lacks {name}.{prop}"
+                );
+            }
+        }
+    }
 }
