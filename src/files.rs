@@ -155,6 +155,14 @@ impl FileRoots {
             .join(", ")
     }
 
+    /// The root `path` lies under, if any.
+    pub fn root_of(&self, path: &Path) -> Option<&Path> {
+        self.roots
+            .iter()
+            .find(|root| path.starts_with(root))
+            .map(PathBuf::as_path)
+    }
+
     fn under_roots(&self, path: &Path) -> bool {
         self.roots.iter().any(|root| path.starts_with(root))
     }

@@ -4,8 +4,9 @@
 //! With `compare_to`, the diff is against that ref; otherwise the staged (`--cached`) and
 //! unstaged changes, as `include_staged` / `include_unstaged` ask (both by default). Git runs
 //! with external diff drivers, text conversion and fsmonitor hooks turned off, so a repository's
-//! configuration cannot make it run other programs. The child is killed when the call is
-//! dropped (cancelled) or runs past [`GIT_TIMEOUT`].
+//! configuration cannot make it run other programs, and with the root's parent as its ceiling,
+//! so it never finds a repository above the file root (whose diff would show files outside
+//! it). The child is killed when the call is dropped (cancelled) or runs past [`GIT_TIMEOUT`].
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -31,13 +32,19 @@ fn valid_ref(r: &str) -> bool {
         })
 }
 
-/// Runs `git <args>` in `dir`; at most `limit` bytes of its output are kept.
+/// Runs `git <args>` in `dir`, never looking for a repository in `ceiling` or above; at most
+/// `limit` bytes of its output are kept.
 async fn git(
     dir: &std::path::Path,
+    ceiling: Option<&std::path::Path>,
     args: &[&str],
     limit: usize,
 ) -> Result<(String, bool), GatewayError> {
-    let mut child = tokio::process::Command::new("git")
+    let mut command = tokio::process::Command::new("git");
+    if let Some(ceiling) = ceiling {
+        command.env("GIT_CEILING_DIRECTORIES", ceiling);
+    }
+    let mut child = command
         .arg("-C")
         .arg(dir)
         .args([
@@ -48,6 +55,8 @@ async fn git(
             "--no-pager",
         ])
         .args(args)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_OPTIONAL_LOCKS", "0")
         .stdin(Stdio::null())
@@ -145,13 +154,19 @@ pub async fn changes(
             "nothing to validate: include_staged and include_unstaged are both false",
         ));
     }
+    let ceiling = ctx
+        .services
+        .files
+        .root_of(&dir)
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf);
     let mut budget = ctx.services.files.max_bytes() / 2;
     let mut out = format!("## Git changes in {}\n", dir.display());
     for (label, extra) in runs {
         let mut args = vec!["diff", "--no-color", "--no-ext-diff", "--no-textconv"];
         args.extend(extra.iter().map(String::as_str));
         args.push("--");
-        let (diff, cut) = git(&dir, &args, budget.max(1)).await?;
+        let (diff, cut) = git(&dir, ceiling.as_deref(), &args, budget.max(1)).await?;
         budget = budget.saturating_sub(diff.len());
         if diff.trim().is_empty() {
             out.push_str(&format!("\n### {label}\n(none)\n"));

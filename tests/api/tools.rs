@@ -627,3 +627,88 @@ async fn glm_web_search_and_kimi_tools_go_through_their_providers() {
     assert_error(&not_kimi, "VALIDATION_ERROR");
     assert_eq!(not_kimi["error"]["details"]["argument"], "model");
 }
+
+/// A two-step precommit with `extra` arguments on its final step.
+async fn precommit(ws: &mut crate::ws::Ws, id: &str, path: &Path, extra: Value) -> Value {
+    let first = doc(&call(
+        ws,
+        &format!("{id}-1"),
+        "precommit",
+        json!({"step": "changes", "step_number": 1, "total_steps": 2, "next_step_required": true,
+               "findings": "looking", "path": path.display().to_string()}),
+    )
+    .await);
+    let mut last = json!({"step": "verdict", "step_number": 2, "total_steps": 2,
+        "next_step_required": false, "findings": "done",
+        "continuation_id": first["continuation_id"]});
+    last.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    call(ws, &format!("{id}-2"), "precommit", last).await
+}
+
+#[actix_rt::test]
+async fn precommit_compares_refs_and_never_leaves_the_root() {
+    let f = fixture(&[], "").await;
+    let repo = repo(&f.root);
+    let mut ws = session(&f.app).await;
+    let res = precommit(&mut ws, "ref", &repo, json!({"compare_to": "HEAD"})).await;
+    assert_eq!(res["ok"], true, "{res}");
+    let sent = role_text(&f.mock.last_request().unwrap(), "user");
+    assert!(sent.contains("changes against HEAD"), "{sent}");
+    assert!(
+        sent.contains("+UNSTAGED-CHANGE") && sent.contains("+STAGED-CHANGE"),
+        "{sent}"
+    );
+    let before = f.mock.requests();
+    let bad = precommit(
+        &mut ws,
+        "opt",
+        &repo,
+        json!({"compare_to": "--output=/tmp/x"}),
+    )
+    .await;
+    assert_error(&bad, "VALIDATION_ERROR");
+    assert_eq!(bad["error"]["details"]["argument"], "compare_to");
+    let outside = precommit(&mut ws, "out", &f.outside(), json!({})).await;
+    assert_error(&outside, "VALIDATION_ERROR");
+
+    // A repository above the file root is not found from inside it: its diff would show
+    // files outside the root.
+    let base = f.dir.path().canonicalize().unwrap();
+    git(&base, &["init", "-q"]);
+    git(&base, &["add", "outside"]);
+    std::fs::write(base.join("outside/secret.txt"), "SECRET-CHANGED").unwrap();
+    let plain = f.root.join("src");
+    let above = precommit(&mut ws, "above", &plain, json!({})).await;
+    assert_error(&above, "TOOL_EXECUTION_ERROR");
+    assert!(!above.to_string().contains("SECRET"), "{above}");
+    assert_eq!(
+        f.mock.requests(),
+        before,
+        "a refused precommit reached the upstream"
+    );
+}
+
+#[test]
+fn file_roots_must_be_existing_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope").display().to_string();
+    let sources = exai::config::Sources {
+        file: None,
+        env: [
+            ("EXAI_FILE_ROOTS".to_owned(), missing),
+            ("EXAI_FILE_MAX_BYTES".to_owned(), "0".to_owned()),
+            (
+                "EXAI_DATA_DIR".to_owned(),
+                dir.path().join("data").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let errors = exai::config::Config::from_sources(&sources, &Default::default()).unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"EXAI_FILE_ROOTS"), "{errors:?}");
+    assert!(keys.contains(&"EXAI_FILE_MAX_BYTES"), "{errors:?}");
+}
