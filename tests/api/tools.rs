@@ -712,3 +712,72 @@ fn file_roots_must_be_existing_directories() {
     assert!(keys.contains(&"EXAI_FILE_ROOTS"), "{errors:?}");
     assert!(keys.contains(&"EXAI_FILE_MAX_BYTES"), "{errors:?}");
 }
+
+#[actix_rt::test]
+async fn backtracking_drops_steps_and_planner_revisions_reach_the_expert() {
+    let f = fixture(&[], "").await;
+    let mut ws = session(&f.app).await;
+    let step = |n: u64, next: bool, findings: &str, extra: Value| {
+        let mut v = json!({"step": format!("step {n}"), "step_number": n, "total_steps": 3,
+                           "next_step_required": next, "findings": findings});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    let first = doc(&call(
+        &mut ws,
+        "b1",
+        "thinkdeep",
+        step(1, true, "KEEP-ONE", json!({})),
+    )
+    .await);
+    let thread = first["continuation_id"].clone();
+    call(
+        &mut ws,
+        "b2",
+        "thinkdeep",
+        step(2, true, "DEAD-END", json!({"continuation_id": thread})),
+    )
+    .await;
+    let done = doc(&call(
+        &mut ws,
+        "b3",
+        "thinkdeep",
+        step(
+            3,
+            false,
+            "AFTER-BACKTRACK",
+            json!({"continuation_id": thread, "backtrack_from_step": 2, "use_assistant_model": false}),
+        ),
+    )
+    .await);
+    let steps: Vec<&str> = done["consolidated"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["findings"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, vec!["KEEP-ONE", "AFTER-BACKTRACK"]);
+
+    let plan = doc(&call(&mut ws, "p1", "planner", step(1, true, "PLAN-A", json!({}))).await);
+    let thread = plan["continuation_id"].clone();
+    call(
+        &mut ws,
+        "p2",
+        "planner",
+        step(
+            2,
+            false,
+            "PLAN-B",
+            json!({"continuation_id": thread, "is_step_revision": true, "revises_step_number": 1,
+                   "branch_id": "fast-path"}),
+        ),
+    )
+    .await;
+    let sent = role_text(&f.mock.last_request().unwrap(), "user");
+    assert_in_order(
+        &sent,
+        &["PLAN-A", "revises step 1", "branch fast-path", "PLAN-B"],
+    );
+}
