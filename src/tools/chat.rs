@@ -263,13 +263,8 @@ async fn chat(args: ChatArgs, ctx: &ToolContext<'_>) -> Result<ToolOutput, Gatew
     let started = Instant::now();
     let budget = state.files.max_bytes();
     let gathered = gather(ctx, "files", &args.files, budget).await?;
-    let (images, _) = image_parts(
-        ctx,
-        "images",
-        &args.images,
-        budget - gathered.bytes.min(budget),
-    )
-    .await?;
+    let left = budget.saturating_sub(gathered.bytes);
+    let (images, _) = image_parts(ctx, "images", &args.images, left).await?;
     let text = if gathered.files.is_empty() && gathered.notes.is_empty() {
         args.prompt.clone()
     } else {
