@@ -366,12 +366,9 @@ impl Sources {
                         message: format!("cannot read configuration file: {e}"),
                     }]
                 })?;
-                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                    vec![ConfigError {
-                        key: path.display().to_string(),
-                        message: format!("not valid TOML: {}", e.message()),
-                    }]
-                })?;
+                let table: toml::Table = text
+                    .parse()
+                    .map_err(|e: toml::de::Error| vec![toml_syntax_error(&path, &text, &e)])?;
                 Some((path, table))
             }
         };
@@ -387,6 +384,8 @@ struct Reader<'a> {
     env: &'a HashMap<String, String>,
     /// Dotted toml keys consumed so far.
     used: HashSet<String>,
+    /// Every dotted toml key looked up, present or not: the candidates for "did you mean".
+    known: HashSet<String>,
     /// Problems found so far.
     errors: Vec<ConfigError>,
 }
@@ -401,6 +400,9 @@ struct Raw {
 
 impl<'a> Reader<'a> {
     fn lookup_toml(&mut self, path: &str) -> Option<toml::Value> {
+        if !self.known.contains(path) {
+            self.known.insert(path.to_owned());
+        }
         let mut node: &toml::Table = self.table?;
         let parts: Vec<&str> = path.split('.').collect();
         for (i, part) in parts.iter().enumerate() {
@@ -561,10 +563,51 @@ impl<'a> Reader<'a> {
                 toml::Value::Table(t) if KNOWN_SECTIONS.contains(&path.as_str()) => {
                     self.report_unknown(&path, t)
                 }
-                _ => self.error(path, "unknown key in exai.toml"),
+                _ => {
+                    let message = match self.closest_known(&path) {
+                        Some(near) => format!("unknown key in exai.toml (did you mean `{near}`?)"),
+                        None => "unknown key in exai.toml".to_owned(),
+                    };
+                    self.error(path, message)
+                }
             }
         }
     }
+}
+
+impl Reader<'_> {
+    /// The known key in the same section closest to `path`, if it is a plausible typo.
+    fn closest_known(&self, path: &str) -> Option<String> {
+        let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
+        self.known
+            .iter()
+            .filter_map(|k| {
+                let (s, name) = k.rsplit_once('.').unwrap_or(("", k.as_str()));
+                (s == section).then_some(name)
+            })
+            .map(|name| (strsim::levenshtein(key, name), name))
+            .filter(|(d, name)| *d <= 2.max(name.len() / 4))
+            .min()
+            .map(|(_, name)| name.to_owned())
+    }
+}
+
+/// A TOML syntax error naming the file, line, column and (when the error has one) the key.
+fn toml_syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let mut key = path.display().to_string();
+    let mut message = format!("not valid TOML: {}", e.message().trim_end());
+    if let Some(span) = e.span() {
+        let start = span.start.min(text.len());
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        key = format!("{key}:{line}:{column}");
+        let at = text.get(span.clone()).unwrap_or("").trim();
+        if !at.is_empty() && at.len() <= 64 && !at.contains('\n') {
+            message.push_str(&format!(" (at `{at}`)"));
+        }
+    }
+    ConfigError { key, message }
 }
 
 /// Tables whose keys are checked one by one.
@@ -622,6 +665,7 @@ impl Config {
             table: sources.file.as_ref().map(|(_, t)| t),
             env: &sources.env,
             used: HashSet::new(),
+            known: HashSet::new(),
             errors: Vec::new(),
         };
 
@@ -1657,6 +1701,25 @@ mod tests {
 
     fn keys(errors: &[ConfigError]) -> Vec<&str> {
         errors.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_line_column_and_key() {
+        let text = "[server]\nport = 9000\nport = 9001\n";
+        let e = text.parse::<toml::Table>().unwrap_err();
+        let err = toml_syntax_error(Path::new("exai.toml"), text, &e);
+        assert_eq!(err.key, "exai.toml:3:1", "{err:?}");
+        assert!(err.message.contains("duplicate key"), "{err:?}");
+        assert!(err.message.contains("`port`"), "{err:?}");
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_nearest_known_one() {
+        let errors = load(&[], Some("[server]\nprot = 1\n[cache]\nzzzzzz = 1\n")).unwrap_err();
+        let prot = errors.iter().find(|e| e.key == "server.prot").unwrap();
+        assert!(prot.message.contains("did you mean `port`?"), "{prot:?}");
+        let far = errors.iter().find(|e| e.key == "cache.zzzzzz").unwrap();
+        assert!(!far.message.contains("did you mean"), "{far:?}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! actors live in `exai-actors`.
 
 pub mod auth;
+pub mod banner;
 pub mod chat;
 pub mod cli;
 pub mod config;

@@ -168,6 +168,7 @@ impl Application {
         .listen(listener)?
         .run();
         lifecycle.mark_started();
+        crate::banner::log_startup_summary(&config);
         tracing::info!(%addr, instance = %config.instance, "exai listening");
         Ok(Self {
             addr,

@@ -117,3 +117,118 @@ async fn demo_serves_simulated_traffic_without_keys() {
     }
     assert!(status.success(), "demo exit status {status:?}");
 }
+
+/// Start-up names what the run talks to (each provider, the store, Redis or its absence), in
+/// plain text when stderr is not a terminal; a TOML mistake names its line and a near key.
+#[test]
+fn startup_lines_name_providers_store_and_redis_without_colour() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = exai_bin()
+        .current_dir(dir.path())
+        .env("EXAI_WS_PORT", port.to_string())
+        .env(
+            "CUSTOM_API_URL",
+            "http://user:pw@127.0.0.1:9/v1?api_key=zzz",
+        )
+        .env("CUSTOM_MODEL_NAME", "local-model")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let done = line.contains("exai listening");
+        lines.push(line);
+        if done || lines.len() > 200 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let all = lines.join("\n");
+    assert!(!all.contains('\u{1b}'), "colour codes on a pipe:\n{all}");
+    let provider = lines
+        .iter()
+        .find(|l| l.contains("provider configured"))
+        .unwrap_or_else(|| panic!("no provider line:\n{all}"));
+    assert!(provider.contains("custom"), "{provider}");
+    assert!(provider.contains("127.0.0.1:9"), "{provider}");
+    assert!(provider.contains("models=1"), "{provider}");
+    assert!(
+        !all.contains("pw") && !all.contains("zzz"),
+        "secret in logs:\n{all}"
+    );
+    assert!(
+        all.contains("event store") && all.contains("sqlite"),
+        "{all}"
+    );
+    assert!(all.contains("cache L2: none"), "{all}");
+
+    std::fs::write(
+        dir.path().join("exai.toml"),
+        "[server]\nprot = 1\nport = 2\nport = 3\n",
+    )
+    .unwrap();
+    let out = exai_bin()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("exai.toml:4:1"), "{err}");
+    std::fs::write(dir.path().join("exai.toml"), "[server]\nprot = 1\n").unwrap();
+    let out = exai_bin()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean `port`?"), "{err}");
+}
+
+/// With no provider configured, start-up warns once and says how to add one.
+#[test]
+fn startup_warns_when_no_provider_is_configured() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = exai_bin()
+        .current_dir(dir.path())
+        .env("EXAI_WS_PORT", port.to_string())
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.contains("exai listening");
+        lines.push(line);
+        if done || lines.len() > 200 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warn: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("no provider configured"))
+        .collect();
+    assert_eq!(warn.len(), 1, "{lines:#?}");
+    assert!(warn[0].contains("WARN"), "{}", warn[0]);
+}
