@@ -1,0 +1,113 @@
+//! Reading an upstream body under a size cap, chunk by chunk, so a hostile or broken upstream
+//! cannot make exai buffer more than the cap (`EXAI_UPSTREAM_MAX_BYTES`). Every provider
+//! dialect reads its answers through here.
+//!
+//! A `Content-Length` over the cap fails before a byte is read. Otherwise the buffer is sized
+//! from `Content-Length` when given, and grows by doubling but never past the cap, so the
+//! memory held for one answer stays under 1.5× the cap even while a reallocation copies (old
+//! buffer ≤ cap/2 plus new ≤ cap). A body that arrives in one chunk is returned as that chunk,
+//! without a copy. Dropping the response on failure aborts the upstream request.
+
+use bytes::Bytes;
+
+/// First buffer size when the length is not announced.
+const INITIAL_CAPACITY: usize = 16 * 1024;
+
+/// Why a capped read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body is (or announced it would be) larger than the cap.
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The cap.
+        limit: usize,
+    },
+    /// The transport failed while reading.
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+}
+
+/// Reads the whole body of `response`, failing as soon as it would exceed `limit` bytes.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    let announced = response
+        .content_length()
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if announced.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let Some(first) = response.chunk().await? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let Some(second) = response.chunk().await? else {
+        return Ok(first);
+    };
+    let mut buf: Vec<u8> =
+        Vec::with_capacity(announced.unwrap_or(INITIAL_CAPACITY).clamp(1, limit.max(1)));
+    append(&mut buf, &first, limit)?;
+    drop(first);
+    append(&mut buf, &second, limit)?;
+    drop(second);
+    while let Some(chunk) = response.chunk().await? {
+        append(&mut buf, &chunk, limit)?;
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads at most `limit` bytes of `response` and stops there (for error bodies, of which
+/// only a prefix is kept). A transport failure keeps what arrived.
+pub async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Bytes {
+    let mut buf: Vec<u8> = Vec::new();
+    while buf.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(limit - buf.len());
+                if buf.is_empty() && take == chunk.len() && chunk.len() == limit {
+                    return chunk;
+                }
+                buf.extend_from_slice(&chunk[..take]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Bytes::from(buf)
+}
+
+/// Appends `chunk` to `buf`, growing it by doubling but never beyond `limit`.
+fn append(buf: &mut Vec<u8>, chunk: &[u8], limit: usize) -> Result<(), BodyError> {
+    let needed = buf.len().saturating_add(chunk.len());
+    if needed > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    if needed > buf.capacity() {
+        let target = needed.max(buf.capacity().saturating_mul(2)).min(limit);
+        buf.reserve_exact(target - buf.len());
+    }
+    buf.extend_from_slice(chunk);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_never_passes_the_limit() {
+        let limit = 100_000;
+        let mut buf = Vec::with_capacity(10);
+        for _ in 0..99 {
+            assert!(append(&mut buf, &[7u8; 1000], limit).is_ok());
+            assert!(buf.capacity() <= limit, "{}", buf.capacity());
+        }
+        assert!(append(&mut buf, &[7u8; 1000], limit).is_ok());
+        assert!(matches!(
+            append(&mut buf, &[7u8; 1], limit),
+            Err(BodyError::TooLarge { limit: 100_000 })
+        ));
+    }
+}
