@@ -392,8 +392,10 @@ mod tests {
         let e = GatewayError::from(ProviderError::UpstreamReported {
             provider: "p".into(),
             message: "You exceeded your current quota".into(),
-            error_type: Some("insufficient_quota".into()),
-            code: None,
+            labels: Box::new(exai_actors::provider::ErrorLabels {
+                error_type: Some("insufficient_quota".into()),
+                code: None,
+            }),
         });
         assert_eq!(e.http_status().as_u16(), 502);
         let body = e.openai_json();

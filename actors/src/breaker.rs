@@ -15,6 +15,12 @@
 //! Every method that can change the state returns the [`Transition`] it caused, so the caller
 //! records the matching `breaker.opened` / `breaker.half_opened` / `breaker.closed` event and
 //! updates its health component. The breaker itself records nothing.
+//!
+//! A provider keeps a [`BreakerSet`]: one provider-wide breaker, which only transport failures
+//! (connect refused, DNS, TLS, connect timeout) count against, and one breaker per upstream
+//! model, which the upstream answering badly for that model counts against. A call needs the
+//! permission of both, so one failing model fences only itself. The per-model table is
+//! bounded ([`MAX_MODEL_BREAKERS`]).
 
 use std::time::{Duration, Instant};
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
-pub use error::{ProviderError, TimeoutKind};
+pub use error::{ErrorLabels, ProviderError, TimeoutKind};
 pub use handle::{
     ChatStream, Completion, EVENT_SOURCE, ProviderHandle, REQUEST_EVENT, RemoteModel, Usage,
     health_component,

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::helpers::{eventually, http, start_config, test_config};
@@ -138,6 +139,51 @@ async fn eight_failures_fence_only_the_failing_model() {
     assert_eq!(open.len(), 1, "{provider}");
     assert_eq!(open[0]["model"], "mock-500");
     assert!(open[0]["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0));
+
+    // The dashboard's stats carry the open model breaker, and the page shows it.
+    let (mut dash, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/dashboard", app.addr))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let shown = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stats with the model breaker"
+        );
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) =
+            tokio::time::timeout(Duration::from_secs(5), dash.next())
+                .await
+                .unwrap()
+        else {
+            continue;
+        };
+        let msg: Value = serde_json::from_str(&text).unwrap();
+        let breakers = &msg["providers"]["mock"]["model_breakers"];
+        if msg["type"] == "stats" && breakers.is_array() {
+            break breakers.clone();
+        }
+    };
+    assert!(
+        shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["model"] == "mock-500" && b["state"] == "open"),
+        "{shown}"
+    );
+    let script = app
+        .client
+        .get(format!("{}/dashboard/assets/app.js", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        script.contains("model_breakers"),
+        "the page renders model breakers"
+    );
 
     // The listing shows the fenced model, and only it, as open.
     let (_, models) = app.get_json("/v1/models").await;

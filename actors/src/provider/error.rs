@@ -31,6 +31,15 @@ impl TimeoutKind {
     }
 }
 
+/// The `type` and `code` of an error object an upstream sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorLabels {
+    /// `error.type`, when given.
+    pub error_type: Option<String>,
+    /// `error.code`, when given (as text).
+    pub code: Option<String>,
+}
+
 /// A failed provider call (or dispatch through the registry).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
@@ -101,10 +110,8 @@ pub enum ProviderError {
         provider: String,
         /// The upstream's `error.message` (truncated, scrubbed of the key).
         message: String,
-        /// The upstream's `error.type`, when it gave one.
-        error_type: Option<String>,
-        /// The upstream's `error.code`, when it gave one (as text).
-        code: Option<String>,
+        /// Its `type` and `code` (boxed: rare, and it keeps every error small).
+        labels: Box<ErrorLabels>,
     },
     /// The upstream's answer (or one SSE event of it) is larger than allowed; the request
     /// was aborted.
@@ -265,9 +272,7 @@ impl ProviderError {
     /// and the like) rather than the provider.
     fn reported_client_error(&self) -> bool {
         match self {
-            Self::UpstreamReported {
-                error_type, code, ..
-            } => [error_type, code]
+            Self::UpstreamReported { labels, .. } => [&labels.error_type, &labels.code]
                 .into_iter()
                 .flatten()
                 .any(|t| t.contains("invalid")),
@@ -315,11 +320,9 @@ impl ProviderError {
     /// The upstream's own error `type` and `code`, for an error object it sent in a 200.
     pub fn reported_type(&self) -> Option<(&str, Option<&str>)> {
         match self {
-            Self::UpstreamReported {
-                error_type, code, ..
-            } => Some((
-                error_type.as_deref().unwrap_or("upstream_error"),
-                code.as_deref(),
+            Self::UpstreamReported { labels, .. } => Some((
+                labels.error_type.as_deref().unwrap_or("upstream_error"),
+                labels.code.as_deref(),
             )),
             Self::Exhausted { last, .. } => last.reported_type(),
             _ => None,
@@ -392,8 +395,10 @@ mod tests {
         let reported = |t: &str| ProviderError::UpstreamReported {
             provider: "p".into(),
             message: "m".into(),
-            error_type: Some(t.into()),
-            code: None,
+            labels: Box::new(ErrorLabels {
+                error_type: Some(t.into()),
+                code: None,
+            }),
         };
         let quota = reported("insufficient_quota");
         assert_eq!(quota.http_status(), 502);

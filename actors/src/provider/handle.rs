@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::{self, BodyError};
-use super::error::{ProviderError, TimeoutKind};
+use super::error::{ErrorLabels, ProviderError, TimeoutKind};
 use super::settings::ProviderSettings;
 use super::sse::{SseEvent, SseParser};
 use crate::breaker::{
@@ -858,8 +858,10 @@ impl ProviderHandle {
         ProviderError::UpstreamReported {
             provider: self.shared.name.to_string(),
             message: clip(self.scrub(message)),
-            error_type: error_type.map(|t| clip(self.scrub(t))),
-            code: code.map(|c| clip(self.scrub(c))),
+            labels: Box::new(ErrorLabels {
+                error_type: error_type.map(|t| clip(self.scrub(t))),
+                code: code.map(|c| clip(self.scrub(c))),
+            }),
         }
     }
 
