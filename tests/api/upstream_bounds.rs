@@ -240,6 +240,34 @@ async fn a_stream_past_stream_max_s_ends_with_an_error_then_done() {
 }
 
 #[actix_rt::test]
+async fn a_fast_endless_stream_is_cut_off_at_stream_max_s_too() {
+    let mock = mock();
+    let app = spawn_app_with(&[], Some(&mock_toml(&mock, "stream_max_s = 0.4"))).await;
+    let resp = app
+        .client
+        .post(format!("{}/v1/chat/completions", app.base))
+        .json(&json!({"model": "mock/mock-endless-0", "messages": user("fast"), "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    // Only the tail is kept: the stream may be long.
+    let mut body = resp.bytes_stream();
+    let mut tail: Vec<u8> = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(bytes) = body.next().await {
+            tail.extend_from_slice(&bytes.unwrap());
+            let keep = tail.len().saturating_sub(4096);
+            tail.drain(..keep);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the fast endless stream was not cut off");
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(tail.ends_with("data: [DONE]\n\n"), "{tail}");
+    assert!(tail.contains("stream lifetime timeout"), "{tail}");
+}
+
+#[actix_rt::test]
 async fn a_200_with_an_error_body_is_a_502_and_never_cached() {
     let mock = mock();
     let app = spawn_app_with(&[], Some(&mock_toml(&mock, ""))).await;

@@ -1208,6 +1208,13 @@ impl StreamState {
             let now = tokio::time::Instant::now();
             let idle_until = now + idle;
             let deadline = self.deadline;
+            if now >= deadline {
+                // Checked here too: a timeout does not fire while the body is always ready,
+                // and a fast endless stream must end as well.
+                let error = self.handle.timeout(TimeoutKind::StreamTotal);
+                self.finish(Some(&error));
+                return Some((Err(error), self));
+            }
             let body = self.body.as_mut()?;
             let parsed = match tokio::time::timeout_at(idle_until.min(deadline), body.next()).await
             {
