@@ -583,10 +583,16 @@ impl DashboardShared {
                     "breaker".into(),
                     d.pointer("/breaker/state").cloned().unwrap_or(Value::Null),
                 );
-                map.insert(
-                    "model_breakers".into(),
-                    d.get("model_breakers").cloned().unwrap_or(Value::Null),
-                );
+                // Only the breakers that fence a model: the tick goes to every client.
+                let open: Vec<Value> = d
+                    .get("model_breakers")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|b| b.get("state").and_then(Value::as_str) != Some("closed"))
+                    .cloned()
+                    .collect();
+                map.insert("model_breakers".into(), Value::Array(open));
                 map.insert(
                     "in_flight".into(),
                     d.get("in_flight").cloned().unwrap_or(Value::Null),
