@@ -32,6 +32,7 @@
 //! | `mock-endless`, `mock-endless-<ms>` | a stream that never ends: one chunk every 50 ms (or `<ms>`) |
 //! | `mock-quota` | 200 with `{"error":{"message":"You exceeded your current quota","type":"insufficient_quota"}}`; a stream sends it as an SSE data event |
 //! | `mock-quota-json` | the same 200 JSON error body, even for a stream request |
+//! | `mock-no-choices` | 200 with a JSON object that has no `choices` |
 //!
 //! Bytes of generated bodies handed to the network are counted (`body_bytes_sent`), so tests
 //! can show an oversized answer was cut off early.
@@ -398,6 +399,8 @@ enum Mode {
     Quota,
     /// 200 with a quota error object as plain JSON, even when streaming.
     QuotaJson,
+    /// 200 with an object without `choices`.
+    NoChoices,
 }
 
 fn mode(model: &str) -> Mode {
@@ -416,6 +419,7 @@ fn mode(model: &str) -> Mode {
         "mock-endless" => return Mode::Endless(DEFAULT_ENDLESS),
         "mock-quota" => return Mode::Quota,
         "mock-quota-json" => return Mode::QuotaJson,
+        "mock-no-choices" => return Mode::NoChoices,
         _ => {}
     }
     if let Some(n) = suffix("mock-big-cl").and_then(|s| s.parse().ok()) {
@@ -532,6 +536,10 @@ async fn chat(state: web::Data<MockState>, http: HttpRequest, body: Bytes) -> Ht
                     .body(format!("data: {error}\n\ndata: [DONE]\n\n"));
             }
             return HttpResponse::Ok().json(error);
+        }
+        Mode::NoChoices => {
+            return HttpResponse::Ok()
+                .json(json!({"id": "chatcmpl-empty", "object": "chat.completion"}));
         }
         _ => {}
     }

@@ -289,6 +289,14 @@ async fn a_200_with_an_error_body_is_a_502_and_never_cached() {
             "the error was not served from the cache"
         );
     }
+    // A 200 without choices is no answer either.
+    let (status, body) = complete(
+        &app,
+        json!({"model": "mock/mock-no-choices", "messages": user("empty")}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "malformed", "{body}");
     // The same request streamed is not a cached "success" either.
     for model in ["mock/mock-quota", "mock/mock-quota-json"] {
         let (status, events) = stream(&app, model).await;
