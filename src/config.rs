@@ -130,6 +130,8 @@ pub struct ProviderConfig {
     pub request_timeout: Duration,
     /// Longest silence allowed between two stream chunks.
     pub stream_idle_timeout: Duration,
+    /// Longest life of a whole stream; `None` means `request_timeout`.
+    pub stream_max: Option<Duration>,
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// Demo/mock provider, labelled simulated everywhere.
@@ -152,6 +154,7 @@ impl ProviderConfig {
             connect_timeout: d.connect_timeout,
             request_timeout: d.request_timeout,
             stream_idle_timeout: d.stream_idle_timeout,
+            stream_max: d.stream_max,
             max_retries: d.max_retries,
             simulated: false,
         }
@@ -181,6 +184,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Model registry.
     pub registry: RegistryConfig,
+    /// Limits on what upstreams send back.
+    pub upstream: UpstreamConfig,
     /// Upstream providers.
     pub providers: Vec<ProviderConfig>,
     /// What tools may read.
@@ -194,6 +199,15 @@ pub struct ToolsConfig {
     pub file_roots: Vec<PathBuf>,
     /// Bytes of file content one call may read.
     pub file_max_bytes: usize,
+}
+
+/// Limits on upstream answers, for every provider.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Largest upstream answer read; beyond it the request is aborted (502).
+    pub max_bytes: usize,
+    /// Largest single SSE event of a stream.
+    pub sse_max_event_bytes: usize,
 }
 
 /// Listener and client-surface settings.
@@ -620,6 +634,7 @@ const KNOWN_SECTIONS: &[&str] = &[
     "cache",
     "registry",
     "tools",
+    "upstream",
 ];
 
 /// Checks that `value` parses as a URL with one of `schemes`.
@@ -1090,6 +1105,30 @@ impl Config {
             ),
         };
 
+        // --- upstream limits
+        let byte_limit = |r: &mut Reader<'_>, toml_key: &str, env: &str, default: usize| {
+            let n: usize = r.get(toml_key, &[env], default, "a number of bytes");
+            if n == 0 {
+                let key = r.key_of(toml_key, &[env]);
+                r.error(key, "must be at least 1 byte");
+            }
+            n.max(1)
+        };
+        let upstream = UpstreamConfig {
+            max_bytes: byte_limit(
+                &mut r,
+                "upstream.max_bytes",
+                "EXAI_UPSTREAM_MAX_BYTES",
+                exai_actors::provider::DEFAULT_UPSTREAM_MAX_BYTES,
+            ),
+            sse_max_event_bytes: byte_limit(
+                &mut r,
+                "upstream.sse_max_event_bytes",
+                "EXAI_SSE_MAX_EVENT_BYTES",
+                exai_actors::provider::DEFAULT_SSE_MAX_EVENT_BYTES,
+            ),
+        };
+
         // --- providers
         let providers = read_providers(&mut r);
 
@@ -1157,6 +1196,7 @@ impl Config {
             metrics,
             cache,
             registry,
+            upstream,
             providers,
             tools,
         })
@@ -1245,6 +1285,10 @@ impl Config {
                 "file_roots": self.tools.file_roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
                 "file_max_bytes": self.tools.file_max_bytes,
             },
+            "upstream": {
+                "max_bytes": self.upstream.max_bytes,
+                "sse_max_event_bytes": self.upstream.sse_max_event_bytes,
+            },
             "providers": self.providers.iter().map(|p| json!({
                 "name": p.name,
                 "kind": p.kind.as_str(),
@@ -1256,6 +1300,7 @@ impl Config {
                 "connect_timeout_s": p.connect_timeout.as_secs_f64(),
                 "request_timeout_s": p.request_timeout.as_secs_f64(),
                 "stream_idle_timeout_s": p.stream_idle_timeout.as_secs_f64(),
+                "stream_max_s": p.stream_max.unwrap_or(p.request_timeout).as_secs_f64(),
                 "max_retries": p.max_retries,
                 "simulated": p.simulated,
             })).collect::<Vec<_>>(),
@@ -1489,6 +1534,7 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
                     "connect_timeout_s",
                     "request_timeout_s",
                     "stream_idle_timeout_s",
+                    "stream_max_s",
                     "max_retries",
                     "simulated",
                 ]
@@ -1578,6 +1624,9 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
             }
             if let Some(d) = secs(r, "stream_idle_timeout_s") {
                 p.stream_idle_timeout = d;
+            }
+            if let Some(d) = secs(r, "stream_max_s") {
+                p.stream_max = Some(d);
             }
             p.simulated = t
                 .get("simulated")
@@ -1828,6 +1877,27 @@ mod tests {
         assert!(k.contains(&"providers[1].kind"), "{k:?}");
         assert!(k.contains(&"providers[2].base_url"), "{k:?}");
         assert!(k.contains(&"providers[2].extra"), "{k:?}");
+    }
+
+    #[test]
+    fn upstream_limits_are_read_and_checked() {
+        let c = load(&[], None).unwrap();
+        assert_eq!(c.upstream.max_bytes, 32 * 1024 * 1024);
+        assert_eq!(c.upstream.sse_max_event_bytes, 4 * 1024 * 1024);
+        let c = load(
+            &[("EXAI_UPSTREAM_MAX_BYTES", "1000")],
+            Some(
+                "[upstream]\nsse_max_event_bytes = 500\n[[providers]]\nkind = \"glm\"\n\
+                 request_timeout_s = 7\nstream_max_s = 3\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.upstream.max_bytes, 1000);
+        assert_eq!(c.upstream.sse_max_event_bytes, 500);
+        assert_eq!(c.providers[0].stream_max, Some(Duration::from_secs(3)));
+        assert_eq!(c.redacted()["providers"][0]["stream_max_s"], 3.0);
+        let errors = load(&[("EXAI_SSE_MAX_EVENT_BYTES", "0")], None).unwrap_err();
+        assert_eq!(keys(&errors), vec!["EXAI_SSE_MAX_EVENT_BYTES"]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ const TRAFFIC_EVERY: Duration = Duration::from_millis(700);
 const DEMO_LATENCY: Duration = Duration::from_millis(40);
 /// What the traffic cycles through: normal answers (repeated, so some hit the cache), a slow
 /// one, a failing one and a reasoning model.
-const TRAFFIC: &[(&str, &str)] = &[
+pub const TRAFFIC: &[(&str, &str)] = &[
     ("mock-echo", "What is exai?"),
     ("mock-echo", "What is exai?"),
     ("mock-reasoning", "Think about caching."),

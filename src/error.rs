@@ -215,6 +215,14 @@ impl GatewayError {
                 if let Some(r) = e.retry_after() {
                     d["retry_after_ms"] = json!(r.as_millis() as u64);
                 }
+                if let ProviderError::BreakerOpen { model, .. } = breaker_error(e) {
+                    d["model"] = json!(model);
+                    d["breaker"] = json!(if model.is_some() { "model" } else { "provider" });
+                }
+                if let Some((error_type, code)) = e.reported_type() {
+                    d["upstream_type"] = json!(error_type);
+                    d["upstream_code"] = json!(code);
+                }
                 d
             }
             _ => json!({}),
@@ -230,8 +238,13 @@ impl GatewayError {
         })
     }
 
-    /// The OpenAI error `type`.
-    fn openai_type(&self) -> &'static str {
+    /// The OpenAI error `type`: the upstream's own for an error object it sent in a 200.
+    fn openai_type(&self) -> &str {
+        if let Self::Provider(e) = self
+            && let Some((error_type, _)) = e.reported_type()
+        {
+            return error_type;
+        }
         match self.http_status().as_u16() {
             401 => "authentication_error",
             404 => "not_found_error",
@@ -255,6 +268,9 @@ impl GatewayError {
     pub fn openai_json(&self) -> Value {
         let code = match self {
             Self::Provider(ProviderError::UnknownModel { .. }) => "model_not_found",
+            Self::Provider(e) if e.reported_type().is_some_and(|(_, c)| c.is_some()) => {
+                e.reported_type().and_then(|(_, c)| c).unwrap_or_default()
+            }
             Self::Unauthorized => "invalid_api_key",
             other => other.kind(),
         };
@@ -283,8 +299,24 @@ fn provider_code(e: &ProviderError) -> ProtocolCode {
         ProviderError::Upstream { .. }
         | ProviderError::Connection { .. }
         | ProviderError::Malformed { .. }
-        | ProviderError::StreamInterrupted { .. } => ProtocolCode::ProviderError,
+        | ProviderError::StreamInterrupted { .. }
+        | ProviderError::UpstreamReported { .. }
+        | ProviderError::TooLarge { .. } => ProtocolCode::ProviderError,
     }
+}
+
+/// The breaker refusal behind `e` (itself, or the last failure of an exhausted chain).
+fn breaker_error(e: &ProviderError) -> &ProviderError {
+    match e {
+        ProviderError::Exhausted { last, .. } => breaker_error(last),
+        other => other,
+    }
+}
+
+/// Whole seconds for a `Retry-After` header: rounded up, at least 1.
+fn retry_after_secs(after: Duration) -> u64 {
+    let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    millis.div_ceil(1000).max(1)
 }
 
 impl ResponseError for GatewayError {
@@ -298,7 +330,7 @@ impl ResponseError for GatewayError {
             Self::Provider(e) => e.retry_after(),
             _ => None,
         } {
-            response.insert_header(("Retry-After", after.as_secs().max(1).to_string()));
+            response.insert_header(("Retry-After", retry_after_secs(after).to_string()));
         }
         if matches!(self, Self::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
@@ -330,5 +362,49 @@ mod tests {
         });
         assert_eq!(timeout.http_status().as_u16(), 504);
         assert_eq!(timeout.protocol_code().as_str(), "TIMEOUT");
+    }
+
+    #[test]
+    fn breaker_refusals_say_when_to_retry() {
+        let open = GatewayError::from(ProviderError::BreakerOpen {
+            provider: "p".into(),
+            model: Some("m".into()),
+            retry_in_ms: 1200,
+        });
+        assert_eq!(open.http_status().as_u16(), 503);
+        let response = open.error_response();
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+        let details = open.details();
+        assert_eq!(details["retry_after_ms"], 1200);
+        assert_eq!(details["model"], "m");
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(3000)), 3);
+    }
+
+    #[test]
+    fn an_error_object_in_a_200_keeps_the_upstream_type() {
+        let e = GatewayError::from(ProviderError::UpstreamReported {
+            provider: "p".into(),
+            message: "You exceeded your current quota".into(),
+            labels: Box::new(exai_actors::provider::ErrorLabels {
+                error_type: Some("insufficient_quota".into()),
+                code: None,
+            }),
+        });
+        assert_eq!(e.http_status().as_u16(), 502);
+        let body = e.openai_json();
+        assert_eq!(body["error"]["type"], "insufficient_quota");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("You exceeded your current quota"))
+        );
+        assert_eq!(e.protocol_code().as_str(), "PROVIDER_ERROR");
     }
 }

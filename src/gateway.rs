@@ -60,8 +60,11 @@ impl Gateway {
         let mut children = Vec::new();
         let mut providers = Vec::new();
         for p in &config.providers {
-            let handle =
-                ProviderHandle::new(provider_settings(p), recorder.clone(), health.clone())?;
+            let handle = ProviderHandle::new(
+                provider_settings(p, config),
+                recorder.clone(),
+                health.clone(),
+            )?;
             registry.register(handle.clone());
             children.push(Provider::child_spec(&handle).0);
             providers.push(handle);
@@ -120,8 +123,8 @@ pub fn registry_settings(config: &Config) -> RegistrySettings {
     }
 }
 
-/// Provider settings from one configured provider.
-pub fn provider_settings(p: &config::ProviderConfig) -> ProviderSettings {
+/// Provider settings from one configured provider and the limits shared by all.
+pub fn provider_settings(p: &config::ProviderConfig, config: &Config) -> ProviderSettings {
     let mut s = ProviderSettings::new(p.name.clone(), p.kind.actor_kind());
     s.base_url = p.base_url.clone();
     s.api_key = p.api_key.clone();
@@ -131,6 +134,9 @@ pub fn provider_settings(p: &config::ProviderConfig) -> ProviderSettings {
     s.connect_timeout = p.connect_timeout;
     s.request_timeout = p.request_timeout;
     s.stream_idle_timeout = p.stream_idle_timeout;
+    s.stream_max = p.stream_max;
+    s.max_body_bytes = config.upstream.max_bytes;
+    s.sse_max_event_bytes = config.upstream.sse_max_event_bytes;
     s.max_retries = p.max_retries;
     s.simulated = p.simulated;
     s

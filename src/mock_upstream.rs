@@ -22,6 +22,21 @@
 //! | `mock-status-<code>` | HTTP `<code>` with an OpenAI-style error body |
 //! | `mock-401` | HTTP 401 whose message quotes the bearer token, as some real APIs do |
 //!
+//! Hostile upstreams (bounded answers, errors in a 200):
+//!
+//! | model | behaviour |
+//! |---|---|
+//! | `mock-big-<n>` | a completion whose content is `n` bytes, sent chunked without `Content-Length` (stream or not) |
+//! | `mock-big-cl-<n>` | the same, announcing its `Content-Length` |
+//! | `mock-sse-line-<n>` | a stream whose second event is one `data:` line of `n` bytes, sent in pieces |
+//! | `mock-endless`, `mock-endless-<ms>` | a stream that never ends: one chunk every 50 ms (or `<ms>`) |
+//! | `mock-quota` | 200 with `{"error":{"message":"You exceeded your current quota","type":"insufficient_quota"}}`; a stream sends it as an SSE data event |
+//! | `mock-quota-json` | the same 200 JSON error body, even for a stream request |
+//! | `mock-no-choices` | 200 with a JSON object that has no `choices` |
+//!
+//! Bytes of generated bodies handed to the network are counted (`body_bytes_sent`), so tests
+//! can show an oversized answer was cut off early.
+//!
 //! Every chat request is counted (in total and per model name) when it arrives, before any
 //! fault, so tests can assert exactly how many upstream calls were made. Streams whose
 //! client went away before the end are counted too.
@@ -51,6 +66,12 @@ pub const DEFAULT_SLOW: Duration = Duration::from_millis(300);
 pub const DEFAULT_TRICKLE: Duration = Duration::from_millis(100);
 /// `Retry-After` of `mock-429`, in seconds.
 pub const DEFAULT_RETRY_AFTER: &str = "1";
+/// Gap between chunks of `mock-endless`.
+pub const DEFAULT_ENDLESS: Duration = Duration::from_millis(50);
+/// Piece size of generated large bodies.
+const BIG_PIECE: usize = 64 * 1024;
+/// The message of `mock-quota`.
+pub const QUOTA_MESSAGE: &str = "You exceeded your current quota";
 /// Minimum number of content chunks in a trickle stream, so it lasts a while.
 const TRICKLE_MIN_CHUNKS: usize = 10;
 /// Largest request body accepted.
@@ -109,6 +130,8 @@ struct MockState {
     model_list_requests: AtomicU64,
     /// Streams whose client disconnected before the end.
     cancelled_streams: AtomicU64,
+    /// Bytes of generated large bodies handed to the network.
+    body_bytes_sent: AtomicU64,
     /// Models `GET /models` lists.
     models: RwLock<Vec<String>>,
     /// The body of the last chat request, for pass-through assertions.
@@ -134,6 +157,7 @@ impl MockState {
             by_model: Mutex::new(HashMap::new()),
             model_list_requests: AtomicU64::new(0),
             cancelled_streams: AtomicU64::new(0),
+            body_bytes_sent: AtomicU64::new(0),
             models: RwLock::new(settings.models.clone()),
             last_request: Mutex::new(None),
             log: Mutex::new(VecDeque::new()),
@@ -158,6 +182,7 @@ impl MockState {
         self.requests.store(0, Ordering::Relaxed);
         self.model_list_requests.store(0, Ordering::Relaxed);
         self.cancelled_streams.store(0, Ordering::Relaxed);
+        self.body_bytes_sent.store(0, Ordering::Relaxed);
         self.by_model
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -191,6 +216,7 @@ impl MockState {
             "by_model": by_model,
             "model_list_requests": self.model_list_requests.load(Ordering::Relaxed),
             "cancelled_streams": self.cancelled_streams.load(Ordering::Relaxed),
+            "body_bytes_sent": self.body_bytes_sent.load(Ordering::Relaxed),
         })
     }
 }
@@ -275,6 +301,12 @@ impl MockUpstream {
     /// Streams whose client disconnected before the end.
     pub fn cancelled_streams(&self) -> u64 {
         self.state.cancelled_streams.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of generated large bodies (`mock-big-*`, `mock-sse-line-*`) handed to the
+    /// network since start or reset.
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.state.body_bytes_sent.load(Ordering::Relaxed)
     }
 
     /// The last chat request body received, parsed.
@@ -409,6 +441,18 @@ enum Mode {
     Status(u16),
     /// 401 quoting the bearer token.
     Unauthorized,
+    /// A completion of this many content bytes; whether `Content-Length` is announced.
+    Big(usize, bool),
+    /// A stream with one data line of this many bytes.
+    SseLine(usize),
+    /// A stream that never ends, with this gap between chunks.
+    Endless(Duration),
+    /// 200 with a quota error object (as an SSE event when streaming).
+    Quota,
+    /// 200 with a quota error object as plain JSON, even when streaming.
+    QuotaJson,
+    /// 200 with an object without `choices`.
+    NoChoices,
 }
 
 fn mode(model: &str) -> Mode {
@@ -424,7 +468,23 @@ fn mode(model: &str) -> Mode {
         "mock-hang" => return Mode::Hang,
         "mock-trickle" => return Mode::Trickle(DEFAULT_TRICKLE),
         "mock-401" => return Mode::Unauthorized,
+        "mock-endless" => return Mode::Endless(DEFAULT_ENDLESS),
+        "mock-quota" => return Mode::Quota,
+        "mock-quota-json" => return Mode::QuotaJson,
+        "mock-no-choices" => return Mode::NoChoices,
         _ => {}
+    }
+    if let Some(n) = suffix("mock-big-cl").and_then(|s| s.parse().ok()) {
+        return Mode::Big(n, true);
+    }
+    if let Some(n) = suffix("mock-big").and_then(|s| s.parse().ok()) {
+        return Mode::Big(n, false);
+    }
+    if let Some(n) = suffix("mock-sse-line").and_then(|s| s.parse().ok()) {
+        return Mode::SseLine(n);
+    }
+    if let Some(d) = suffix("mock-endless").and_then(millis) {
+        return Mode::Endless(d);
     }
     if let Some(d) = suffix("mock-slow").and_then(millis) {
         return Mode::Slow(d);
@@ -516,6 +576,23 @@ async fn chat(state: web::Data<MockState>, http: HttpRequest, body: Bytes) -> Ht
         }
         Mode::Flaky(n) if seen <= *n => {
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "mock flaky failure");
+        }
+        Mode::Big(n, announce) => return big_body(state.into_inner(), *n, *announce),
+        Mode::SseLine(n) => return sse_line(state.into_inner(), *n),
+        Mode::Endless(gap) => return endless(state.into_inner(), &model, *gap),
+        Mode::Quota | Mode::QuotaJson => {
+            let error = json!({"error": {"message": QUOTA_MESSAGE, "type": "insufficient_quota",
+                "param": null, "code": "insufficient_quota"}});
+            if stream && mode == Mode::Quota {
+                return HttpResponse::Ok()
+                    .content_type("text/event-stream")
+                    .body(format!("data: {error}\n\ndata: [DONE]\n\n"));
+            }
+            return HttpResponse::Ok().json(error);
+        }
+        Mode::NoChoices => {
+            return HttpResponse::Ok()
+                .json(json!({"id": "chatcmpl-empty", "object": "chat.completion"}));
         }
         _ => {}
     }
@@ -734,6 +811,101 @@ async fn web_search(state: web::Data<MockState>, body: Bytes) -> HttpResponse {
     }))
 }
 
+/// Hands out `pieces` one by one, counting their bytes as sent and the stream as cancelled
+/// if it is dropped first.
+fn counted_body(
+    state: Arc<MockState>,
+    pieces: impl Iterator<Item = Bytes> + Unpin + 'static,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let watch = StreamWatch {
+        state,
+        finished: false,
+    };
+    futures_util::stream::unfold((pieces, watch), |(mut pieces, mut watch)| async move {
+        match pieces.next() {
+            Some(piece) => {
+                watch
+                    .state
+                    .body_bytes_sent
+                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                Some((Ok(piece), (pieces, watch)))
+            }
+            None => {
+                watch.mark_finished();
+                None
+            }
+        }
+    })
+}
+
+/// `n` bytes of `x` as pieces of at most [`BIG_PIECE`], without holding them all.
+fn filler(n: usize) -> impl Iterator<Item = Bytes> {
+    let piece = Bytes::from(vec![b'x'; BIG_PIECE]);
+    (0..n.div_ceil(BIG_PIECE)).map(move |i| {
+        let len = (n - i * BIG_PIECE).min(BIG_PIECE);
+        piece.slice(..len)
+    })
+}
+
+/// `mock-big-<n>`: a completion with `n` content bytes, generated as it is sent.
+fn big_body(state: Arc<MockState>, n: usize, announce: bool) -> HttpResponse {
+    let head = Bytes::from_static(
+        b"{\"id\":\"chatcmpl-big\",\"object\":\"chat.completion\",\"model\":\"mock-big\",\
+          \"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"",
+    );
+    let tail = Bytes::from_static(b"\"},\"finish_reason\":\"stop\"}]}");
+    let total = head.len() + n + tail.len();
+    let pieces = std::iter::once(head)
+        .chain(filler(n))
+        .chain(std::iter::once(tail));
+    let body = counted_body(state, pieces);
+    let mut response = HttpResponse::Ok();
+    response.content_type("application/json");
+    if announce {
+        response.no_chunking(total as u64);
+    }
+    response.streaming(body)
+}
+
+/// `mock-sse-line-<n>`: a stream whose second event is one data line of `n` bytes.
+fn sse_line(state: Arc<MockState>, n: usize) -> HttpResponse {
+    let first = Bytes::from_static(
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+    );
+    let pieces = std::iter::once(first)
+        .chain(std::iter::once(Bytes::from_static(b"data: ")))
+        .chain(filler(n))
+        .chain(std::iter::once(Bytes::from_static(b"\n\ndata: [DONE]\n\n")));
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(counted_body(state, pieces))
+}
+
+/// `mock-endless`: a stream with one chunk every `gap`, forever.
+fn endless(state: Arc<MockState>, model: &str, gap: Duration) -> HttpResponse {
+    let chunk = json!({
+        "id": "chatcmpl-endless", "object": "chat.completion.chunk", "model": model,
+        "choices": [{ "index": 0, "delta": { "content": "more " }, "finish_reason": null }],
+    });
+    let frame = Bytes::from(format!("data: {chunk}\n\n"));
+    let watch = StreamWatch {
+        state,
+        finished: false,
+    };
+    let body = futures_util::stream::unfold((watch, true), move |(watch, first)| {
+        let frame = frame.clone();
+        async move {
+            if !first {
+                tokio::time::sleep(gap).await;
+            }
+            Some((Ok::<_, std::convert::Infallible>(frame), (watch, false)))
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(body)
+}
+
 /// Counts a stream as cancelled if it is dropped before its last frame was sent.
 struct StreamWatch {
     /// Where the counter lives.
@@ -795,5 +967,18 @@ mod tests {
             Mode::Trickle(Duration::from_millis(20))
         );
         assert_eq!(mode("mock-hang"), Mode::Hang);
+        assert_eq!(mode("mock-big-100"), Mode::Big(100, false));
+        assert_eq!(mode("mock-big-cl-100"), Mode::Big(100, true));
+        assert_eq!(mode("mock-sse-line-7"), Mode::SseLine(7));
+        assert_eq!(
+            mode("mock-endless-5"),
+            Mode::Endless(Duration::from_millis(5))
+        );
+        assert_eq!(mode("mock-quota"), Mode::Quota);
+        assert_eq!(mode("mock-quota-json"), Mode::QuotaJson);
+        assert_eq!(
+            filler(BIG_PIECE + 3).map(|b| b.len()).sum::<usize>(),
+            BIG_PIECE + 3
+        );
     }
 }

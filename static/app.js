@@ -272,7 +272,7 @@
     const provs = Object.entries(s.providers || {}).sort(([a], [b]) => a.localeCompare(b)).map(([name, pr]) => {
       const tr = el('tr');
       tr.append(cell(name + (pr.simulated ? ' (simulated)' : '')), cell(pr.status || '–', 'st-' + pr.status),
-        cell(pr.breaker || '–', 'st-' + pr.breaker), cell(fmt(pr.rate), 'num'), cell(fmt(pr.error_rate), 'num'),
+        breakerCell(pr), cell(fmt(pr.rate), 'num'), cell(fmt(pr.error_rate), 'num'),
         cell(fmt(pr.requests, 0), 'num'), cell(fmt(pr.errors, 0), 'num'), cell(fmt(pr.p50_ms), 'num'),
         cell(fmt(pr.p95_ms), 'num'), cell(fmt(pr.p99_ms), 'num'), cell(fmt(pr.in_flight, 0), 'num'));
       return tr;
@@ -280,6 +280,16 @@
     fillTable('providers', provs);
     $('providers-empty').hidden = provs.length > 0;
     renderInstances();
+  }
+
+  // The provider-wide breaker, then each model breaker that is not closed, with its model.
+  function breakerCell(pr) {
+    const td = cell(pr.breaker || '–', 'st-' + pr.breaker);
+    for (const mb of (pr.model_breakers || []).filter((b) => b.state !== 'closed')) {
+      const wait = mb.retry_after_ms != null ? ' (' + Math.ceil(mb.retry_after_ms / 1000) + ' s)' : '';
+      td.append(el('div', mb.model + ': ' + mb.state + wait, 'st-' + mb.state));
+    }
+    return td;
   }
 
   function renderInstances() {

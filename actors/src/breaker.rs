@@ -15,6 +15,12 @@
 //! Every method that can change the state returns the [`Transition`] it caused, so the caller
 //! records the matching `breaker.opened` / `breaker.half_opened` / `breaker.closed` event and
 //! updates its health component. The breaker itself records nothing.
+//!
+//! A provider keeps a [`BreakerSet`]: one provider-wide breaker, which only transport failures
+//! (connect refused, DNS, TLS, connect timeout) count against, and one breaker per upstream
+//! model, which the upstream answering badly for that model counts against. A call needs the
+//! permission of both, so one failing model fences only itself. The per-model table is
+//! bounded ([`MAX_MODEL_BREAKERS`]).
 
 use std::time::{Duration, Instant};
 
@@ -341,6 +347,279 @@ impl Breaker {
     }
 }
 
+/// Most per-model breakers one [`BreakerSet`] keeps. Model names can come from clients
+/// (`<provider>/<anything>`), so the table must not grow with them: only breakers that hold
+/// information (failures counted, or not closed) are kept, and at the cap a closed one is
+/// evicted first; when every kept breaker is open, a further model's failures go untracked
+/// until one closes (its calls still fail and are recorded, they just cannot fence it).
+pub const MAX_MODEL_BREAKERS: usize = 256;
+
+/// Which breaker of a [`BreakerSet`] a transition or refusal concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The provider-wide breaker: transport failures (connect refused, TLS, connect timeout).
+    Provider,
+    /// One model's breaker: HTTP 5xx, 429, request timeouts, broken answers of that model.
+    Model(String),
+}
+
+impl Scope {
+    /// The model, for a model scope.
+    pub fn model(&self) -> Option<&str> {
+        match self {
+            Self::Provider => None,
+            Self::Model(m) => Some(m),
+        }
+    }
+
+    /// `provider` or `model`, as recorded in events.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Model(_) => "model",
+        }
+    }
+}
+
+/// What a finished call says about its dependency, as reported to a [`BreakerSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered properly (or with a client error, which proves it is up).
+    Success,
+    /// The connection could not be made: counts against the provider-wide breaker only.
+    TransportFailure,
+    /// The upstream answered, badly, for this model: counts against the model's breaker;
+    /// the transport is fine.
+    ModelFailure,
+    /// The caller went away: says nothing.
+    Abandoned,
+}
+
+/// Which breakers of a [`BreakerSet`] let a call through as their half-open probe; handed
+/// back with the call's outcome so only a probe frees its breaker's probe slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probes {
+    /// The provider-wide breaker's probe.
+    pub provider: bool,
+    /// The model breaker's probe.
+    pub model: bool,
+}
+
+/// The answer to [`BreakerSet::allow_at`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetPermit {
+    /// The call may go ahead. Transitions it caused (a breaker half-opened) are listed.
+    Granted {
+        /// Which breakers' probe this call is.
+        probes: Probes,
+        /// Transitions to record.
+        transitions: Vec<(Scope, Transition)>,
+    },
+    /// Refused by the breaker of `scope`.
+    Rejected {
+        /// Which breaker refused.
+        scope: Scope,
+        /// Time until that breaker lets a probe through.
+        retry_in: Duration,
+    },
+}
+
+/// One model breaker as shown in `/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelBreakerSnapshot {
+    /// The upstream model id.
+    pub model: String,
+    /// Its breaker.
+    #[serde(flatten)]
+    pub breaker: BreakerSnapshot,
+}
+
+/// A provider's breakers: one provider-wide (transport) and one per model, all with the same
+/// settings. A call needs both its provider's and its model's permission. See
+/// [`MAX_MODEL_BREAKERS`] for how the per-model table stays bounded.
+#[derive(Debug, Clone)]
+pub struct BreakerSet {
+    /// Threshold and cool-down of every breaker in the set.
+    settings: BreakerSettings,
+    /// Fences the whole provider when connections fail.
+    provider: Breaker,
+    /// Per upstream model id; only breakers that are not "closed with zero failures".
+    models: std::collections::HashMap<String, Breaker>,
+    /// Bound on `models`.
+    max_models: usize,
+}
+
+impl BreakerSet {
+    /// A set with every breaker closed, keeping at most `max_models` model breakers.
+    pub fn new(settings: BreakerSettings, max_models: usize) -> Self {
+        Self {
+            settings,
+            provider: Breaker::new(settings),
+            models: std::collections::HashMap::new(),
+            max_models: max_models.max(1),
+        }
+    }
+
+    /// The provider-wide breaker's state.
+    pub fn provider_state(&self) -> BreakerState {
+        self.provider.state()
+    }
+
+    /// The worse of the provider-wide and `model`'s breaker states.
+    pub fn state_for(&self, model: &str) -> BreakerState {
+        let model_state = self
+            .models
+            .get(model)
+            .map_or(BreakerState::Closed, Breaker::state);
+        match (self.provider.state(), model_state) {
+            (BreakerState::Open, _) | (_, BreakerState::Open) => BreakerState::Open,
+            (BreakerState::HalfOpen, _) | (_, BreakerState::HalfOpen) => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+
+    /// Whether any breaker of the set is not closed.
+    pub fn any_open(&self) -> bool {
+        self.provider.state() != BreakerState::Closed
+            || self
+                .models
+                .values()
+                .any(|b| b.state() != BreakerState::Closed)
+    }
+
+    /// The provider-wide breaker for `/health`.
+    pub fn provider_snapshot_at(&self, now: Instant) -> BreakerSnapshot {
+        self.provider.snapshot_at(now)
+    }
+
+    /// Every tracked model breaker (failures counted, or not closed), by model name.
+    pub fn model_snapshots_at(&self, now: Instant) -> Vec<ModelBreakerSnapshot> {
+        let mut out: Vec<_> = self
+            .models
+            .iter()
+            .map(|(model, b)| ModelBreakerSnapshot {
+                model: model.clone(),
+                breaker: b.snapshot_at(now),
+            })
+            .collect();
+        out.sort_by(|a, b| a.model.cmp(&b.model));
+        out
+    }
+
+    /// Model breakers kept now.
+    pub fn tracked_models(&self) -> usize {
+        self.models.len()
+    }
+
+    /// What [`BreakerSet::allow_at`] would answer for `model`, without changing state:
+    /// `Some((scope, retry_in))` when the call would be refused.
+    pub fn peek(&self, model: &str, now: Instant) -> Option<(Scope, Duration)> {
+        if let Permit::Rejected { retry_in } = self.provider.peek(now) {
+            return Some((Scope::Provider, retry_in));
+        }
+        match self.models.get(model).map(|b| b.peek(now)) {
+            Some(Permit::Rejected { retry_in }) => Some((Scope::Model(model.to_owned()), retry_in)),
+            _ => None,
+        }
+    }
+
+    /// Asks to call `model` at `now`: the provider-wide breaker first, then the model's.
+    pub fn allow_at(&mut self, model: &str, now: Instant) -> SetPermit {
+        if let Some((scope, retry_in)) = self.peek(model, now) {
+            return SetPermit::Rejected { scope, retry_in };
+        }
+        let mut transitions = Vec::new();
+        let provider = self.provider.allow_at(now);
+        if let Some(t) = provider.transition() {
+            transitions.push((Scope::Provider, t));
+        }
+        let model_permit = match self.models.get_mut(model) {
+            Some(b) => b.allow_at(now),
+            None => Permit::Granted,
+        };
+        if let Some(t) = model_permit.transition() {
+            transitions.push((Scope::Model(model.to_owned()), t));
+        }
+        SetPermit::Granted {
+            probes: Probes {
+                provider: provider.is_probe(),
+                model: model_permit.is_probe(),
+            },
+            transitions,
+        }
+    }
+
+    /// Reports how a call to `model` (admitted with `probes`) ended; returns the
+    /// transitions it caused.
+    pub fn report_at(
+        &mut self,
+        model: &str,
+        outcome: Outcome,
+        probes: Probes,
+        now: Instant,
+    ) -> Vec<(Scope, Transition)> {
+        let mut out = Vec::new();
+        let mut push = |scope: Scope, t: Option<Transition>| {
+            if let Some(t) = t {
+                out.push((scope, t));
+            }
+        };
+        match outcome {
+            Outcome::Success => {
+                push(Scope::Provider, self.provider.on_success());
+                if let Some(b) = self.models.get_mut(model) {
+                    push(Scope::Model(model.to_owned()), b.on_success());
+                    if b.state() == BreakerState::Closed {
+                        // Closed with no failures holds nothing worth a table entry.
+                        self.models.remove(model);
+                    }
+                }
+            }
+            Outcome::TransportFailure => {
+                push(Scope::Provider, self.provider.on_failure_at(now));
+                if let Some(b) = self.models.get_mut(model).filter(|_| probes.model) {
+                    // Says nothing about the model: its probe may be tried again.
+                    b.on_abandoned();
+                }
+            }
+            Outcome::ModelFailure => {
+                // The upstream answered: the transport is fine.
+                push(Scope::Provider, self.provider.on_success());
+                if let Some(b) = self.model_entry(model) {
+                    push(Scope::Model(model.to_owned()), b.on_failure_at(now));
+                }
+            }
+            Outcome::Abandoned => {
+                if probes.provider {
+                    self.provider.on_abandoned();
+                }
+                if let Some(b) = self.models.get_mut(model).filter(|_| probes.model) {
+                    b.on_abandoned();
+                }
+            }
+        }
+        out
+    }
+
+    /// `model`'s breaker, created if there is room (evicting a closed one at the cap).
+    fn model_entry(&mut self, model: &str) -> Option<&mut Breaker> {
+        if !self.models.contains_key(model) && self.models.len() >= self.max_models {
+            let closed = self
+                .models
+                .iter()
+                .filter(|(_, b)| b.state() == BreakerState::Closed)
+                .min_by_key(|(_, b)| b.consecutive_failures)
+                .map(|(k, _)| k.clone());
+            self.models.remove(&closed?);
+        }
+        Some(
+            self.models
+                .entry(model.to_owned())
+                .or_insert_with(|| Breaker::new(self.settings)),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +765,107 @@ mod tests {
     fn zero_threshold_is_treated_as_one() {
         let mut b = breaker(0, 100);
         assert_eq!(b.on_failure_at(Instant::now()), Some(Transition::Opened));
+    }
+
+    fn set(threshold: u32, max_models: usize) -> BreakerSet {
+        BreakerSet::new(
+            BreakerSettings {
+                failure_threshold: threshold,
+                cool_down: Duration::from_millis(100),
+            },
+            max_models,
+        )
+    }
+
+    #[test]
+    fn a_failing_model_fences_only_itself() {
+        let mut s = set(2, 8);
+        let t = Instant::now();
+        assert!(matches!(s.allow_at("bad", t), SetPermit::Granted { .. }));
+        assert!(
+            s.report_at("bad", Outcome::ModelFailure, Probes::default(), t)
+                .is_empty()
+        );
+        assert_eq!(
+            s.report_at("bad", Outcome::ModelFailure, Probes::default(), t),
+            vec![(Scope::Model("bad".into()), Transition::Opened)]
+        );
+        assert!(matches!(
+            s.allow_at("bad", t),
+            SetPermit::Rejected { scope: Scope::Model(m), .. } if m == "bad"
+        ));
+        assert!(matches!(s.allow_at("good", t), SetPermit::Granted { .. }));
+        assert_eq!(s.provider_state(), BreakerState::Closed);
+        assert_eq!(s.state_for("bad"), BreakerState::Open);
+        assert_eq!(s.state_for("good"), BreakerState::Closed);
+        // After the cool-down the model's probe closes it and the entry goes away.
+        let later = t + Duration::from_millis(100);
+        assert!(matches!(
+            s.allow_at("bad", later),
+            SetPermit::Granted {
+                probes: Probes { model: true, .. },
+                ..
+            }
+        ));
+        assert_eq!(
+            s.report_at("bad", Outcome::Success, Probes::default(), later),
+            vec![(Scope::Model("bad".into()), Transition::Closed)]
+        );
+        assert_eq!(s.tracked_models(), 0);
+    }
+
+    #[test]
+    fn transport_failures_fence_the_whole_provider() {
+        let mut s = set(2, 8);
+        let t = Instant::now();
+        s.report_at("a", Outcome::TransportFailure, Probes::default(), t);
+        assert_eq!(
+            s.report_at("b", Outcome::TransportFailure, Probes::default(), t),
+            vec![(Scope::Provider, Transition::Opened)]
+        );
+        assert!(matches!(
+            s.allow_at("c", t),
+            SetPermit::Rejected {
+                scope: Scope::Provider,
+                ..
+            }
+        ));
+        assert_eq!(
+            s.tracked_models(),
+            0,
+            "transport failures create no model entries"
+        );
+    }
+
+    #[test]
+    fn the_model_table_stays_bounded() {
+        let mut s = set(1, 4);
+        let t = Instant::now();
+        for i in 0..100 {
+            s.report_at(
+                &format!("m{i}"),
+                Outcome::ModelFailure,
+                Probes::default(),
+                t,
+            );
+        }
+        assert_eq!(s.tracked_models(), 4);
+        // Successes of unknown models add nothing.
+        s.report_at("other", Outcome::Success, Probes::default(), t);
+        assert_eq!(s.tracked_models(), 4);
+        let mut s = set(3, 4);
+        for i in 0..100 {
+            s.report_at(
+                &format!("m{i}"),
+                Outcome::ModelFailure,
+                Probes::default(),
+                t,
+            );
+        }
+        assert_eq!(
+            s.tracked_models(),
+            4,
+            "closed entries are evicted at the cap"
+        );
     }
 }

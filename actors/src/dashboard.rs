@@ -28,7 +28,7 @@
 //!   first), latest stats of every other instance seen;
 //! - `{"type":"event","event":{id,ts,instance,source,type,data}}` — one per live event (local,
 //!   or relayed from another instance; `event.instance` says which);
-//! - `{"type":"stats","instance","ts","window_s","events":{…},"providers":{name:{rate,requests,errors,p50_ms,p95_ms,p99_ms,breaker,…}},"cache":{…},"ws":{…},"pipeline":{…},"dashboard":{…},"health":{status}}`;
+//! - `{"type":"stats","instance","ts","window_s","events":{…},"providers":{name:{rate,requests,errors,p50_ms,p95_ms,p99_ms,breaker,model_breakers,…}},"cache":{…},"ws":{…},"pipeline":{…},"dashboard":{…},"health":{status}}`;
 //! - `{"type":"health","instance","ts","health":{status,actors,components}}`;
 //! - `{"type":"lagged","dropped":N}` — N messages were dropped for this client;
 //! - `{"type":"resync","since":ts,"reason"}` — the cross-instance feed was interrupted since
@@ -583,6 +583,16 @@ impl DashboardShared {
                     "breaker".into(),
                     d.pointer("/breaker/state").cloned().unwrap_or(Value::Null),
                 );
+                // Only the breakers that fence a model: the tick goes to every client.
+                let open: Vec<Value> = d
+                    .get("model_breakers")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|b| b.get("state").and_then(Value::as_str) != Some("closed"))
+                    .cloned()
+                    .collect();
+                map.insert("model_breakers".into(), Value::Array(open));
                 map.insert(
                     "in_flight".into(),
                     d.get("in_flight").cloned().unwrap_or(Value::Null),

@@ -158,9 +158,11 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Whether to call `candidate`: skips it (noting why) when its breaker is open.
+    /// Whether to call `candidate`: skips it (noting why, and counted as a refusal) when its
+    /// provider's or its model's breaker is open.
     fn admit(&mut self, candidate: &Candidate) -> bool {
-        if let Some(error) = candidate.target.provider.breaker_rejection() {
+        let target = &candidate.target;
+        if let Some(error) = target.provider.breaker_rejection(&target.upstream_model) {
             self.note(candidate, &error);
             self.last = Some(error);
             return false;

@@ -13,6 +13,7 @@
 //! A restart resets nothing that matters: the breaker, slots, counters and HTTP clients live
 //! in the handle's `Arc`, which the child factory captures.
 
+pub mod body;
 mod error;
 mod handle;
 mod settings;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
-pub use error::{ProviderError, TimeoutKind};
+pub use error::{ErrorLabels, ProviderError, TimeoutKind};
 pub use handle::{
     ChatStream, Completion, EVENT_SOURCE, ProviderHandle, REQUEST_EVENT, RemoteModel, Usage,
     health_component,
@@ -32,8 +33,8 @@ pub use settings::{
     DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_FAILURE_THRESHOLD, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DISCOVERY_TIMEOUT, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE, DEFAULT_MAX_RETRIES,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_AFTER_CAP, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
-    DEFAULT_STREAM_IDLE_TIMEOUT, GLM_BASE_URL, KIMI_BASE_URL, OPENAI_BASE_URL, ProviderKind,
-    ProviderSettings, redact_url,
+    DEFAULT_SSE_MAX_EVENT_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_UPSTREAM_MAX_BYTES,
+    GLM_BASE_URL, KIMI_BASE_URL, OPENAI_BASE_URL, ProviderKind, ProviderSettings, redact_url,
 };
 
 use crate::supervisor::{ChildSpec, Slot};

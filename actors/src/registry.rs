@@ -3,7 +3,7 @@
 //!
 //! Providers [`Register`] at start-up (the app sends [`StartupComplete`] once all have).
 //! [`Resolve`] maps a model name, alias, `<provider>/<model>` or `auto` to its candidates;
-//! [`ListModels`] returns the merged catalog with each provider's breaker state.
+//! [`ListModels`] returns the merged catalog with each model's breaker state.
 //!
 //! The catalog merges the built-in entries ([`crate::catalog`]) for each provider's kind,
 //! its configured models and what its `GET /models` discovered. Discovery results are cached
@@ -96,7 +96,8 @@ pub struct ModelListing {
     pub capabilities: Capabilities,
     /// Where the entry came from.
     pub source: ModelSource,
-    /// The provider's breaker state now.
+    /// The breaker state of this model at this provider now (the worse of the provider-wide
+    /// and the model's breaker).
     pub status: BreakerState,
     /// Served by a simulated provider (the demo's mock upstream).
     pub simulated: bool,
@@ -190,12 +191,13 @@ impl Tables {
         self.max_attempts.max(1)
     }
 
-    /// Every entry with each provider's breaker state now.
+    /// Every entry with the breaker state that decides its calls now (its provider's or
+    /// its own, whichever is worse).
     pub fn listings(&self) -> Vec<ModelListing> {
         self.entries
             .iter()
             .map(|(listing, handle)| ModelListing {
-                status: handle.breaker_state(),
+                status: handle.breaker_state_for(&listing.id),
                 ..listing.clone()
             })
             .collect()

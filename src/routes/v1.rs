@@ -297,8 +297,8 @@ enum Sse {
     Closed,
 }
 
-/// The chunks as SSE events, each written as soon as it arrives, ending with `[DONE]` (or an
-/// error event when the upstream failed mid-stream).
+/// The chunks as SSE events, each written as soon as it arrives, ending with `[DONE]` (after
+/// an error event when the upstream failed mid-stream).
 fn sse(
     chunks: ChunkStream,
     record: CallRecord,
@@ -338,9 +338,11 @@ fn sse(
                 Some((Ok(Bytes::from_static(SSE_DONE)), Sse::Closed))
             }
             Some(Err(e)) => {
+                // An error event, then `[DONE]`: the stream still ends the way clients expect,
+                // and never with a `finish_reason` it did not have.
                 let error = GatewayError::from(e);
                 record.outcome = Some(Err(error.kind()));
-                let event = format!("data: {}\n\n", error.openai_json());
+                let event = format!("data: {}\n\ndata: [DONE]\n\n", error.openai_json());
                 Some((Ok(Bytes::from(event)), Sse::Closed))
             }
         }

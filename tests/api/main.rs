@@ -2,6 +2,7 @@
 //! upstream, and the real PostgreSQL and Redis servers. One binary, so it links once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod breakers;
 mod browser;
 mod cache;
 mod cache_e2e;
@@ -18,5 +19,6 @@ mod proxy;
 mod registry;
 mod shim;
 mod tools;
+mod upstream_bounds;
 mod v1;
 mod ws;

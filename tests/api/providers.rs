@@ -532,7 +532,7 @@ async fn dropping_a_stream_aborts_the_upstream_request() {
 }
 
 #[actix_rt::test]
-async fn the_breaker_opens_rejects_then_probes_and_closes() {
+async fn a_model_breaker_opens_rejects_then_probes_and_closes_while_other_models_answer() {
     let mock = mock();
     let mut s = settings_for(&mock, "mock");
     s.max_retries = 0;
@@ -546,53 +546,114 @@ async fn the_breaker_opens_rejects_then_probes_and_closes() {
         f.health.snapshot().components[&component].status,
         Status::Ok
     );
+    // mock-flaky-2: two 500s, then answers.
+    let model = "mock-flaky-2";
+    f.handle.complete(model, body("1")).await.unwrap_err();
+    assert_eq!(f.handle.breaker_state_for(model), BreakerState::Closed);
+    f.handle.complete(model, body("2")).await.unwrap_err();
+    assert_eq!(f.handle.breaker_state_for(model), BreakerState::Open);
+    assert_eq!(
+        f.handle.breaker_state(),
+        BreakerState::Closed,
+        "an HTTP 500 fences the model, not the provider"
+    );
 
-    f.handle.complete("mock-500", body("1")).await.unwrap_err();
-    assert_eq!(f.handle.breaker_state(), BreakerState::Closed);
-    f.handle.complete("mock-500", body("2")).await.unwrap_err();
-    assert_eq!(f.handle.breaker_state(), BreakerState::Open);
-
-    // Open: refused without calling the upstream.
-    let error = f.handle.complete("mock-echo", body("3")).await.unwrap_err();
+    // Open: refused without calling the upstream; other models still answer.
+    let error = f.handle.complete(model, body("3")).await.unwrap_err();
     assert!(
-        matches!(error, ProviderError::BreakerOpen { .. }),
+        matches!(&error, ProviderError::BreakerOpen { model: Some(m), .. } if m == model),
         "{error:?}"
     );
     assert_eq!(error.http_status(), 503);
     assert!(
         error
             .to_string()
-            .contains("provider mock: circuit breaker open"),
+            .contains("provider mock model mock-flaky-2: circuit breaker open"),
         "{error}"
     );
-    assert_eq!(mock.requests_for("mock-echo"), 0);
+    assert_eq!(mock.requests_for(model), 2);
+    f.handle.complete("mock-echo", body("other")).await.unwrap();
+    // The actor republishes every second; do it now.
+    f.handle.publish_health();
     let health = f.health.snapshot().components[&component].clone();
     assert_eq!(health.status, Status::Degraded);
-    assert_eq!(health.detail["breaker"]["state"], "open");
+    assert_eq!(health.detail["breaker"]["state"], "closed");
+    let open = &health.detail["model_breakers"][0];
+    assert_eq!(open["model"], model, "{health:?}");
+    assert_eq!(open["state"], "open");
+    assert!(
+        open["retry_after_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0 && ms <= 200),
+        "{open}"
+    );
+    assert_eq!(health.detail["counters"]["breaker_rejected"], 1);
 
     // After the cool-down one probe goes through; its success closes the breaker.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    f.handle.complete("mock-echo", body("4")).await.unwrap();
-    assert_eq!(f.handle.breaker_state(), BreakerState::Closed);
-    assert_eq!(
-        f.health.snapshot().components[&component].status,
-        Status::Ok
-    );
+    f.handle.complete(model, body("4")).await.unwrap();
+    assert_eq!(f.handle.breaker_state_for(model), BreakerState::Closed);
+    let health = f.health.snapshot().components[&component].clone();
+    assert_eq!(health.status, Status::Ok);
+    assert_eq!(health.detail["model_breakers"], json!([]));
 
     let kinds: Vec<_> = f
         .events()
         .into_iter()
         .filter(|e| e.kind.starts_with("breaker."))
-        .map(|e| (e.kind, e.data["provider"].clone()))
+        .map(|e| (e.kind, e.data["provider"].clone(), e.data["model"].clone()))
         .collect();
     assert_eq!(
         kinds,
         vec![
-            ("breaker.opened".to_owned(), json!("mock")),
-            ("breaker.half_opened".to_owned(), json!("mock")),
-            ("breaker.closed".to_owned(), json!("mock")),
+            ("breaker.opened".to_owned(), json!("mock"), json!(model)),
+            (
+                "breaker.half_opened".to_owned(),
+                json!("mock"),
+                json!(model)
+            ),
+            ("breaker.closed".to_owned(), json!("mock"), json!(model)),
         ]
     );
+}
+
+#[actix_rt::test]
+async fn a_provider_refusing_connections_trips_the_provider_wide_breaker() {
+    // A port nobody listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut s = ProviderSettings::openai_compatible("down", format!("http://127.0.0.1:{port}/v1"));
+    s.max_retries = 0;
+    s.breaker = BreakerSettings {
+        failure_threshold: 2,
+        cool_down: Duration::from_secs(60),
+    };
+    let f = Fixture::new(s);
+    for model in ["model-a", "model-b"] {
+        let error = f.handle.complete(model, body("x")).await.unwrap_err();
+        assert!(
+            matches!(error, ProviderError::Connection { connect: true, .. }),
+            "{error:?}"
+        );
+    }
+    assert_eq!(f.handle.breaker_state(), BreakerState::Open);
+    let error = f.handle.complete("model-c", body("x")).await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::BreakerOpen { model: None, retry_in_ms, .. } if retry_in_ms > 0),
+        "{error:?}"
+    );
+    let opened: Vec<_> = f
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == "breaker.opened")
+        .collect();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].data["provider"], "down");
+    assert_eq!(opened[0].data["model"], Value::Null);
+    assert_eq!(opened[0].data["scope"], "provider");
 }
 
 #[actix_rt::test]
@@ -611,7 +672,7 @@ async fn a_failed_probe_reopens_the_breaker() {
         .complete("mock-500", body("probe"))
         .await
         .unwrap_err();
-    assert_eq!(f.handle.breaker_state(), BreakerState::Open);
+    assert_eq!(f.handle.breaker_state_for("mock-500"), BreakerState::Open);
     assert_eq!(mock.requests_for("mock-500"), 2);
 }
 

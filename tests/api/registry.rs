@@ -137,52 +137,72 @@ async fn a_client_error_does_not_fall_back() {
 async fn an_open_breaker_is_skipped_without_a_call() {
     let mock_a = mock();
     let mock_b = mock();
+    // mock-flaky-1: the first request to each mock fails with 500, later ones answer.
+    let shared = "mock-flaky-1";
     let mut s = settings_for(&mock_a, "a");
     s.max_retries = 0;
     s.discover_models = false;
-    s.models = vec!["shared-model".into()];
+    s.models = vec![shared.into()];
     s.breaker.failure_threshold = 1;
     s.breaker.cool_down = Duration::from_secs(60);
     let a = Fixture::new(s);
     let mut s = settings_for(&mock_b, "b");
+    s.max_retries = 0;
     s.discover_models = false;
-    s.models = vec!["shared-model".into()];
+    s.models = vec![shared.into()];
     let b = Fixture::new(s);
     let reg = registry(RegistrySettings::default());
     reg.register(a.handle.clone());
     reg.register(b.handle.clone());
 
     a.handle
-        .complete("mock-500", body("open it"))
+        .complete(shared, body("open it"))
         .await
         .unwrap_err();
-    assert_eq!(a.handle.breaker_state(), BreakerState::Open);
+    b.handle
+        .complete(shared, body("use up b's failure"))
+        .await
+        .unwrap_err();
+    assert_eq!(a.handle.breaker_state_for(shared), BreakerState::Open);
     mock_a.reset();
 
-    let done = reg
-        .dispatcher()
-        .complete("shared-model", body("x"))
-        .await
-        .unwrap();
+    let done = reg.dispatcher().complete(shared, body("x")).await.unwrap();
     assert_eq!(&*done.provider, "b");
-    assert_eq!(mock_a.requests(), 0, "the open provider was not called");
-    assert_eq!(mock_b.requests_for("shared-model"), 1);
+    assert_eq!(mock_a.requests(), 0, "the open model was not called");
+    assert_eq!(mock_b.requests_for(shared), 2);
 
     // With nothing else to try, the caller gets the breaker's own error.
     let error = reg
         .dispatcher()
-        .complete("a/mock-echo", body("x"))
+        .complete(&format!("a/{shared}"), body("x"))
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ProviderError::BreakerOpen { retry_in_ms, .. } if retry_in_ms > 0),
+        matches!(&error, ProviderError::BreakerOpen { retry_in_ms, model: Some(m), .. } if *retry_in_ms > 0 && m == shared),
         "{error:?}"
     );
     assert_eq!(error.http_status(), 503);
     assert_eq!(mock_a.requests(), 0);
+    // The refusals were counted.
+    a.handle.publish_health();
+    let health = a.health.snapshot().components["provider:a"].clone();
+    assert_eq!(
+        health.detail["counters"]["breaker_rejected"], 2,
+        "{health:?}"
+    );
+    // Provider a's other models are not fenced.
+    reg.dispatcher()
+        .complete("a/mock-echo", body("x"))
+        .await
+        .unwrap();
 
     let listing = reg.list_models().await;
-    let status = |p: &str| listing.iter().find(|m| m.provider == p).map(|m| m.status);
+    let status = |p: &str| {
+        listing
+            .iter()
+            .find(|m| m.provider == p && m.id == shared)
+            .map(|m| m.status)
+    };
     assert_eq!(status("a"), Some(BreakerState::Open));
     assert_eq!(status("b"), Some(BreakerState::Closed));
 }

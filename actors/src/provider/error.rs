@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::breaker::Outcome;
+
 /// Which timeout fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutKind {
@@ -13,6 +15,8 @@ pub enum TimeoutKind {
     Request,
     /// Silence between two stream chunks.
     StreamIdle,
+    /// The whole life of a stream (`stream_max_s`).
+    StreamTotal,
 }
 
 impl TimeoutKind {
@@ -22,8 +26,18 @@ impl TimeoutKind {
             Self::Connect => "connect",
             Self::Request => "request",
             Self::StreamIdle => "stream idle",
+            Self::StreamTotal => "stream lifetime",
         }
     }
+}
+
+/// The `type` and `code` of an error object an upstream sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorLabels {
+    /// `error.type`, when given.
+    pub error_type: Option<String>,
+    /// `error.code`, when given (as text).
+    pub code: Option<String>,
 }
 
 /// A failed provider call (or dispatch through the registry).
@@ -41,13 +55,17 @@ pub enum ProviderError {
         /// Its queue bound.
         max_queue: usize,
     },
-    /// The circuit breaker refuses calls after repeated failures.
+    /// A circuit breaker refuses calls after repeated failures: the provider-wide one
+    /// (`model` is `None`) or the model's own.
     #[error(
-        "provider {provider}: circuit breaker open after repeated failures; retry in {retry_in_ms} ms"
+        "provider {provider}{}: circuit breaker open after repeated failures; retry in {retry_in_ms} ms",
+        .model.as_ref().map(|m| format!(" model {m}")).unwrap_or_default()
     )]
     BreakerOpen {
         /// Provider name.
         provider: String,
+        /// The model whose breaker is open; `None` for the provider-wide breaker.
+        model: Option<String>,
         /// Time until a probe will be let through.
         retry_in_ms: u64,
     },
@@ -80,6 +98,33 @@ pub enum ProviderError {
         provider: String,
         /// The transport error.
         message: String,
+        /// Whether it failed while connecting (refused, DNS, TLS): the provider as a whole
+        /// is unreachable, not one model.
+        connect: bool,
+    },
+    /// The upstream answered 200 with an error object instead of a completion (OpenAI's
+    /// `{"error":{"message","type"}}`, e.g. an exhausted quota).
+    #[error("provider {provider}: upstream answered with an error: {message}")]
+    UpstreamReported {
+        /// Provider name.
+        provider: String,
+        /// The upstream's `error.message` (truncated, scrubbed of the key).
+        message: String,
+        /// Its `type` and `code` (boxed: rare, and it keeps every error small).
+        labels: Box<ErrorLabels>,
+    },
+    /// The upstream's answer (or one SSE event of it) is larger than allowed; the request
+    /// was aborted.
+    #[error("provider {provider}: upstream {what} exceeds the limit of {limit} bytes ({setting})")]
+    TooLarge {
+        /// Provider name.
+        provider: String,
+        /// `answer` or `SSE event`.
+        what: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+        /// The setting that sets it.
+        setting: &'static str,
     },
     /// The upstream answered 2xx with a body that is not what the API promises.
     #[error("provider {provider}: malformed response: {message}")]
@@ -146,7 +191,9 @@ impl ProviderError {
             Self::Upstream { .. }
             | Self::Connection { .. }
             | Self::Malformed { .. }
-            | Self::StreamInterrupted { .. } => 502,
+            | Self::StreamInterrupted { .. }
+            | Self::UpstreamReported { .. }
+            | Self::TooLarge { .. } => 502,
             Self::InvalidRequest { .. } => 400,
             Self::UnknownModel { .. } => 404,
             Self::Exhausted { last, .. } => last.http_status(),
@@ -165,6 +212,8 @@ impl ProviderError {
             Self::Connection { .. } => "connection",
             Self::Malformed { .. } => "malformed",
             Self::StreamInterrupted { .. } => "stream_interrupted",
+            Self::UpstreamReported { .. } => "upstream_error",
+            Self::TooLarge { .. } => "upstream_too_large",
             Self::InvalidRequest { .. } => "invalid_request",
             Self::Unavailable { .. } => "unavailable",
             Self::UnknownModel { .. } => "unknown_model",
@@ -182,6 +231,8 @@ impl ProviderError {
             | Self::Connection { provider, .. }
             | Self::Malformed { provider, .. }
             | Self::StreamInterrupted { provider, .. }
+            | Self::UpstreamReported { provider, .. }
+            | Self::TooLarge { provider, .. }
             | Self::InvalidRequest { provider, .. }
             | Self::Unavailable { provider, .. } => Some(provider),
             Self::UnknownModel { .. } => None,
@@ -214,25 +265,66 @@ impl ProviderError {
                     | Self::Malformed { .. }
                     | Self::Unavailable { .. }
             )
+            || matches!(self, Self::UpstreamReported { .. } if !self.reported_client_error())
     }
 
-    /// Whether the failure says the upstream is unhealthy (counts towards opening the
-    /// breaker). Client errors (4xx other than 408/429) prove it is up.
-    pub(crate) fn counts_against_breaker(&self) -> bool {
+    /// Whether an error object in a 200 answer blames the request (`invalid_request_error`
+    /// and the like) rather than the provider.
+    fn reported_client_error(&self) -> bool {
         match self {
-            Self::Upstream { status, .. } => matches!(status, 408 | 429) || *status >= 500,
-            Self::Timeout { .. }
-            | Self::Connection { .. }
-            | Self::Malformed { .. }
-            | Self::StreamInterrupted { .. } => true,
+            Self::UpstreamReported { labels, .. } => [&labels.error_type, &labels.code]
+                .into_iter()
+                .flatten()
+                .any(|t| t.contains("invalid")),
             _ => false,
         }
     }
 
-    /// The upstream's `Retry-After`, if it sent one.
+    /// What the failure says to the breakers. Connect-phase failures (refused, DNS, TLS,
+    /// connect timeout) fence the whole provider; the upstream answering badly for one
+    /// model (5xx, 408, 429, a request or stream timeout, a broken or cut answer, an error
+    /// object in a 200 — a quota message included, like the 429 it stands for) fences that
+    /// model only. Client errors, an error object blaming the request, and an answer over
+    /// the size cap prove the upstream is up.
+    pub fn breaker_outcome(&self) -> Outcome {
+        match self {
+            Self::Connection { connect: true, .. }
+            | Self::Timeout {
+                kind: TimeoutKind::Connect,
+                ..
+            } => Outcome::TransportFailure,
+            Self::Upstream { status, .. } if matches!(status, 408 | 429) || *status >= 500 => {
+                Outcome::ModelFailure
+            }
+            Self::UpstreamReported { .. } if !self.reported_client_error() => Outcome::ModelFailure,
+            Self::Timeout { .. }
+            | Self::Connection { .. }
+            | Self::Malformed { .. }
+            | Self::StreamInterrupted { .. } => Outcome::ModelFailure,
+            Self::Exhausted { last, .. } => last.breaker_outcome(),
+            _ => Outcome::Success,
+        }
+    }
+
+    /// How long the client should wait before trying again: the upstream's `Retry-After`,
+    /// or the time until an open breaker lets a probe through.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Upstream { retry_after, .. } => *retry_after,
+            Self::BreakerOpen { retry_in_ms, .. } => Some(Duration::from_millis(*retry_in_ms)),
+            Self::Exhausted { last, .. } => last.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// The upstream's own error `type` and `code`, for an error object it sent in a 200.
+    pub fn reported_type(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            Self::UpstreamReported { labels, .. } => Some((
+                labels.error_type.as_deref().unwrap_or("upstream_error"),
+                labels.code.as_deref(),
+            )),
+            Self::Exhausted { last, .. } => last.reported_type(),
             _ => None,
         }
     }
@@ -285,7 +377,46 @@ mod tests {
         for status in [400, 401, 403, 404, 422, 501] {
             assert!(!upstream(status).is_retryable(), "{status}");
         }
-        assert!(!upstream(400).counts_against_breaker());
-        assert!(upstream(503).counts_against_breaker());
+        assert_eq!(upstream(400).breaker_outcome(), Outcome::Success);
+        assert_eq!(upstream(503).breaker_outcome(), Outcome::ModelFailure);
+    }
+
+    #[test]
+    fn breaker_scopes() {
+        let connect = ProviderError::Connection {
+            provider: "p".into(),
+            message: "refused".into(),
+            connect: true,
+        };
+        assert_eq!(connect.breaker_outcome(), Outcome::TransportFailure);
+        assert_eq!(upstream(500).breaker_outcome(), Outcome::ModelFailure);
+        assert_eq!(upstream(429).breaker_outcome(), Outcome::ModelFailure);
+        assert_eq!(upstream(404).breaker_outcome(), Outcome::Success);
+        let reported = |t: &str| ProviderError::UpstreamReported {
+            provider: "p".into(),
+            message: "m".into(),
+            labels: Box::new(ErrorLabels {
+                error_type: Some(t.into()),
+                code: None,
+            }),
+        };
+        let quota = reported("insufficient_quota");
+        assert_eq!(quota.http_status(), 502);
+        assert_eq!(quota.breaker_outcome(), Outcome::ModelFailure);
+        assert!(!quota.is_retryable());
+        assert!(quota.is_fallback_worthy());
+        let invalid = reported("invalid_request_error");
+        assert_eq!(invalid.breaker_outcome(), Outcome::Success);
+        assert!(!invalid.is_fallback_worthy());
+        let open = ProviderError::BreakerOpen {
+            provider: "p".into(),
+            model: Some("m".into()),
+            retry_in_ms: 1500,
+        };
+        assert_eq!(open.retry_after(), Some(Duration::from_millis(1500)));
+        assert!(
+            open.to_string()
+                .contains("provider p model m: circuit breaker open")
+        );
     }
 }

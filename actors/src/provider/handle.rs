@@ -30,10 +30,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::error::{ProviderError, TimeoutKind};
+use super::body::{self, BodyError};
+use super::error::{ErrorLabels, ProviderError, TimeoutKind};
 use super::settings::ProviderSettings;
 use super::sse::{SseEvent, SseParser};
-use crate::breaker::{Breaker, BreakerState, Permit, Transition};
+use crate::breaker::{
+    BreakerSet, BreakerState, MAX_MODEL_BREAKERS, Outcome, Probes, Scope, SetPermit, Transition,
+};
 use crate::event::Recorder;
 use crate::failure_log::FailureLog;
 use crate::health::{HealthBoard, Status};
@@ -45,6 +48,12 @@ pub const EVENT_SOURCE: &str = "provider";
 pub const REQUEST_EVENT: &str = "provider.request";
 /// How much of an upstream error body is kept in the error message.
 const ERROR_BODY_LIMIT: usize = 512;
+/// How much of a non-2xx upstream body is read to find its message.
+const ERROR_BODY_READ_LIMIT: usize = 64 * 1024;
+/// The setting that caps an upstream answer, named in its error.
+const MAX_BYTES_SETTING: &str = "EXAI_UPSTREAM_MAX_BYTES";
+/// The setting that caps one SSE event, named in its error.
+const MAX_EVENT_SETTING: &str = "EXAI_SSE_MAX_EVENT_BYTES";
 /// How long idle pooled connections are kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -185,7 +194,7 @@ struct Counters {
     retries: AtomicU64,
     /// Calls refused for lack of capacity.
     over_capacity: AtomicU64,
-    /// Attempts refused by the open breaker.
+    /// Calls refused by an open breaker (the provider's or a model's).
     breaker_rejected: AtomicU64,
     /// Attempts abandoned by their caller.
     cancelled: AtomicU64,
@@ -231,8 +240,8 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// Callers waiting for a slot.
     queued: AtomicUsize,
-    /// The circuit breaker.
-    breaker: Mutex<Breaker>,
+    /// The circuit breakers: provider-wide and per model.
+    breaker: Mutex<BreakerSet>,
     /// Counters for `/health`.
     counters: Counters,
     /// Where `provider.request` and `breaker.*` events go.
@@ -318,7 +327,7 @@ impl ProviderHandle {
                     settings.max_concurrency.clamp(1, Semaphore::MAX_PERMITS),
                 )),
                 queued: AtomicUsize::new(0),
-                breaker: Mutex::new(Breaker::new(settings.breaker)),
+                breaker: Mutex::new(BreakerSet::new(settings.breaker, MAX_MODEL_BREAKERS)),
                 counters: Counters::default(),
                 recorder,
                 health,
@@ -343,25 +352,32 @@ impl ProviderHandle {
         &self.shared.settings
     }
 
-    /// Current breaker state.
+    /// The provider-wide (transport) breaker's state.
     pub fn breaker_state(&self) -> BreakerState {
-        self.lock_breaker().state()
+        self.lock_breaker().provider_state()
     }
 
-    /// Whether a call made now would be refused by the breaker (does not use up the probe).
-    pub fn breaker_rejects(&self) -> bool {
-        self.breaker_rejection().is_some()
+    /// The state that decides calls to `model`: the worse of the provider-wide breaker and
+    /// the model's own.
+    pub fn breaker_state_for(&self, model: &str) -> BreakerState {
+        self.lock_breaker().state_for(model)
     }
 
-    /// If the breaker would refuse a call now: the error such a call gets.
-    pub fn breaker_rejection(&self) -> Option<ProviderError> {
-        match self.lock_breaker().peek(Instant::now()) {
-            Permit::Rejected { retry_in } => Some(ProviderError::BreakerOpen {
-                provider: self.shared.name.to_string(),
-                retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
-            }),
-            Permit::Granted | Permit::Probe { .. } => None,
-        }
+    /// Whether a call to `model` made now would be refused by a breaker (does not use up
+    /// the probe, counts nothing).
+    pub fn breaker_rejects(&self, model: &str) -> bool {
+        self.lock_breaker().peek(model, Instant::now()).is_some()
+    }
+
+    /// If a breaker refuses a call to `model` now: the error that call gets. The refusal is
+    /// counted (`breaker_rejected`); the probe is not used up.
+    pub fn breaker_rejection(&self, model: &str) -> Option<ProviderError> {
+        let (scope, retry_in) = self.lock_breaker().peek(model, Instant::now())?;
+        self.shared
+            .counters
+            .breaker_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        Some(self.breaker_open(scope, retry_in))
     }
 
     /// Calls holding a concurrency slot now.
@@ -379,15 +395,37 @@ impl ProviderHandle {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
-    /// Publishes the `provider:<name>` health component: breaker, slots and counters.
-    /// Degraded while the breaker is not closed.
+    /// Publishes the `provider:<name>` health component: breakers, slots and counters.
+    /// Degraded while any of its breakers is not closed. `breaker` is the provider-wide one;
+    /// `model_breakers` lists each model breaker that has counted failures or is not closed.
     pub fn publish_health(&self) {
         let s = &self.shared;
-        let breaker = self.lock_breaker().snapshot();
-        let status = match breaker.state {
-            BreakerState::Closed => Status::Ok,
-            BreakerState::Open | BreakerState::HalfOpen => Status::Degraded,
+        let now = Instant::now();
+        let (breaker, model_breakers, any_open) = {
+            let set = self.lock_breaker();
+            (
+                set.provider_snapshot_at(now),
+                set.model_snapshots_at(now),
+                set.any_open(),
+            )
         };
+        let status = if any_open {
+            Status::Degraded
+        } else {
+            Status::Ok
+        };
+        let model_breakers: Vec<Value> = model_breakers
+            .into_iter()
+            .map(|m| {
+                json!({
+                    "model": m.model,
+                    "state": m.breaker.state,
+                    "failures": m.breaker.consecutive_failures,
+                    "times_opened": m.breaker.times_opened,
+                    "retry_after_ms": m.breaker.retry_in_ms,
+                })
+            })
+            .collect();
         s.health.set_component(
             &health_component(&s.name),
             status,
@@ -396,6 +434,7 @@ impl ProviderHandle {
                 "base_url": s.settings.display_base_url(),
                 "simulated": s.settings.simulated,
                 "breaker": breaker,
+                "model_breakers": model_breakers,
                 "in_flight": self.in_flight(),
                 "queued": self.queued(),
                 "max_concurrency": s.settings.max_concurrency,
@@ -478,18 +517,38 @@ impl ProviderHandle {
             .await
             .unwrap_or_else(|_| Err(self.timeout(TimeoutKind::Request)));
             match result {
+                Ok(response) if !is_event_stream(&response) => {
+                    // A JSON answer to a stream request: usually an error object. The client
+                    // gets it as the stream's error; a stream must not pretend to succeed.
+                    let error = match body::read_capped(response, s.settings.max_body_bytes).await {
+                        Ok(bytes) => self.non_stream_answer_error(&bytes),
+                        Err(e) => self.body_error(e),
+                    };
+                    guard.failed(&error, None);
+                    s.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    drop(slot);
+                    return Ok(ChatStream {
+                        provider: s.name.clone(),
+                        model: model.to_owned(),
+                        usage: Arc::new(Mutex::new(None)),
+                        inner: Box::pin(futures_util::stream::once(std::future::ready(Err(error)))),
+                    });
+                }
                 Ok(response) => {
                     let usage = Arc::new(Mutex::new(None));
+                    let deadline =
+                        tokio::time::Instant::from_std(guard.started) + s.settings.stream_max();
                     let state = StreamState {
                         handle: self.clone(),
                         body: Some(Box::pin(response.bytes_stream())),
-                        parser: SseParser::new(),
+                        parser: SseParser::new(s.settings.sse_max_event_bytes),
                         ready: VecDeque::new(),
                         eof: false,
                         guard: Some(guard),
                         slot: Some(slot),
                         usage: usage.clone(),
                         first_chunk: None,
+                        deadline,
                     };
                     return Ok(ChatStream {
                         provider: s.name.clone(),
@@ -618,10 +677,9 @@ impl ProviderHandle {
             if !response.status().is_success() {
                 return Err(self.status_error(response).await);
             }
-            let bytes = response
-                .bytes()
+            let bytes = body::read_capped(response, s.settings.max_body_bytes)
                 .await
-                .map_err(|e| self.transport_error(e))?;
+                .map_err(|e| self.body_error(e))?;
             serde_json::from_slice::<List>(&bytes).map_err(|e| self.malformed(&e))
         };
         let list = tokio::time::timeout(s.settings.discovery_timeout, fetch)
@@ -641,7 +699,7 @@ impl ProviderHandle {
     // -----------------------------------------------------------------------------------
     // Internals.
 
-    fn lock_breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+    fn lock_breaker(&self) -> std::sync::MutexGuard<'_, BreakerSet> {
         self.shared
             .breaker
             .lock()
@@ -725,18 +783,21 @@ impl ProviderHandle {
         stream: bool,
     ) -> Result<AttemptGuard, ProviderError> {
         let s = &self.shared;
-        let permit = self.lock_breaker().allow();
-        if let Some(transition) = permit.transition() {
-            self.on_transition(transition);
-        }
-        if let Permit::Rejected { retry_in } = permit {
-            s.counters.breaker_rejected.fetch_add(1, Ordering::Relaxed);
-            s.counters.failed.fetch_add(1, Ordering::Relaxed);
-            return Err(ProviderError::BreakerOpen {
-                provider: s.name.to_string(),
-                retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
-            });
-        }
+        let permit = self.lock_breaker().allow_at(model, Instant::now());
+        let probes = match permit {
+            SetPermit::Rejected { scope, retry_in } => {
+                s.counters.breaker_rejected.fetch_add(1, Ordering::Relaxed);
+                s.counters.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(self.breaker_open(scope, retry_in));
+            }
+            SetPermit::Granted {
+                probes,
+                transitions,
+            } => {
+                self.on_transitions(transitions);
+                probes
+            }
+        };
         s.counters.attempts.fetch_add(1, Ordering::Relaxed);
         if attempt > 1 {
             s.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -746,27 +807,57 @@ impl ProviderHandle {
             model: model.to_owned(),
             attempt,
             stream,
-            probe: permit.is_probe(),
+            probes,
             started: Instant::now(),
             done: false,
         })
     }
 
-    /// Records a breaker transition as an event, logs it once and republishes health.
-    fn on_transition(&self, transition: Transition) {
+    /// The error of a call refused by the breaker of `scope`.
+    fn breaker_open(&self, scope: Scope, retry_in: Duration) -> ProviderError {
+        ProviderError::BreakerOpen {
+            provider: self.shared.name.to_string(),
+            model: scope.model().map(str::to_owned),
+            retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Reports how an attempt on `model` ended to the breakers and records what changed.
+    fn report(&self, model: &str, outcome: Outcome, probes: Probes) {
+        let transitions = self
+            .lock_breaker()
+            .report_at(model, outcome, probes, Instant::now());
+        self.on_transitions(transitions);
+    }
+
+    /// Records breaker transitions as events (with `provider` and `model`; `model` is null
+    /// for the provider-wide breaker), logs each once and republishes health.
+    fn on_transitions(&self, transitions: Vec<(Scope, Transition)>) {
+        if transitions.is_empty() {
+            return;
+        }
         let s = &self.shared;
-        let state = transition.to_state();
-        s.recorder.record(
-            EVENT_SOURCE,
-            transition.event_kind(),
-            json!({ "provider": &*s.name, "state": state, "simulated": s.settings.simulated }),
-        );
-        match transition {
-            Transition::Opened => {
-                tracing::warn!(provider = %s.name, "circuit breaker opened");
-            }
-            Transition::HalfOpened | Transition::Closed => {
-                tracing::info!(provider = %s.name, state = %state, "circuit breaker changed");
+        for (scope, transition) in transitions {
+            let state = transition.to_state();
+            let model = scope.model();
+            s.recorder.record(
+                EVENT_SOURCE,
+                transition.event_kind(),
+                json!({
+                    "provider": &*s.name,
+                    "model": model,
+                    "scope": scope.as_str(),
+                    "state": state,
+                    "simulated": s.settings.simulated,
+                }),
+            );
+            match transition {
+                Transition::Opened => {
+                    tracing::warn!(provider = %s.name, model, "circuit breaker opened");
+                }
+                Transition::HalfOpened | Transition::Closed => {
+                    tracing::info!(provider = %s.name, model, state = %state, "circuit breaker changed");
+                }
             }
         }
         self.publish_health();
@@ -778,13 +869,6 @@ impl ProviderHandle {
         client: &reqwest::Client,
         body: Bytes,
     ) -> Result<(Bytes, Option<Usage>), ProviderError> {
-        /// Only `usage` is read; parsing the rest still validates the whole body.
-        #[derive(Deserialize)]
-        struct Body {
-            /// Token usage.
-            #[serde(default)]
-            usage: Option<Usage>,
-        }
         let response = self
             .request(client, self.shared.completions_url.clone(), body)
             .send()
@@ -793,12 +877,74 @@ impl ProviderHandle {
         if !response.status().is_success() {
             return Err(self.status_error(response).await);
         }
-        let bytes = response
-            .bytes()
+        let bytes = body::read_capped(response, self.shared.settings.max_body_bytes)
             .await
-            .map_err(|e| self.transport_error(e))?;
-        let parsed: Body = serde_json::from_slice(&bytes).map_err(|e| self.malformed(&e))?;
+            .map_err(|e| self.body_error(e))?;
+        let parsed: AnswerBody = serde_json::from_slice(&bytes).map_err(|e| self.malformed(&e))?;
+        if let Some(error) = parsed.error {
+            return Err(self.reported_error(&error));
+        }
+        if parsed.choices.is_none() {
+            return Err(ProviderError::Malformed {
+                provider: self.shared.name.to_string(),
+                message: "the answer has neither choices nor an error".into(),
+            });
+        }
         Ok((bytes, parsed.usage))
+    }
+
+    /// The error a complete JSON answer to a stream request stands for: the upstream's error
+    /// object, or a malformed answer.
+    fn non_stream_answer_error(&self, bytes: &[u8]) -> ProviderError {
+        match serde_json::from_slice::<AnswerBody>(bytes) {
+            Ok(AnswerBody {
+                error: Some(error), ..
+            }) => self.reported_error(&error),
+            Ok(_) => ProviderError::Malformed {
+                provider: self.shared.name.to_string(),
+                message: "a stream was asked for but the upstream answered plain JSON".into(),
+            },
+            Err(e) => self.malformed(&e),
+        }
+    }
+
+    /// An upstream error object (`{"message","type","code"}`, or a bare string) as an error.
+    fn reported_error(&self, error: &Value) -> ProviderError {
+        let text = |v: Option<&Value>| match v {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        };
+        let (message, error_type, code) = match error {
+            Value::String(message) => (Some(message.clone()), None, None),
+            other => (
+                text(other.get("message")),
+                text(other.get("type")),
+                text(other.get("code")),
+            ),
+        };
+        let message = message.unwrap_or_else(|| clip(error.to_string()));
+        ProviderError::UpstreamReported {
+            provider: self.shared.name.to_string(),
+            message: clip(self.scrub(message)),
+            labels: Box::new(ErrorLabels {
+                error_type: error_type.map(|t| clip(self.scrub(t))),
+                code: code.map(|c| clip(self.scrub(c))),
+            }),
+        }
+    }
+
+    /// A failed capped body read as an error.
+    fn body_error(&self, error: BodyError) -> ProviderError {
+        match error {
+            BodyError::TooLarge { limit } => ProviderError::TooLarge {
+                provider: self.shared.name.to_string(),
+                what: "answer",
+                limit,
+                setting: MAX_BYTES_SETTING,
+            },
+            BodyError::Transport(e) => self.transport_error(e),
+        }
     }
 
     fn request(
@@ -833,6 +979,7 @@ impl ProviderHandle {
                 TimeoutKind::Connect => settings.connect_timeout,
                 TimeoutKind::Request => settings.request_timeout,
                 TimeoutKind::StreamIdle => settings.stream_idle_timeout,
+                TimeoutKind::StreamTotal => settings.stream_max(),
             },
         }
     }
@@ -851,6 +998,7 @@ impl ProviderHandle {
         }
         ProviderError::Connection {
             provider: self.shared.name.to_string(),
+            connect: error.is_connect(),
             message: self.scrub(error_chain(&error.without_url())),
         }
     }
@@ -864,7 +1012,8 @@ impl ProviderHandle {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, self.shared.settings.retry_after_cap));
-        let text = response.text().await.unwrap_or_default();
+        let raw = body::read_prefix(response, ERROR_BODY_READ_LIMIT).await;
+        let text = String::from_utf8_lossy(&raw).into_owned();
         let message = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| {
@@ -875,15 +1024,7 @@ impl ProviderHandle {
                     .map(str::to_owned)
             })
             .unwrap_or(text);
-        let mut message = self.scrub(message);
-        if message.len() > ERROR_BODY_LIMIT {
-            let mut end = ERROR_BODY_LIMIT;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
-        }
+        let mut message = clip(self.scrub(message));
         if message.is_empty() {
             message = "(empty body)".into();
         }
@@ -999,8 +1140,8 @@ struct AttemptGuard {
     attempt: u32,
     /// Whether this is a streaming attempt.
     stream: bool,
-    /// Whether the breaker let this through as its half-open probe.
-    probe: bool,
+    /// Which breakers let this through as their half-open probe.
+    probes: Probes,
     /// When the attempt began.
     started: Instant,
     /// Set once the outcome is reported.
@@ -1011,10 +1152,7 @@ impl AttemptGuard {
     fn succeeded(mut self, status: Option<u16>, ttft: Option<Duration>, usage: Option<Usage>) {
         self.done = true;
         let h = &self.handle;
-        let transition = h.lock_breaker().on_success();
-        if let Some(transition) = transition {
-            h.on_transition(transition);
-        }
+        h.report(&self.model, Outcome::Success, self.probes);
         h.shared.counters.succeeded.fetch_add(1, Ordering::Relaxed);
         h.record_attempt(
             &self.model,
@@ -1030,18 +1168,8 @@ impl AttemptGuard {
     fn failed(mut self, error: &ProviderError, ttft: Option<Duration>) {
         self.done = true;
         let h = &self.handle;
-        let transition = {
-            let mut breaker = h.lock_breaker();
-            if error.counts_against_breaker() {
-                breaker.on_failure()
-            } else {
-                // The upstream answered (a client error): it is up.
-                breaker.on_success()
-            }
-        };
-        if let Some(transition) = transition {
-            h.on_transition(transition);
-        }
+        // A client error proves the upstream is up; see `ProviderError::breaker_outcome`.
+        h.report(&self.model, error.breaker_outcome(), self.probes);
         h.record_attempt(
             &self.model,
             self.attempt,
@@ -1060,8 +1188,8 @@ impl Drop for AttemptGuard {
             return;
         }
         let h = &self.handle;
-        if self.probe {
-            h.lock_breaker().on_abandoned();
+        if self.probes != Probes::default() {
+            h.report(&self.model, Outcome::Abandoned, self.probes);
         }
         h.shared.counters.cancelled.fetch_add(1, Ordering::Relaxed);
         let s = &h.shared;
@@ -1106,6 +1234,8 @@ struct StreamState {
     usage: Arc<Mutex<Option<Usage>>>,
     /// Time to the first data chunk.
     first_chunk: Option<Duration>,
+    /// When the stream's lifetime (`stream_max_s`) ends.
+    deadline: tokio::time::Instant,
 }
 
 impl StreamState {
@@ -1117,6 +1247,10 @@ impl StreamState {
             if let Some(event) = self.ready.pop_front() {
                 match event {
                     SseEvent::Data(data) => {
+                        if let Some(error) = self.reported_error(&data) {
+                            self.finish(Some(&error));
+                            return Some((Err(error), self));
+                        }
                         if self.first_chunk.is_none() {
                             self.first_chunk = self.guard.as_ref().map(|g| g.started.elapsed());
                         }
@@ -1140,16 +1274,32 @@ impl StreamState {
                 return Some((Err(error), self));
             }
             let idle = self.handle.shared.settings.stream_idle_timeout;
+            let now = tokio::time::Instant::now();
+            let idle_until = now + idle;
+            let deadline = self.deadline;
+            if now >= deadline {
+                // Checked here too: a timeout does not fire while the body is always ready,
+                // and a fast endless stream must end as well.
+                let error = self.handle.timeout(TimeoutKind::StreamTotal);
+                self.finish(Some(&error));
+                return Some((Err(error), self));
+            }
             let body = self.body.as_mut()?;
-            match tokio::time::timeout(idle, body.next()).await {
+            let parsed = match tokio::time::timeout_at(idle_until.min(deadline), body.next()).await
+            {
                 Err(_) => {
-                    let error = self.handle.timeout(TimeoutKind::StreamIdle);
+                    let kind = if deadline <= idle_until {
+                        TimeoutKind::StreamTotal
+                    } else {
+                        TimeoutKind::StreamIdle
+                    };
+                    let error = self.handle.timeout(kind);
                     self.finish(Some(&error));
                     return Some((Err(error), self));
                 }
                 Ok(None) => {
                     self.eof = true;
-                    self.parser.finish(&mut batch);
+                    self.parser.finish(&mut batch)
                 }
                 Ok(Some(Ok(bytes))) => self.parser.push(&bytes, &mut batch),
                 Ok(Some(Err(e))) => {
@@ -1158,9 +1308,38 @@ impl StreamState {
                     self.finish(Some(&error));
                     return Some((Err(error), self));
                 }
-            }
+            };
             self.ready.extend(batch.drain(..));
+            if let Err(too_large) = parsed {
+                // The stream is aborted at once; nothing after the cap is handed out.
+                self.ready.clear();
+                let error = ProviderError::TooLarge {
+                    provider: self.handle.shared.name.to_string(),
+                    what: "SSE event",
+                    limit: too_large.limit,
+                    setting: MAX_EVENT_SETTING,
+                };
+                self.finish(Some(&error));
+                return Some((Err(error), self));
+            }
         }
+    }
+
+    /// The error an SSE data event carries instead of a chunk (`{"error":{…}}`), if it does.
+    fn reported_error(&self, data: &[u8]) -> Option<ProviderError> {
+        /// Only the error is read.
+        #[derive(Deserialize)]
+        struct Chunk {
+            /// The upstream's error object.
+            #[serde(default)]
+            error: Option<Value>,
+        }
+        const NEEDLE: &[u8] = b"\"error\"";
+        if !data.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            return None;
+        }
+        let error = serde_json::from_slice::<Chunk>(data).ok()?.error?;
+        Some(self.handle.reported_error(&error))
     }
 
     fn interrupted(&self, message: String) -> ProviderError {
@@ -1224,6 +1403,43 @@ impl StreamState {
             }
         }
     }
+}
+
+/// What is read of a complete answer: usage, and whether it is a completion at all.
+#[derive(Deserialize)]
+struct AnswerBody {
+    /// Token usage.
+    #[serde(default)]
+    usage: Option<Usage>,
+    /// Present in every completion; only its presence is checked.
+    #[serde(default)]
+    choices: Option<serde::de::IgnoredAny>,
+    /// An error object sent with a 200 instead of a completion.
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// Whether a 2xx answer is an event stream (anything but JSON is taken as one, since some
+/// servers label their streams loosely).
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    !response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+}
+
+/// Text from an upstream kept to [`ERROR_BODY_LIMIT`] bytes.
+fn clip(mut text: String) -> String {
+    if text.len() > ERROR_BODY_LIMIT {
+        let mut end = ERROR_BODY_LIMIT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// An error and its causes, `: `-joined.

@@ -41,6 +41,10 @@ pub const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
 pub const DEFAULT_BREAKER_FAILURE_THRESHOLD: u32 = 5;
 /// How long a provider's breaker stays open before a probe.
 pub const DEFAULT_BREAKER_COOL_DOWN: Duration = Duration::from_secs(30);
+/// Largest upstream answer read (`EXAI_UPSTREAM_MAX_BYTES`); beyond it the request is aborted.
+pub const DEFAULT_UPSTREAM_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Largest single SSE event of a stream (`EXAI_SSE_MAX_EVENT_BYTES`).
+pub const DEFAULT_SSE_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 /// Time allowed for a `GET /models` discovery call.
 pub const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -110,6 +114,12 @@ pub struct ProviderSettings {
     pub request_timeout: Duration,
     /// Longest silence between two stream chunks.
     pub stream_idle_timeout: Duration,
+    /// Longest life of a whole stream; `None` means `request_timeout`.
+    pub stream_max: Option<Duration>,
+    /// Largest upstream answer read before the request is aborted.
+    pub max_body_bytes: usize,
+    /// Largest single SSE event.
+    pub sse_max_event_bytes: usize,
     /// Retries after the first attempt, for retryable failures before any stream started.
     pub max_retries: u32,
     /// Delays between retries (exponential with jitter).
@@ -141,6 +151,9 @@ impl ProviderSettings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            stream_max: None,
+            max_body_bytes: DEFAULT_UPSTREAM_MAX_BYTES,
+            sse_max_event_bytes: DEFAULT_SSE_MAX_EVENT_BYTES,
             max_retries: DEFAULT_MAX_RETRIES,
             retry: RetryPolicy::new(DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX),
             retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
@@ -188,6 +201,11 @@ impl ProviderSettings {
     pub fn with_api_key(mut self, api_key: SecretString) -> Self {
         self.api_key = Some(api_key);
         self
+    }
+
+    /// Longest life of a whole stream: `stream_max`, else `request_timeout`.
+    pub fn stream_max(&self) -> Duration {
+        self.stream_max.unwrap_or(self.request_timeout)
     }
 
     /// The base URL with its secrets hidden ([`redact_url`]), for health and listings.
