@@ -81,7 +81,7 @@ async fn setup(env: &[(&str, &str)]) -> Setup {
         "[[providers]]\nname = \"mock\"\nkind = \"openai_compatible\"\nbase_url = \"{}\"\n\
          models = [\"mock-echo\", \"mock-tool\", \"mock-429\", \"mock-status-529\", \
          \"mock-stream-cut\", \"mock-reasoning\"]\nmax_retries = 0\n\n\
-         [[providers]]\nname = \"native\"\nkind = \"anthropic\"\nbase_url = \"{}/v1\"\n\
+         [[providers]]\nname = \"native\"\nkind = \"anthropic\"\nbase_url = \"{}\"\n\
          api_key = \"sk-ant-mock\"\nmodels = [\"claude-native-echo\"]\nmax_retries = 0\n\n\
          [registry]\ndefault_model = \"mock-echo\"\n\n\
          [registry.aliases]\n\"claude-haiku-4-5\" = \"mock-tool\"\n",
@@ -130,6 +130,7 @@ async fn anthropic_sdk_create_is_translated_to_the_openai_upstream() {
     assert_eq!(sent["messages"][1], json!({"role": "user", "content": "hello there"}));
     assert_eq!(sent["max_tokens"], 64);
     assert_eq!(sent["temperature"], 0.2);
+    assert_eq!(sent["stop"], json!(["STOP"]));
     assert_eq!(sent["user"], "user-7");
     for field in ["system", "metadata", "exai_dialect"] {
         assert!(sent.get(field).is_none(), "{field} went upstream: {sent}");
@@ -264,6 +265,7 @@ async fn native_anthropic_provider_gets_messages_untranslated_and_chat_translate
     assert_eq!(sent["system"], json!([{"type": "text", "text": "Be brief."}]), "{sent}");
     assert_eq!(sent["messages"], json!([{"role": "user", "content": "hello there"}]));
     assert_eq!(sent["metadata"], json!({"user_id": "user-7"}));
+    assert_eq!(sent["stop_sequences"], json!(["STOP"]));
     assert_eq!(sent["model"], "claude-native-echo");
     assert!(sent.get("exai_dialect").is_none(), "{sent}");
     assert_eq!(s.openai.requests(), 0);

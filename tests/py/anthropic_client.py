@@ -42,8 +42,10 @@ def create():
         max_tokens=64,
         system=[{"type": "text", "text": "Be brief."}],
         messages=[{"role": "user", "content": "hello there"}],
-        temperature=0.2,
+        stop_sequences=["STOP"],
         metadata={"user_id": "user-7"},
+        # SDK 2.x has no `temperature` argument; Claude Code and older SDKs send it.
+        extra_body={"temperature": 0.2},
     )
     return {
         "id": m.id,
