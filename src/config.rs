@@ -1279,7 +1279,9 @@ fn read_aliases(r: &mut Reader<'_>) -> BTreeMap<String, String> {
                         Some(target) => {
                             aliases.insert(name, target.trim().to_owned());
                         }
-                        None => r.error(format!("registry.aliases.{name}"), "expected a model name"),
+                        None => {
+                            r.error(format!("registry.aliases.{name}"), "expected a model name")
+                        }
                     }
                 }
             }
@@ -1640,7 +1642,10 @@ mod tests {
     #[test]
     fn model_aliases_come_from_toml_and_env_and_anthropic_is_a_kind() {
         let c = load(
-            &[("EXAI_MODEL_ALIASES", "claude-sonnet-4-5=glm-4.6, claude-haiku-4-5=kimi-k2-turbo")],
+            &[(
+                "EXAI_MODEL_ALIASES",
+                "claude-sonnet-4-5=glm-4.6, claude-haiku-4-5=kimi-k2-turbo",
+            )],
             Some(
                 "[registry.aliases]\n\"claude-sonnet-4-5\" = \"x\"\nbig = \"kimi-k2\"\n\n\
                  [[providers]]\nkind = \"anthropic\"\napi_key = \"k\"\n",

@@ -421,8 +421,14 @@ mod tests {
         assert_eq!(timeout.http_status().as_u16(), 504);
         assert_eq!(timeout.anthropic_status_type(), (504, "timeout_error"));
         let anthropic = |e: GatewayError| (e.anthropic_status_type(), e.anthropic_retry_after());
-        assert_eq!(anthropic(GatewayError::Unauthorized), ((401, "authentication_error"), None));
-        assert_eq!(anthropic(bad.clone()), ((400, "invalid_request_error"), None));
+        assert_eq!(
+            anthropic(GatewayError::Unauthorized),
+            ((401, "authentication_error"), None)
+        );
+        assert_eq!(
+            anthropic(bad.clone()),
+            ((400, "invalid_request_error"), None)
+        );
         assert_eq!(anthropic(unknown.clone()), ((404, "not_found_error"), None));
         assert_eq!(anthropic(busy), ((529, "overloaded_error"), Some(1)));
         let limited = GatewayError::from(ProviderError::Upstream {

@@ -774,10 +774,18 @@ mod tests {
         let t = tables(settings.clone(), std::slice::from_ref(&p));
         let model = |t: &Tables, m: &str| t.resolve(m).map(|r| r.model);
         assert_eq!(model(&t, "claude-sonnet-4-5").as_deref(), Some("qwen"));
-        assert_eq!(model(&t, "llama3").as_deref(), Some("qwen"), "a configured alias wins");
+        assert_eq!(
+            model(&t, "llama3").as_deref(),
+            Some("qwen"),
+            "a configured alias wins"
+        );
         assert_eq!(model(&t, "claude-haiku-4-5"), None, "no default configured");
         let listing = t.listings();
-        assert!(listing.iter().any(|m| m.id == "qwen" && m.aliases.contains(&"llama3".to_owned())));
+        assert!(
+            listing
+                .iter()
+                .any(|m| m.id == "qwen" && m.aliases.contains(&"llama3".to_owned()))
+        );
         let t = tables(
             RegistrySettings {
                 default_model: Some("llama3".into()),
@@ -786,7 +794,9 @@ mod tests {
             &[p],
         );
         assert_eq!(
-            t.resolve("claude-haiku-4-5").map(|r| r.targets[0].upstream_model.clone()).as_deref(),
+            t.resolve("claude-haiku-4-5")
+                .map(|r| r.targets[0].upstream_model.clone())
+                .as_deref(),
             Some("llama3"),
             "the fallback skips configured aliases"
         );

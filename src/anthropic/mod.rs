@@ -49,7 +49,10 @@ fn check_auth(req: &HttpRequest, state: &SurfaceState) -> Result<(), AnthropicEr
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let offered = header("x-api-key").map(str::trim).or_else(|| {
         header(header::AUTHORIZATION.as_str())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
     });
     if state.authorized(offered) {
@@ -86,29 +89,28 @@ async fn read_body(
 /// `max_tokens`, a boolean `stream`. Everything else is left to the translation (unknown
 /// fields are dropped for OpenAI-compatible upstreams and passed through to `anthropic`).
 fn parse_body(bytes: &[u8], count_only: bool) -> Result<(Value, bool), GatewayError> {
-    let body: Value = serde_json::from_slice(bytes).map_err(|e| {
-        GatewayError::invalid(format!("request body is not valid JSON: {e}"), None)
-    })?;
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
     let Some(fields) = body.as_object() else {
         return Err(GatewayError::invalid(
             "request body must be a JSON object",
             None,
         ));
     };
-    if !fields
+    if fields
         .get("model")
         .and_then(Value::as_str)
-        .is_some_and(|m| !m.trim().is_empty())
+        .is_none_or(|m| m.trim().is_empty())
     {
         return Err(GatewayError::invalid(
             "model: a non-empty string is required",
             Some("model"),
         ));
     }
-    if !fields
+    if fields
         .get("messages")
         .and_then(Value::as_array)
-        .is_some_and(|m| !m.is_empty())
+        .is_none_or(|m| m.is_empty())
     {
         return Err(GatewayError::invalid(
             "messages: a non-empty array is required",
@@ -119,18 +121,26 @@ fn parse_body(bytes: &[u8], count_only: bool) -> Result<(Value, bool), GatewayEr
         .as_array()
         .into_iter()
         .flatten()
-        .find(|m| !matches!(m.get("role").and_then(Value::as_str), Some("user" | "assistant")))
+        .find(|m| {
+            !matches!(
+                m.get("role").and_then(Value::as_str),
+                Some("user" | "assistant")
+            )
+        })
     {
         return Err(GatewayError::invalid(
-            format!("messages: role must be \"user\" or \"assistant\", got {}", bad.get("role").unwrap_or(&Value::Null)),
+            format!(
+                "messages: role must be \"user\" or \"assistant\", got {}",
+                bad.get("role").unwrap_or(&Value::Null)
+            ),
             Some("messages"),
         ));
     }
     if !count_only
-        && !fields
+        && fields
             .get("max_tokens")
             .and_then(Value::as_u64)
-            .is_some_and(|n| n > 0)
+            .is_none_or(|n| n == 0)
     {
         return Err(GatewayError::invalid(
             "max_tokens: a positive integer is required",
@@ -231,7 +241,12 @@ pub async fn messages(
             .content_type("text/event-stream")
             .insert_header((header::CACHE_CONTROL, "no-cache"))
             .insert_header(("x-accel-buffering", "no"));
-        headers(&mut response, answer.cache, answer.provider.as_deref(), answer.cache_age_ms);
+        headers(
+            &mut response,
+            answer.cache,
+            answer.provider.as_deref(),
+            answer.cache_age_ms,
+        );
         Ok(response.streaming(sse(answer.chunks, record, inflight)))
     } else {
         let answer = state
@@ -243,7 +258,12 @@ pub async fn messages(
         record.outcome = Some(Ok(()));
         drop(inflight);
         response.content_type("application/json");
-        headers(&mut response, answer.cache, answer.provider.as_deref(), answer.cache_age_ms);
+        headers(
+            &mut response,
+            answer.cache,
+            answer.provider.as_deref(),
+            answer.cache_age_ms,
+        );
         if answer.cache == CacheOutcome::Bypass {
             response.insert_header((header::CACHE_CONTROL, "no-store"));
         }
@@ -391,10 +411,28 @@ mod tests {
         let ok = r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#;
         assert_eq!(status(ok, false), None);
         assert_eq!(status("nope", false), Some((400, "invalid_request_error")));
-        assert!(status(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, false).is_some());
-        assert_eq!(status(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, true), None);
+        assert!(
+            status(
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+                false
+            )
+            .is_some()
+        );
+        assert_eq!(
+            status(
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+                true
+            ),
+            None
+        );
         assert!(status(r#"{"model":"m","max_tokens":5,"messages":[]}"#, false).is_some());
-        assert!(status(r#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#, false).is_some());
+        assert!(
+            status(
+                r#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#,
+                false
+            )
+            .is_some()
+        );
         let (_, stream) = parse_body(
             br#"{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}"#,
             false,

@@ -47,7 +47,10 @@ fn block(b: &Value) -> usize {
             text("name") + b.get("input").map_or(0, |i| count(&i.to_string())) + PER_MESSAGE
         }
         Some("tool_result") => b.get("content").map_or(0, content) + PER_MESSAGE,
-        Some("document") => b.pointer("/source/data").and_then(Value::as_str).map_or(0, count),
+        Some("document") => b
+            .pointer("/source/data")
+            .and_then(Value::as_str)
+            .map_or(0, count),
         _ => 0,
     }
 }

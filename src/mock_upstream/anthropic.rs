@@ -47,7 +47,10 @@ pub(super) fn tool_reply(request: &Value, seen: u64, model: &str, stream: bool) 
     let usage = json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
                        "prompt_tokens_details": {"cached_tokens": 2}});
     if let Some(last) = messages.last().filter(|m| m["role"] == "tool") {
-        let call_id = last.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+        let call_id = last
+            .get("tool_call_id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let bound = messages.iter().any(|m| {
             m["role"] == "assistant"
                 && m["tool_calls"]
@@ -60,7 +63,10 @@ pub(super) fn tool_reply(request: &Value, seen: u64, model: &str, stream: bool) 
         let reply = format!("tool result: {}", content_text(&last["content"]));
         if stream {
             return sse(vec![
-                format!("data: {}\n\n", chunk(json!({"role": "assistant", "content": reply}), Value::Null)),
+                format!(
+                    "data: {}\n\n",
+                    chunk(json!({"role": "assistant", "content": reply}), Value::Null)
+                ),
                 format!("data: {}\n\n", chunk(json!({}), json!("stop"))),
                 "data: [DONE]\n\n".to_owned(),
             ]);
@@ -81,10 +87,28 @@ pub(super) fn tool_reply(request: &Value, seen: u64, model: &str, stream: bool) 
         let mut last = chunk(json!({}), json!("tool_calls"));
         last["usage"] = usage;
         return sse(vec![
-            format!("data: {}\n\n", chunk(json!({"role": "assistant", "content": null, "tool_calls": [
-                {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null)),
-            format!("data: {}\n\n", chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}), Value::Null)),
-            format!("data: {}\n\n", chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}), Value::Null)),
+            format!(
+                "data: {}\n\n",
+                chunk(
+                    json!({"role": "assistant", "content": null, "tool_calls": [
+                {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                    Value::Null
+                )
+            ),
+            format!(
+                "data: {}\n\n",
+                chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}),
+                    Value::Null
+                )
+            ),
+            format!(
+                "data: {}\n\n",
+                chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}),
+                    Value::Null
+                )
+            ),
             format!("data: {last}\n\n"),
             "data: [DONE]\n\n".to_owned(),
         ]);
@@ -113,13 +137,25 @@ pub(super) async fn messages(
 ) -> HttpResponse {
     let header = |n: &str| http.headers().get(n).and_then(|v| v.to_str().ok());
     if header("x-api-key").is_none_or(str::is_empty) {
-        return anthropic_error(StatusCode::UNAUTHORIZED, "authentication_error", "x-api-key required");
+        return anthropic_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "x-api-key required",
+        );
     }
     if header("anthropic-version").is_none() {
-        return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "anthropic-version required");
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "anthropic-version required",
+        );
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "body is not JSON");
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "body is not JSON",
+        );
     };
     *state
         .last_request
@@ -154,10 +190,14 @@ pub(super) async fn messages(
     }
     let event = |v: Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or(""));
     let mut frames = vec![
-        event(json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
+        event(
+            json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
             "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 7, "output_tokens": 1}}})),
-        event(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            "usage": {"input_tokens": 7, "output_tokens": 1}}}),
+        ),
+        event(
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
         event(json!({"type": "ping"})),
     ];
     for piece in reply.split_inclusive(' ') {

@@ -121,13 +121,22 @@ async fn anthropic_sdk_create_is_translated_to_the_openai_upstream() {
     assert!(out["id"].as_str().unwrap().starts_with("msg_"), "{out}");
     assert_eq!(out["type"], "message");
     assert_eq!(out["role"], "assistant");
-    assert_eq!(out["content"], json!([{"type": "text", "text": "echo: hello there"}]));
+    assert_eq!(
+        out["content"],
+        json!([{"type": "text", "text": "echo: hello there"}])
+    );
     assert_eq!(out["stop_reason"], "end_turn");
     assert!(out["usage"]["input_tokens"].as_u64().unwrap() > 0, "{out}");
     assert!(out["usage"]["output_tokens"].as_u64().unwrap() > 0, "{out}");
     let sent = s.openai.last_request().unwrap();
-    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "Be brief."}));
-    assert_eq!(sent["messages"][1], json!({"role": "user", "content": "hello there"}));
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "user", "content": "hello there"})
+    );
     assert_eq!(sent["max_tokens"], 64);
     assert_eq!(sent["temperature"], 0.2);
     assert_eq!(sent["stop"], json!(["STOP"]));
@@ -136,13 +145,14 @@ async fn anthropic_sdk_create_is_translated_to_the_openai_upstream() {
         assert!(sent.get(field).is_none(), "{field} went upstream: {sent}");
     }
     // The call is a `tool.call` event of the anthropic surface.
-    eventually(Duration::from_secs(10), "tool.call surface anthropic", || async {
-        let (status, page) = s
-            .app
-            .get_json("/api/events?type=tool.call")
-            .await;
-        (status == 200 && page.to_string().contains(r#""surface":"anthropic""#)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "tool.call surface anthropic",
+        || async {
+            let (status, page) = s.app.get_json("/api/events?type=tool.call").await;
+            (status == 200 && page.to_string().contains(r#""surface":"anthropic""#)).then_some(())
+        },
+    )
     .await;
 }
 
@@ -158,13 +168,21 @@ async fn anthropic_sdk_streams_the_full_event_sequence() {
         .collect();
     assert_eq!(events.first(), Some(&"message_start"), "{out}");
     assert_eq!(events.last(), Some(&"message_stop"), "{out}");
-    for kind in ["content_block_start", "content_block_delta", "content_block_stop", "message_delta"] {
+    for kind in [
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+    ] {
         assert!(events.contains(&kind), "{kind} missing: {out}");
     }
     assert_eq!(out["text"], "echo: stream me please");
     assert_eq!(out["helper_text"], "echo: and again");
     assert_eq!(out["final"]["stop_reason"], "end_turn");
-    assert!(out["final"]["usage"]["output_tokens"].as_u64().unwrap() > 0, "{out}");
+    assert!(
+        out["final"]["usage"]["output_tokens"].as_u64().unwrap() > 0,
+        "{out}"
+    );
     assert_eq!(s.openai.last_request().unwrap()["stream"], true);
 }
 
@@ -177,19 +195,35 @@ async fn anthropic_sdk_tool_use_streamed_and_not() {
     assert_eq!(call["type"], "tool_use", "{out}");
     assert_eq!(call["name"], "get_weather");
     assert_eq!(call["input"], json!({"city": "Paris"}));
-    assert!(call["id"].as_str().unwrap().starts_with("call_mock_"), "ids are kept: {out}");
+    assert!(
+        call["id"].as_str().unwrap().starts_with("call_mock_"),
+        "ids are kept: {out}"
+    );
     let sent = s.openai.last_request().unwrap();
     assert_eq!(sent["tools"][0]["type"], "function");
     assert_eq!(sent["tools"][0]["function"]["name"], "get_weather");
-    assert_eq!(sent["tools"][0]["function"]["parameters"]["required"], json!(["city"]));
+    assert_eq!(
+        sent["tools"][0]["function"]["parameters"]["required"],
+        json!(["city"])
+    );
     assert_eq!(sent["tool_choice"], "required");
 
-    let out = run_py(&s.app, "anthropic_client.py", &["tools_stream"], "mock-tool").await;
+    let out = run_py(
+        &s.app,
+        "anthropic_client.py",
+        &["tools_stream"],
+        "mock-tool",
+    )
+    .await;
     assert_eq!(out["stop_reason"], "tool_use", "{out}");
     assert_eq!(out["content"][0]["type"], "tool_use", "{out}");
     assert_eq!(out["content"][0]["input"], json!({"city": "Paris"}));
     assert!(
-        out["events"].as_array().unwrap().iter().any(|e| e == "input_json"),
+        out["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "input_json"),
         "argument deltas arrive as input_json_delta: {out}"
     );
 }
@@ -199,13 +233,22 @@ async fn anthropic_sdk_tool_result_turn_binds_to_the_call() {
     let s = setup(&[]).await;
     let out = run_py(&s.app, "anthropic_client.py", &["tool_result"], "mock-tool").await;
     // The mock refuses a tool message whose id matches no earlier call (400).
-    assert_eq!(out["content"][0]["text"], "tool result: sunny, 21 C", "{out}");
+    assert_eq!(
+        out["content"][0]["text"], "tool result: sunny, 21 C",
+        "{out}"
+    );
     assert_eq!(out["stop_reason"], "end_turn");
-    assert_eq!(out["streamed"][0]["text"], "tool result: sunny, 21 C", "{out}");
+    assert_eq!(
+        out["streamed"][0]["text"], "tool result: sunny, 21 C",
+        "{out}"
+    );
     let sent = s.openai.last_request().unwrap();
     let messages = sent["messages"].as_array().unwrap();
     assert_eq!(messages[1]["tool_calls"][0]["id"], "toolu_01A");
-    assert_eq!(messages[1]["tool_calls"][0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+    assert_eq!(
+        messages[1]["tool_calls"][0]["function"]["arguments"],
+        r#"{"city":"Paris"}"#
+    );
     assert_eq!(
         messages[2],
         json!({"role": "tool", "tool_call_id": "toolu_01A", "content": "sunny, 21 C"})
@@ -215,13 +258,22 @@ async fn anthropic_sdk_tool_result_turn_binds_to_the_call() {
 #[actix_rt::test]
 async fn anthropic_sdk_count_tokens_and_models() {
     let s = setup(&[]).await;
-    let out = run_py(&s.app, "anthropic_client.py", &["count_tokens"], "mock-echo").await;
+    let out = run_py(
+        &s.app,
+        "anthropic_client.py",
+        &["count_tokens"],
+        "mock-echo",
+    )
+    .await;
     let (small, big) = (out["small"].as_u64().unwrap(), out["big"].as_u64().unwrap());
     assert!(small >= 1 && big > small + 20, "{out}");
     assert_eq!(s.openai.requests(), 0, "counting calls no upstream");
     let out = run_py(&s.app, "anthropic_client.py", &["models"], "mock-echo").await;
     let ids = out["ids"].as_array().unwrap();
-    assert!(ids.contains(&json!("mock-echo")) && ids.contains(&json!("claude-native-echo")), "{out}");
+    assert!(
+        ids.contains(&json!("mock-echo")) && ids.contains(&json!("claude-native-echo")),
+        "{out}"
+    );
     assert_eq!(out["types"], json!(["model"]));
     assert_eq!(out["has_more"], false);
     assert_eq!(out["first_id"], ids[0]);
@@ -243,11 +295,19 @@ async fn anthropic_sdk_raises_typed_errors_from_anthropic_shapes() {
     };
     expect("auth", "AuthenticationError", 401, "authentication_error");
     expect("not_found", "NotFoundError", 404, "not_found_error");
-    expect("bad_request", "BadRequestError", 400, "invalid_request_error");
+    expect(
+        "bad_request",
+        "BadRequestError",
+        400,
+        "invalid_request_error",
+    );
     expect("rate_limit", "RateLimitError", 429, "rate_limit_error");
     expect("overloaded", "OverloadedError", 529, "overloaded_error");
     for case in ["rate_limit", "overloaded"] {
-        assert!(out[case]["retry_after"].is_string(), "{case} has retry-after: {out}");
+        assert!(
+            out[case]["retry_after"].is_string(),
+            "{case} has retry-after: {out}"
+        );
     }
     // A failure after the stream started arrives as an `error` event.
     assert_eq!(out["mid_stream"]["class"], "APIStatusError", "{out}");
@@ -257,13 +317,29 @@ async fn anthropic_sdk_raises_typed_errors_from_anthropic_shapes() {
 #[actix_rt::test]
 async fn native_anthropic_provider_gets_messages_untranslated_and_chat_translated() {
     let s = setup(&[]).await;
-    let out = run_py(&s.app, "anthropic_client.py", &["create"], "claude-native-echo").await;
-    assert_eq!(out["id"], "msg_mock_1", "the upstream's message as it was: {out}");
+    let out = run_py(
+        &s.app,
+        "anthropic_client.py",
+        &["create"],
+        "claude-native-echo",
+    )
+    .await;
+    assert_eq!(
+        out["id"], "msg_mock_1",
+        "the upstream's message as it was: {out}"
+    );
     assert_eq!(out["content"][0]["text"], "echo: hello there");
     assert_eq!(out["usage"]["cache_read_input_tokens"], 1);
     let sent = s.native.last_request().unwrap();
-    assert_eq!(sent["system"], json!([{"type": "text", "text": "Be brief."}]), "{sent}");
-    assert_eq!(sent["messages"], json!([{"role": "user", "content": "hello there"}]));
+    assert_eq!(
+        sent["system"],
+        json!([{"type": "text", "text": "Be brief."}]),
+        "{sent}"
+    );
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": "hello there"}])
+    );
     assert_eq!(sent["metadata"], json!({"user_id": "user-7"}));
     assert_eq!(sent["stop_sequences"], json!(["STOP"]));
     assert_eq!(sent["model"], "claude-native-echo");
@@ -284,7 +360,11 @@ async fn native_anthropic_provider_gets_messages_untranslated_and_chat_translate
         .lines()
         .filter_map(|l| l.strip_prefix("event: "))
         .collect();
-    assert_eq!(&names[..3], ["message_start", "content_block_start", "ping"], "{body}");
+    assert_eq!(
+        &names[..3],
+        ["message_start", "content_block_start", "ping"],
+        "{body}"
+    );
     assert_eq!(names.last(), Some(&"message_stop"));
     assert!(body.contains(r#""text":"raw ""#), "{body}");
 
@@ -304,7 +384,10 @@ async fn native_anthropic_provider_gets_messages_untranslated_and_chat_translate
         .unwrap();
     assert_eq!(resp.status(), 200);
     let done: Value = resp.json().await.unwrap();
-    assert_eq!(done["choices"][0]["message"]["content"], "echo: via chat", "{done}");
+    assert_eq!(
+        done["choices"][0]["message"]["content"], "echo: via chat",
+        "{done}"
+    );
     assert_eq!(done["choices"][0]["finish_reason"], "stop");
     assert_eq!(done["usage"]["prompt_tokens"], 8);
     let sent = s.native.last_request().unwrap();
@@ -326,7 +409,11 @@ async fn native_anthropic_provider_gets_messages_untranslated_and_chat_translate
         .filter_map(|l| l.strip_prefix("data: "))
         .filter(|d| *d != "[DONE]")
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect();
     assert_eq!(content, "echo: via chat", "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
@@ -340,17 +427,24 @@ async fn aliases_claude_fallback_thinking_and_the_cache_apply() {
                "messages": [{"role": "user", "content": "alias me"}]})
     };
     // An alias from the environment, on /v1/messages and on /v1/chat/completions.
-    let (status, headers, body) = post(&s.app, "/v1/messages", ask("claude-sonnet-4-5", false)).await;
+    let (status, headers, body) =
+        post(&s.app, "/v1/messages", ask("claude-sonnet-4-5", false)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-exai-cache"], "miss");
     let first: Value = serde_json::from_str(&body).unwrap();
     let (_, headers, body) = post(&s.app, "/v1/messages", ask("mock-echo", false)).await;
-    assert_eq!(headers["x-exai-cache"], "l1", "an alias and its target share the cache");
+    assert_eq!(
+        headers["x-exai-cache"], "l1",
+        "an alias and its target share the cache"
+    );
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), first);
     // A cached answer served to a streaming request is replayed as events.
     let (_, headers, body) = post(&s.app, "/v1/messages", ask("mock-echo", true)).await;
     assert_eq!(headers["x-exai-cache"], "l1");
-    assert!(body.contains("event: message_start") && body.contains("event: message_stop"), "{body}");
+    assert!(
+        body.contains("event: message_start") && body.contains("event: message_stop"),
+        "{body}"
+    );
     assert!(body.contains(r#""text":"echo: alias me""#), "{body}");
     assert_eq!(s.openai.requests(), 1);
     let resp = s
@@ -358,7 +452,9 @@ async fn aliases_claude_fallback_thinking_and_the_cache_apply() {
         .client
         .post(format!("{}/v1/chat/completions", s.app.base))
         .bearer_auth(TOKEN)
-        .json(&json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]}))
+        .json(
+            &json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -371,7 +467,10 @@ async fn aliases_claude_fallback_thinking_and_the_cache_apply() {
     assert_eq!(status, 200, "claude-* falls back to the default: {body}");
     let (status, _, body) = post(&s.app, "/v1/messages", ask("gpt-unknown", false)).await;
     assert_eq!(status, 404, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["type"], "not_found_error");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["type"],
+        "not_found_error"
+    );
 
     // Reasoning comes back as thinking blocks, whole and streamed.
     let (_, _, body) = post(&s.app, "/v1/messages", ask("mock-reasoning", false)).await;

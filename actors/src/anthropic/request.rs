@@ -58,7 +58,10 @@ fn user_content(parts: Vec<Value>) -> Value {
 
 /// Translates one Anthropic message into OpenAI messages, appended to `out`.
 fn message_to_openai(message: &Value, out: &mut Vec<Value>) {
-    let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
+    let role = message
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or("user");
     let content = message.get("content").unwrap_or(&Value::Null);
     let blocks: Vec<Value> = match content {
         Value::String(s) => vec![json!({ "type": "text", "text": s })],
@@ -70,7 +73,9 @@ fn message_to_openai(message: &Value, out: &mut Vec<Value>) {
         let mut tool_calls = Vec::new();
         for block in &blocks {
             match block.get("type").and_then(Value::as_str) {
-                Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+                Some("text") => {
+                    text.push_str(block.get("text").and_then(Value::as_str).unwrap_or(""))
+                }
                 Some("tool_use") => {
                     let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                     tool_calls.push(json!({
@@ -138,7 +143,12 @@ pub fn to_openai(body: &Value, kind: ProviderKind, stream: bool) -> Value {
         }
         _ => {}
     }
-    for message in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+    for message in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         message_to_openai(message, &mut messages);
     }
     let mut out = Map::new();
@@ -191,11 +201,18 @@ pub fn to_openai(body: &Value, kind: ProviderKind, stream: bool) -> Value {
         if let Some(mapped) = mapped {
             out.insert("tool_choice".into(), mapped);
         }
-        if choice.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
+        if choice
+            .get("disable_parallel_tool_use")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
             out.insert("parallel_tool_calls".into(), json!(false));
         }
     }
-    if let Some(thinking) = body.get("thinking").and_then(|t| t.get("type")).and_then(Value::as_str)
+    if let Some(thinking) = body
+        .get("thinking")
+        .and_then(|t| t.get("type"))
+        .and_then(Value::as_str)
     {
         // GLM has a switch of its own; Kimi thinks when a thinking model is asked for; the
         // others have no equivalent, so the field is dropped.
@@ -277,7 +294,12 @@ fn push_turn(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
 pub fn to_anthropic(body: &Value) -> Value {
     let mut system = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
-    for m in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+    for m in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let content = m.get("content").unwrap_or(&Value::Null);
         match m.get("role").and_then(Value::as_str).unwrap_or("user") {
             "system" | "developer" => {
@@ -293,7 +315,12 @@ pub fn to_anthropic(body: &Value) -> Value {
             }
             "assistant" => {
                 let mut blocks = openai_content_blocks(content);
-                for call in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                for call in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let arguments = call
                         .pointer("/function/arguments")
                         .and_then(Value::as_str)
@@ -407,12 +434,18 @@ mod tests {
     #[test]
     fn system_string_and_blocks_become_a_system_message() {
         let out = openai(json!({"system": "be brief", "messages": []}));
-        assert_eq!(out["messages"][0], json!({"role": "system", "content": "be brief"}));
+        assert_eq!(
+            out["messages"][0],
+            json!({"role": "system", "content": "be brief"})
+        );
         let out = openai(json!({
             "system": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
             "messages": [],
         }));
-        assert_eq!(out["messages"][0], json!({"role": "system", "content": "a\nb"}));
+        assert_eq!(
+            out["messages"][0],
+            json!({"role": "system", "content": "a\nb"})
+        );
     }
 
     #[test]
@@ -440,9 +473,12 @@ mod tests {
         assert_eq!(m["content"], "calling");
         assert_eq!(m["tool_calls"][0]["id"], "toolu_1");
         assert_eq!(m["tool_calls"][0]["function"]["name"], "weather");
-        let args: Value =
-            serde_json::from_str(m["tool_calls"][0]["function"]["arguments"].as_str().unwrap())
-                .unwrap();
+        let args: Value = serde_json::from_str(
+            m["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(args, json!({"city": "Paris"}));
     }
 
@@ -454,7 +490,10 @@ mod tests {
             {"type": "text", "text": "thanks"},
         ]}]}));
         let m = out["messages"].as_array().unwrap();
-        assert_eq!(m[0], json!({"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"}));
+        assert_eq!(
+            m[0],
+            json!({"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"})
+        );
         assert_eq!(m[1]["content"], format!("{TOOL_ERROR_PREFIX}boom"));
         assert_eq!(m[2], json!({"role": "user", "content": "thanks"}));
     }
@@ -467,13 +506,23 @@ mod tests {
             openai(json!({"messages": [], "tools": tools, "tool_choice": c}))["tool_choice"].clone()
         };
         let out = openai(json!({"messages": [], "tools": tools}));
-        assert_eq!(out["tools"].as_array().unwrap().len(), 1, "server tools are dropped");
-        assert_eq!(out["tools"][0]["function"]["parameters"], json!({"type": "object"}));
+        assert_eq!(
+            out["tools"].as_array().unwrap().len(),
+            1,
+            "server tools are dropped"
+        );
+        assert_eq!(
+            out["tools"][0]["function"]["parameters"],
+            json!({"type": "object"})
+        );
         assert_eq!(out["tools"][0]["function"]["description"], "d");
         assert_eq!(choice(json!({"type": "auto"})), "auto");
         assert_eq!(choice(json!({"type": "any"})), "required");
         assert_eq!(choice(json!({"type": "none"})), "none");
-        assert_eq!(choice(json!({"type": "tool", "name": "w"}))["function"]["name"], "w");
+        assert_eq!(
+            choice(json!({"type": "tool", "name": "w"}))["function"]["name"],
+            "w"
+        );
     }
 
     #[test]
@@ -497,8 +546,14 @@ mod tests {
             to_openai(&body, ProviderKind::Glm, false)["thinking"],
             json!({"type": "enabled"})
         );
-        assert!(to_openai(&body, ProviderKind::Kimi, false).get("thinking").is_none());
-        assert!(to_openai(&body, ProviderKind::Openai, true)["stream_options"]["include_usage"] == true);
+        assert!(
+            to_openai(&body, ProviderKind::Kimi, false)
+                .get("thinking")
+                .is_none()
+        );
+        assert!(
+            to_openai(&body, ProviderKind::Openai, true)["stream_options"]["include_usage"] == true
+        );
     }
 
     #[test]
@@ -520,12 +575,19 @@ mod tests {
         assert_eq!(out["system"], "sys");
         assert_eq!(out["max_tokens"], DEFAULT_MAX_TOKENS);
         let m = out["messages"].as_array().unwrap();
-        assert_eq!(m[0]["content"][1]["source"], json!({"type": "base64", "media_type": "image/png", "data": "QQ=="}));
+        assert_eq!(
+            m[0]["content"][1]["source"],
+            json!({"type": "base64", "media_type": "image/png", "data": "QQ=="})
+        );
         assert_eq!(m[1]["content"][0]["input"], json!({"a": 1}));
         assert_eq!(m[1]["content"][0]["id"], "call_1");
         assert_eq!(m[2]["role"], "user");
         assert_eq!(m[2]["content"][0]["type"], "tool_result");
-        assert_eq!(m[2]["content"][1], json!({"type": "text", "text": "more"}), "merged turn");
+        assert_eq!(
+            m[2]["content"][1],
+            json!({"type": "text", "text": "more"}),
+            "merged turn"
+        );
         assert_eq!(out["stop_sequences"], json!(["X"]));
         assert_eq!(out["metadata"]["user_id"], "u");
         assert_eq!(out["tools"][0]["input_schema"], json!({"type": "object"}));
@@ -535,7 +597,10 @@ mod tests {
     #[test]
     fn invalid_arguments_are_kept_raw() {
         assert_eq!(arguments_input("{\"a\":1}"), json!({"a": 1}));
-        assert_eq!(arguments_input("not json"), json!({RAW_ARGUMENTS_KEY: "not json"}));
+        assert_eq!(
+            arguments_input("not json"),
+            json!({RAW_ARGUMENTS_KEY: "not json"})
+        );
         assert_eq!(arguments_input(""), json!({}));
     }
 }

@@ -49,7 +49,8 @@ pub fn usage_to_anthropic(usage: Option<&Value>) -> Value {
 pub fn usage_to_openai(usage: Option<&Value>) -> Value {
     let get = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64);
     let cached = get("cache_read_input_tokens").unwrap_or(0);
-    let prompt = get("input_tokens").unwrap_or(0) + cached + get("cache_creation_input_tokens").unwrap_or(0);
+    let prompt =
+        get("input_tokens").unwrap_or(0) + cached + get("cache_creation_input_tokens").unwrap_or(0);
     let completion = get("output_tokens").unwrap_or(0);
     let mut out = json!({
         "prompt_tokens": prompt,
@@ -92,11 +93,23 @@ pub fn to_anthropic(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
     {
         content.push(json!({ "type": "thinking", "thinking": r, "signature": "" }));
     }
-    if let Some(t) = message.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    if let Some(t) = message
+        .get("content")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
         content.push(json!({ "type": "text", "text": t }));
     }
-    for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-        let arguments = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
+    for call in message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let arguments = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         content.push(json!({
             "type": "tool_use",
             "id": call.get("id").and_then(Value::as_str).map_or_else(|| fresh_id("toolu_"), str::to_owned),
@@ -125,7 +138,12 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
-    for block in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+    for block in v
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
             Some("thinking") => {
@@ -197,13 +215,22 @@ mod tests {
         }));
         assert_eq!(out["id"], "msg_abc");
         assert_eq!(out["type"], "message");
-        assert_eq!(out["content"][0], json!({"type": "thinking", "thinking": "hmm", "signature": ""}));
+        assert_eq!(
+            out["content"][0],
+            json!({"type": "thinking", "thinking": "hmm", "signature": ""})
+        );
         assert_eq!(out["content"][1], json!({"type": "text", "text": "ok"}));
         assert_eq!(out["content"][2]["input"], json!({"city": "Paris"}));
         assert_eq!(out["content"][2]["id"], "call_1");
-        assert_eq!(out["content"][3]["input"][super::super::RAW_ARGUMENTS_KEY], "{oops");
+        assert_eq!(
+            out["content"][3]["input"][super::super::RAW_ARGUMENTS_KEY],
+            "{oops"
+        );
         assert_eq!(out["stop_reason"], "tool_use");
-        assert_eq!(out["usage"], json!({"input_tokens": 6, "output_tokens": 3, "cache_read_input_tokens": 4}));
+        assert_eq!(
+            out["usage"],
+            json!({"input_tokens": 6, "output_tokens": 3, "cache_read_input_tokens": 4})
+        );
     }
 
     #[test]
@@ -212,8 +239,10 @@ mod tests {
         assert_eq!(stop_reason(Some("length"), None), "max_tokens");
         assert_eq!(stop_reason(Some("tool_calls"), None), "tool_use");
         assert_eq!(stop_reason(Some("stop"), Some("END")), "stop_sequence");
-        let out = anthropic(json!({"choices": [{"finish_reason": "stop", "stop_reason": "END",
-            "message": {"content": "x"}}]}));
+        let out = anthropic(
+            json!({"choices": [{"finish_reason": "stop", "stop_reason": "END",
+            "message": {"content": "x"}}]}),
+        );
         assert_eq!(out["stop_sequence"], "END");
         assert!(out["id"].as_str().unwrap().starts_with("msg_"));
         assert_eq!(finish_reason(Some("tool_use")), "tool_calls");
@@ -231,7 +260,8 @@ mod tests {
             "stop_reason": "tool_use",
             "usage": {"input_tokens": 5, "output_tokens": 2, "cache_read_input_tokens": 3},
         });
-        let out: Value = serde_json::from_slice(&to_openai(body.to_string().as_bytes()).unwrap()).unwrap();
+        let out: Value =
+            serde_json::from_slice(&to_openai(body.to_string().as_bytes()).unwrap()).unwrap();
         let m = &out["choices"][0]["message"];
         assert_eq!(m["content"], "hi");
         assert_eq!(m["reasoning_content"], "t");

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::{Value, json};
 
-use super::response::{finish_reason, message_id, now_secs, stop_reason, usage_to_anthropic};
 use super::fresh_id;
+use super::response::{finish_reason, message_id, now_secs, stop_reason, usage_to_anthropic};
 use crate::provider::ProviderError;
 
 /// A chunk translator.
@@ -106,7 +106,10 @@ impl ToAnthropic {
 
     fn close(&mut self, out: &mut VecDeque<Bytes>) {
         if self.open != Open::None {
-            push(out, &json!({ "type": "content_block_stop", "index": self.index }));
+            push(
+                out,
+                &json!({ "type": "content_block_stop", "index": self.index }),
+            );
             self.open = Open::None;
             self.index += 1;
         }
@@ -161,20 +164,32 @@ impl Translate for ToAnthropic {
             }
             self.delta(json!({ "type": "thinking_delta", "thinking": r }), out);
         }
-        if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        if let Some(t) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
             if self.open != Open::Text {
                 self.open(Open::Text, json!({ "type": "text", "text": "" }), out);
             }
             self.delta(json!({ "type": "text_delta", "text": t }), out);
         }
-        for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
             if self.open != Open::Tool(n) {
                 let id = call
                     .get("id")
                     .and_then(Value::as_str)
                     .map_or_else(|| fresh_id("toolu_"), str::to_owned);
-                let name = call.pointer("/function/name").cloned().unwrap_or_else(|| json!(""));
+                let name = call
+                    .pointer("/function/name")
+                    .cloned()
+                    .unwrap_or_else(|| json!(""));
                 self.open(
                     Open::Tool(n),
                     json!({ "type": "tool_use", "id": id, "name": name, "input": {} }),
@@ -186,7 +201,10 @@ impl Translate for ToAnthropic {
                 .and_then(Value::as_str)
                 .filter(|a| !a.is_empty())
             {
-                self.delta(json!({ "type": "input_json_delta", "partial_json": args }), out);
+                self.delta(
+                    json!({ "type": "input_json_delta", "partial_json": args }),
+                    out,
+                );
             }
         }
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
@@ -296,8 +314,10 @@ impl Translate for ToOpenai {
                         );
                     }
                     Some("text") => {
-                        if let Some(t) =
-                            block.get("text").and_then(Value::as_str).filter(|t| !t.is_empty())
+                        if let Some(t) = block
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .filter(|t| !t.is_empty())
                         {
                             self.emit(json!({ "content": t }), None, out);
                         }
@@ -330,9 +350,10 @@ impl Translate for ToOpenai {
             Some("content_block_stop") => self.tool = None,
             Some("message_delta") => {
                 let mut usage = self.usage.clone();
-                if let (Some(u), Some(delta)) =
-                    (usage.as_object_mut(), v.get("usage").and_then(Value::as_object))
-                {
+                if let (Some(u), Some(delta)) = (
+                    usage.as_object_mut(),
+                    v.get("usage").and_then(Value::as_object),
+                ) {
                     for (k, val) in delta {
                         u.insert(k.clone(), val.clone());
                     }
@@ -372,8 +393,17 @@ pub fn message_events(body: &[u8]) -> Result<Vec<Bytes>, serde_json::Error> {
     start["content"] = json!([]);
     start["stop_reason"] = Value::Null;
     start["stop_sequence"] = Value::Null;
-    push(&mut out, &json!({ "type": "message_start", "message": start }));
-    for (index, block) in v.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    push(
+        &mut out,
+        &json!({ "type": "message_start", "message": start }),
+    );
+    for (index, block) in v
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let (empty, delta) = match block.get("type").and_then(Value::as_str) {
             Some("text") => (
                 json!({ "type": "text", "text": "" }),
@@ -390,9 +420,18 @@ pub fn message_events(body: &[u8]) -> Result<Vec<Bytes>, serde_json::Error> {
             ),
             _ => continue,
         };
-        push(&mut out, &json!({ "type": "content_block_start", "index": index, "content_block": empty }));
-        push(&mut out, &json!({ "type": "content_block_delta", "index": index, "delta": delta }));
-        push(&mut out, &json!({ "type": "content_block_stop", "index": index }));
+        push(
+            &mut out,
+            &json!({ "type": "content_block_start", "index": index, "content_block": empty }),
+        );
+        push(
+            &mut out,
+            &json!({ "type": "content_block_delta", "index": index, "delta": delta }),
+        );
+        push(
+            &mut out,
+            &json!({ "type": "content_block_stop", "index": index }),
+        );
     }
     push(
         &mut out,
@@ -485,7 +524,9 @@ mod tests {
             t.chunk(c.to_string().as_bytes(), &mut out).unwrap();
         }
         t.finish(&mut out);
-        out.iter().map(|b| serde_json::from_slice(b).unwrap()).collect()
+        out.iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect()
     }
 
     fn types(events: &[Value]) -> Vec<&str> {
@@ -494,22 +535,38 @@ mod tests {
 
     #[test]
     fn openai_text_and_reasoning_chunks_become_the_full_event_sequence() {
-        let events = run(ToAnthropic::new(), &[
-            json!({"id": "chatcmpl-1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
-            json!({"choices": [{"index": 0, "delta": {"reasoning_content": "think"}}]}),
-            json!({"choices": [{"index": 0, "delta": {"content": "he"}}]}),
-            json!({"choices": [{"index": 0, "delta": {"content": "llo"}, "finish_reason": "stop"}]}),
-            json!({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}}),
-        ]);
-        assert_eq!(types(&events), [
-            "message_start", "ping",
-            "content_block_start", "content_block_delta", "content_block_stop",
-            "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
-            "message_delta", "message_stop",
-        ]);
+        let events = run(
+            ToAnthropic::new(),
+            &[
+                json!({"id": "chatcmpl-1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
+                json!({"choices": [{"index": 0, "delta": {"reasoning_content": "think"}}]}),
+                json!({"choices": [{"index": 0, "delta": {"content": "he"}}]}),
+                json!({"choices": [{"index": 0, "delta": {"content": "llo"}, "finish_reason": "stop"}]}),
+                json!({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}}),
+            ],
+        );
+        assert_eq!(
+            types(&events),
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+            ]
+        );
         assert_eq!(events[0]["message"]["id"], "msg_1");
         assert_eq!(events[2]["content_block"]["type"], "thinking");
-        assert_eq!(events[3]["delta"], json!({"type": "thinking_delta", "thinking": "think"}));
+        assert_eq!(
+            events[3]["delta"],
+            json!({"type": "thinking_delta", "thinking": "think"})
+        );
         assert_eq!(events[5]["index"], 1);
         assert_eq!(events[7]["delta"]["text"], "llo");
         assert_eq!(events[9]["delta"]["stop_reason"], "end_turn");
@@ -519,15 +576,24 @@ mod tests {
 
     #[test]
     fn tool_call_argument_deltas_become_input_json_deltas_by_index() {
-        let events = run(ToAnthropic::new(), &[
-            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "w", "arguments": ""}}]}}]}),
-            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"c\":"}}]}}]}),
-            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}]}),
-            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_b", "function": {"name": "x", "arguments": "{}"}}]}}]}),
-            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
-        ]);
-        let starts: Vec<&Value> = events.iter().filter(|e| e["type"] == "content_block_start").collect();
-        assert_eq!(starts[0]["content_block"], json!({"type": "tool_use", "id": "call_a", "name": "w", "input": {}}));
+        let events = run(
+            ToAnthropic::new(),
+            &[
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "w", "arguments": ""}}]}}]}),
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"c\":"}}]}}]}),
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}]}),
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_b", "function": {"name": "x", "arguments": "{}"}}]}}]}),
+                json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            ],
+        );
+        let starts: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "content_block_start")
+            .collect();
+        assert_eq!(
+            starts[0]["content_block"],
+            json!({"type": "tool_use", "id": "call_a", "name": "w", "input": {}})
+        );
         assert_eq!(starts[1]["content_block"]["id"], "call_b");
         assert_eq!(starts[1]["index"], 1);
         let partial: String = events
@@ -536,41 +602,60 @@ mod tests {
             .map(|e| e["delta"]["partial_json"].as_str().unwrap())
             .collect();
         assert_eq!(partial, "{\"c\":1}");
-        let delta = events.iter().find(|e| e["type"] == "message_delta").unwrap();
+        let delta = events
+            .iter()
+            .find(|e| e["type"] == "message_delta")
+            .unwrap();
         assert_eq!(delta["delta"]["stop_reason"], "tool_use");
     }
 
     #[test]
     fn an_empty_stream_still_starts_and_stops() {
         let events = run(ToAnthropic::new(), &[]);
-        assert_eq!(types(&events), ["message_start", "ping", "message_delta", "message_stop"]);
+        assert_eq!(
+            types(&events),
+            ["message_start", "ping", "message_delta", "message_stop"]
+        );
     }
 
     #[test]
     fn anthropic_events_become_openai_chunks() {
-        let chunks = run(ToOpenai::new(), &[
-            json!({"type": "message_start", "message": {"id": "msg_1", "model": "c", "usage": {"input_tokens": 7, "output_tokens": 1}}}),
-            json!({"type": "ping"}),
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}),
-            json!({"type": "content_block_stop", "index": 0}),
-            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {}}}),
-            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
-            json!({"type": "content_block_stop", "index": 1}),
-            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}}),
-            json!({"type": "message_stop"}),
-        ]);
+        let chunks = run(
+            ToOpenai::new(),
+            &[
+                json!({"type": "message_start", "message": {"id": "msg_1", "model": "c", "usage": {"input_tokens": 7, "output_tokens": 1}}}),
+                json!({"type": "ping"}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {}}}),
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
+                json!({"type": "content_block_stop", "index": 1}),
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}}),
+                json!({"type": "message_stop"}),
+            ],
+        );
         assert_eq!(chunks[0]["id"], "chatcmpl-msg_1");
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "hi");
-        assert_eq!(chunks[2]["choices"][0]["delta"]["tool_calls"][0]["id"], "toolu_1");
-        assert_eq!(chunks[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{}");
+        assert_eq!(
+            chunks[2]["choices"][0]["delta"]["tool_calls"][0]["id"],
+            "toolu_1"
+        );
+        assert_eq!(
+            chunks[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{}"
+        );
         assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(chunks[5]["usage"]["prompt_tokens"], 7);
         assert_eq!(chunks[5]["usage"]["completion_tokens"], 5);
         let mut out = VecDeque::new();
-        let error = json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}});
-        assert_eq!(ToOpenai::new().chunk(error.to_string().as_bytes(), &mut out), Err("busy".into()));
+        let error =
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}});
+        assert_eq!(
+            ToOpenai::new().chunk(error.to_string().as_bytes(), &mut out),
+            Err("busy".into())
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ pub(super) enum Translation {
 impl Translation {
     /// The translation for `body` sent to a provider of `kind`.
     pub(super) fn of(kind: ProviderKind, body: &Value) -> Self {
-        match (kind == ProviderKind::Anthropic, anthropic::is_anthropic(body)) {
+        match (
+            kind == ProviderKind::Anthropic,
+            anthropic::is_anthropic(body),
+        ) {
             (false, false) => Self::None,
             (true, true) => Self::Native,
             (false, true) => Self::FromAnthropic(kind),
@@ -94,7 +97,10 @@ pub(super) fn endpoint(kind: ProviderKind) -> &'static str {
 /// The headers every upstream call carries: `x-api-key` and `anthropic-version` for the
 /// `anthropic` kind, `Authorization: Bearer` for the others. Keys are marked sensitive.
 /// `None` when the key cannot be a header value.
-pub(super) fn upstream_headers(kind: ProviderKind, key: Option<&SecretString>) -> Option<HeaderMap> {
+pub(super) fn upstream_headers(
+    kind: ProviderKind,
+    key: Option<&SecretString>,
+) -> Option<HeaderMap> {
     let mut headers = HeaderMap::new();
     if kind == ProviderKind::Anthropic {
         headers.insert(
@@ -104,7 +110,10 @@ pub(super) fn upstream_headers(kind: ProviderKind, key: Option<&SecretString>) -
     }
     if let Some(key) = key {
         let (name, text) = if kind == ProviderKind::Anthropic {
-            (HeaderName::from_static("x-api-key"), key.expose_secret().to_owned())
+            (
+                HeaderName::from_static("x-api-key"),
+                key.expose_secret().to_owned(),
+            )
         } else {
             (AUTHORIZATION, format!("Bearer {}", key.expose_secret()))
         };
@@ -122,7 +131,11 @@ pub(super) fn is_message_stop(data: &[u8]) -> bool {
     data.windows(NEEDLE.len()).any(|w| w == NEEDLE)
         && serde_json::from_slice::<Value>(data)
             .ok()
-            .and_then(|v| v.get("type").and_then(Value::as_str).map(|t| t == "message_stop"))
+            .and_then(|v| {
+                v.get("type")
+                    .and_then(Value::as_str)
+                    .map(|t| t == "message_stop")
+            })
             .unwrap_or(false)
 }
 
@@ -137,8 +150,14 @@ mod tests {
     fn the_dialect_pair_picks_the_translation() {
         let a = json!({ DIALECT_FIELD: "anthropic", "messages": [] });
         let o = json!({ "messages": [] });
-        assert_eq!(Translation::of(ProviderKind::Anthropic, &a), Translation::Native);
-        assert_eq!(Translation::of(ProviderKind::Anthropic, &o), Translation::ToAnthropic);
+        assert_eq!(
+            Translation::of(ProviderKind::Anthropic, &a),
+            Translation::Native
+        );
+        assert_eq!(
+            Translation::of(ProviderKind::Anthropic, &o),
+            Translation::ToAnthropic
+        );
         assert_eq!(
             Translation::of(ProviderKind::Glm, &a),
             Translation::FromAnthropic(ProviderKind::Glm)
@@ -146,7 +165,10 @@ mod tests {
         assert_eq!(Translation::of(ProviderKind::Kimi, &o), Translation::None);
         let map = a.as_object().unwrap().clone();
         let sent = Translation::Native.request(map, true);
-        assert!(!sent.contains_key(DIALECT_FIELD), "the marker never goes upstream");
+        assert!(
+            !sent.contains_key(DIALECT_FIELD),
+            "the marker never goes upstream"
+        );
     }
 
     #[test]
