@@ -523,6 +523,11 @@ mod tests {
             choice(json!({"type": "tool", "name": "w"}))["function"]["name"],
             "w"
         );
+        let out = openai(json!({"messages": [], "tools": tools,
+            "tool_choice": {"type": "auto", "disable_parallel_tool_use": true}}));
+        assert_eq!(out["parallel_tool_calls"], false);
+        let out = openai(json!({"messages": [], "tool_choice": {"type": "any"}}));
+        assert!(out.get("tool_choice").is_none(), "no tools, no tool_choice");
     }
 
     #[test]
