@@ -80,7 +80,7 @@ async fn setup(env: &[(&str, &str)]) -> Setup {
     let toml = format!(
         "[[providers]]\nname = \"mock\"\nkind = \"openai_compatible\"\nbase_url = \"{}\"\n\
          models = [\"mock-echo\", \"mock-tool\", \"mock-429\", \"mock-status-529\", \
-         \"mock-stream-cut\", \"mock-reasoning\"]\nmax_retries = 0\n\n\
+         \"mock-stream-cut\", \"mock-reasoning\", \"mock-500\"]\nmax_retries = 0\n\n\
          [[providers]]\nname = \"native\"\nkind = \"anthropic\"\nbase_url = \"{}\"\n\
          api_key = \"sk-ant-mock\"\nmodels = [\"claude-native-echo\"]\nmax_retries = 0\n\n\
          [registry]\ndefault_model = \"mock-echo\"\n\n\
@@ -479,6 +479,33 @@ async fn aliases_claude_fallback_thinking_and_the_cache_apply() {
     assert_eq!(m["content"][1]["type"], "text", "{m}");
     let (_, _, body) = post(&s.app, "/v1/messages", ask("mock-reasoning", true)).await;
     assert!(body.contains(r#""type":"thinking_delta""#), "{body}");
+}
+
+#[actix_rt::test]
+async fn messages_take_bearer_auth_and_fallback_chains() {
+    let s = setup(&[("EXAI_FALLBACK", "mock-500=mock-echo")]).await;
+    let body = json!({"model": "mock-500", "max_tokens": 9,
+                      "messages": [{"role": "user", "content": "fall back"}]});
+    let send = |token: &'static str| {
+        s.app
+            .client
+            .post(format!("{}/v1/messages", s.app.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let resp = send("wrong-token-wrong-token").await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error, json!({"type": "error", "error": {"type": "authentication_error",
+                                                        "message": "missing or invalid token"}}));
+    let resp = send(TOKEN).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-exai-provider"], "mock");
+    let m: Value = resp.json().await.unwrap();
+    assert_eq!(m["content"][0]["text"], "echo: fall back", "{m}");
+    assert_eq!(s.openai.requests_for("mock-500"), 1);
+    assert_eq!(s.openai.requests_for("mock-echo"), 1, "the chain's next model answered");
 }
 
 #[actix_rt::test]
