@@ -45,13 +45,18 @@ fn image_part(block: &Value) -> Option<Value> {
     Some(json!({ "type": "image_url", "image_url": { "url": url } }))
 }
 
-/// The OpenAI `content` of user text and image blocks: a string for a single text block,
-/// parts otherwise.
+/// The OpenAI `content` of user text and image blocks: text alone becomes one string (the
+/// blocks joined by newlines, which every OpenAI-compatible server accepts), parts otherwise.
 fn user_content(parts: Vec<Value>) -> Value {
-    if let [only] = parts.as_slice()
-        && only.get("type").and_then(Value::as_str) == Some("text")
+    if parts
+        .iter()
+        .all(|p| p.get("type").and_then(Value::as_str) == Some("text"))
     {
-        return only.get("text").cloned().unwrap_or_else(|| json!(""));
+        let texts: Vec<&str> = parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect();
+        return json!(texts.join("\n"));
     }
     Value::Array(parts)
 }
@@ -74,6 +79,9 @@ fn message_to_openai(message: &Value, out: &mut Vec<Value>) {
         for block in &blocks {
             match block.get("type").and_then(Value::as_str) {
                 Some("text") => {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
                     text.push_str(block.get("text").and_then(Value::as_str).unwrap_or(""))
                 }
                 Some("tool_use") => {
@@ -461,6 +469,11 @@ mod tests {
         assert_eq!(parts[2]["image_url"]["url"], "https://x/y.png");
         let out = openai(json!({"messages": [{"role": "user", "content": "hi"}]}));
         assert_eq!(out["messages"][0], json!({"role": "user", "content": "hi"}));
+        let out = openai(json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "b"},
+        ]}]}));
+        assert_eq!(out["messages"][0], json!({"role": "user", "content": "a\nb"}), "text alone is a string");
     }
 
     #[test]
