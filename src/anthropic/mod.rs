@@ -86,7 +86,8 @@ async fn read_body(
 }
 
 /// Parses and checks a Messages request: `model`, a non-empty `messages` array, a positive
-/// `max_tokens`, a boolean `stream`. Everything else is left to the translation (unknown
+/// `max_tokens`, a boolean `stream`. Roles are not checked: Claude Code also sends `system`
+/// turns inside `messages`. Everything else is left to the translation (unknown
 /// fields are dropped for OpenAI-compatible upstreams and passed through to `anthropic`).
 fn parse_body(bytes: &[u8], count_only: bool) -> Result<(Value, bool), GatewayError> {
     let body: Value = serde_json::from_slice(bytes)
@@ -114,25 +115,6 @@ fn parse_body(bytes: &[u8], count_only: bool) -> Result<(Value, bool), GatewayEr
     {
         return Err(GatewayError::invalid(
             "messages: a non-empty array is required",
-            Some("messages"),
-        ));
-    }
-    if let Some(bad) = fields["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| {
-            !matches!(
-                m.get("role").and_then(Value::as_str),
-                Some("user" | "assistant")
-            )
-        })
-    {
-        return Err(GatewayError::invalid(
-            format!(
-                "messages: role must be \"user\" or \"assistant\", got {}",
-                bad.get("role").unwrap_or(&Value::Null)
-            ),
             Some("messages"),
         ));
     }

@@ -73,6 +73,13 @@ fn message_to_openai(message: &Value, out: &mut Vec<Value>) {
         Value::Array(blocks) => blocks.clone(),
         _ => Vec::new(),
     };
+    if role == "system" {
+        let text = blocks_text(content);
+        if !text.is_empty() {
+            out.push(json!({ "role": "system", "content": text }));
+        }
+        return;
+    }
     if role == "assistant" {
         let mut text = String::new();
         let mut tool_calls = Vec::new();
@@ -454,6 +461,13 @@ mod tests {
             out["messages"][0],
             json!({"role": "system", "content": "a\nb"})
         );
+        let out = openai(json!({"messages": [
+            {"role": "system", "content": [{"type": "text", "text": "late"}]}]}));
+        assert_eq!(
+            out["messages"][0],
+            json!({"role": "system", "content": "late"}),
+            "system turns inside messages too"
+        );
     }
 
     #[test]
@@ -473,7 +487,11 @@ mod tests {
             {"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}},
             {"type": "text", "text": "b"},
         ]}]}));
-        assert_eq!(out["messages"][0], json!({"role": "user", "content": "a\nb"}), "text alone is a string");
+        assert_eq!(
+            out["messages"][0],
+            json!({"role": "user", "content": "a\nb"}),
+            "text alone is a string"
+        );
     }
 
     #[test]
