@@ -516,6 +516,79 @@ async fn messages_take_bearer_auth_and_fallback_chains() {
 }
 
 #[actix_rt::test]
+async fn claude_code_shaped_requests_are_accepted_and_translated() {
+    let s = setup(&[]).await;
+    // What Claude Code sends: `?beta=true`, betas, cache_control everywhere, thinking,
+    // fields with no OpenAI form, and a system turn inside `messages`.
+    let body = json!({
+        "model": "claude-sonnet-4-5-20250929", "max_tokens": 32000, "stream": true,
+        "temperature": 1, "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "context_management": {"edits": []}, "metadata": {"user_id": "user_x_session_y"},
+        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>r</system-reminder>"},
+                {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "system", "content": "late note"},
+        ],
+        "tools": [{"name": "Bash", "description": "run", "cache_control": {"type": "ephemeral"},
+                   "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}],
+    });
+    let resp = s
+        .app
+        .client
+        .post(format!("{}/v1/messages?beta=true", s.app.base))
+        .bearer_auth(TOKEN)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "claude-* falls back to the default model"
+    );
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("event: message_stop"), "{text}");
+    let sent = s.openai.last_request().unwrap();
+    assert_eq!(sent["model"], "mock-echo");
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "You are Claude Code."})
+    );
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "user", "content": "<system-reminder>r</system-reminder>\nhi"})
+    );
+    assert_eq!(
+        sent["messages"][2],
+        json!({"role": "system", "content": "late note"})
+    );
+    assert_eq!(sent["tools"][0]["function"]["name"], "Bash");
+    for field in [
+        "thinking",
+        "context_management",
+        "cache_control",
+        "metadata",
+    ] {
+        assert!(
+            sent.get(field).is_none(),
+            "{field} has no OpenAI form: {sent}"
+        );
+    }
+    let (status, _, count) = post(&s.app, "/v1/messages/count_tokens?beta=true", body).await;
+    assert_eq!(status, 200, "{count}");
+    assert!(
+        serde_json::from_str::<Value>(&count).unwrap()["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 10
+    );
+}
+
+#[actix_rt::test]
 async fn openai_sdk_chat_completions_create_and_stream() {
     let s = setup(&[]).await;
     let out = run_py(&s.app, "openai_client.py", &[], "mock-echo").await;
