@@ -408,9 +408,17 @@ mod tests {
             None
         );
         assert!(status(r#"{"model":"m","max_tokens":5,"messages":[]}"#, false).is_some());
-        assert!(
+        assert_eq!(
             status(
                 r#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#,
+                false
+            ),
+            None,
+            "Claude Code sends system turns inside messages"
+        );
+        assert!(
+            status(
+                r#"{"model":"m","max_tokens":0,"messages":[{"role":"user"}]}"#,
                 false
             )
             .is_some()
