@@ -3,10 +3,9 @@
 //! Counted with a real BPE tokenizer (`o200k_base`, embedded in the binary by `tiktoken-rs`)
 //! over the text the model would read: the system prompt, every message's text, tool calls'
 //! inputs and tool results, and each tool's name, description and input schema, plus a few
-//! tokens of framing per message and per tool. Claude's own tokenizer is not public, so the
-//! figure is an **estimate** (typically within 10–20 % of the provider's count), good for
-//! budgeting a context window, not for billing. Images count a flat
-//! [`IMAGE_TOKENS`].
+//! tokens of framing per message and per tool. Claude's own tokenizer is not public and each
+//! provider counts its own way, so the figure is an **estimate**, good for budgeting a context
+//! window, not for billing. Images count a flat [`IMAGE_TOKENS`].
 
 use serde_json::Value;
 
