@@ -155,14 +155,23 @@ pub struct Tables {
 /// The prefix of the names Claude Code and the Anthropic SDKs ask for.
 const CLAUDE_PREFIX: &str = "claude-";
 
+/// `name` without a trailing `-YYYYMMDD` snapshot date (`claude-sonnet-4-5-20250929` →
+/// `claude-sonnet-4-5`), so an alias of the undated name covers its snapshots.
+fn undated(name: &str) -> Option<&str> {
+    let (base, date) = name.rsplit_once('-')?;
+    (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())).then_some(base)
+}
+
 impl Tables {
     /// Resolves `model` without waiting: a configured alias (one hop), exact id or catalog
     /// alias (any case), `<provider>/<model>` for a registered provider, or `auto`; an
     /// unknown `claude-*` name resolves to the configured default model, when there is one.
     pub fn resolve(&self, model: &str) -> Option<Resolved> {
+        let lower = model.to_ascii_lowercase();
         let name = self
             .aliases
-            .get(&model.to_ascii_lowercase())
+            .get(&lower)
+            .or_else(|| self.aliases.get(undated(&lower)?))
             .map_or(model, String::as_str);
         if let Some(found) = self.resolve_name(name) {
             return Some(found);
@@ -774,6 +783,11 @@ mod tests {
         let t = tables(settings.clone(), std::slice::from_ref(&p));
         let model = |t: &Tables, m: &str| t.resolve(m).map(|r| r.model);
         assert_eq!(model(&t, "claude-sonnet-4-5").as_deref(), Some("qwen"));
+        assert_eq!(
+            model(&t, "claude-sonnet-4-5-20250929").as_deref(),
+            Some("qwen"),
+            "a dated snapshot name takes its undated alias"
+        );
         assert_eq!(
             model(&t, "llama3").as_deref(),
             Some("qwen"),
