@@ -21,6 +21,9 @@
 //! | `mock-reasoning` | the message carries Kimi-style `reasoning_content` |
 //! | `mock-status-<code>` | HTTP `<code>` with an OpenAI-style error body |
 //! | `mock-401` | HTTP 401 whose message quotes the bearer token, as some real APIs do |
+//! | `mock-tool` | a call of the first tool (or, after a `tool` result, its text); see `anthropic` |
+//!
+//! `POST /v1/messages` speaks Anthropic's Messages API (module `anthropic`).
 //!
 //! Hostile upstreams (bounded answers, errors in a 200):
 //!
@@ -59,6 +62,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{Value, json};
+
+mod anthropic;
 
 /// Extra latency of `mock-slow`.
 pub const DEFAULT_SLOW: Duration = Duration::from_millis(300);
@@ -410,6 +415,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/models", web::get().to(models))
         .route("/web_search", web::post().to(web_search))
         .route("/v1/web_search", web::post().to(web_search))
+        .route("/messages", web::post().to(anthropic::messages))
+        .route("/v1/messages", web::post().to(anthropic::messages))
         .route("/__mock/stats", web::get().to(stats))
         .route("/__mock/reset", web::post().to(reset));
 }
@@ -453,6 +460,8 @@ enum Mode {
     QuotaJson,
     /// 200 with an object without `choices`.
     NoChoices,
+    /// Tool calls (module `anthropic`).
+    Tool,
 }
 
 fn mode(model: &str) -> Mode {
@@ -472,6 +481,7 @@ fn mode(model: &str) -> Mode {
         "mock-quota" => return Mode::Quota,
         "mock-quota-json" => return Mode::QuotaJson,
         "mock-no-choices" => return Mode::NoChoices,
+        "mock-tool" => return Mode::Tool,
         _ => {}
     }
     if let Some(n) = suffix("mock-big-cl").and_then(|s| s.parse().ok()) {
@@ -594,6 +604,7 @@ async fn chat(state: web::Data<MockState>, http: HttpRequest, body: Bytes) -> Ht
             return HttpResponse::Ok()
                 .json(json!({"id": "chatcmpl-empty", "object": "chat.completion"}));
         }
+        Mode::Tool => return anthropic::tool_reply(&request, seen, &model, stream),
         _ => {}
     }
 

@@ -1,5 +1,5 @@
 //! The provider actor, one per configured provider (Kimi, GLM, OpenAI, any OpenAI-compatible
-//! server), and the types of an upstream call.
+//! server, an Anthropic Messages API endpoint), and the types of an upstream call.
 //!
 //! The work is done by [`ProviderHandle`] (in `provider/handle.rs`), which the dispatcher and
 //! the HTTP layer call directly so no request waits in a mailbox. The actor owns the periodic
@@ -7,12 +7,15 @@
 //! [`Stream`] and [`ListRemoteModels`] for callers that prefer messages, by delegating to the
 //! handle.
 //!
-//! All four kinds speak the same OpenAI chat-completions dialect, so they share the handle;
-//! [`ProviderKind`] only picks the default base URL and the built-in catalog entries.
+//! Four kinds speak the OpenAI chat-completions dialect and `anthropic` the Messages API; they
+//! share the handle, and `provider/anthropic.rs` decides per call whether the body and the
+//! answer cross dialects ([`crate::anthropic`]). Otherwise [`ProviderKind`] only picks the
+//! default base URL and the built-in catalog entries.
 //!
 //! A restart resets nothing that matters: the breaker, slots, counters and HTTP clients live
 //! in the handle's `Arc`, which the child factory captures.
 
+mod anthropic;
 pub mod body;
 mod error;
 mod handle;
@@ -24,6 +27,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
+pub use anthropic::ANTHROPIC_BASE_URL;
 pub use error::{ErrorLabels, ProviderError, TimeoutKind};
 pub use handle::{
     ChatStream, Completion, EVENT_SOURCE, ProviderHandle, REQUEST_EVENT, RemoteModel, Usage,
