@@ -235,7 +235,7 @@ struct Shared {
     /// `<base>/chat/completions` (`<base>/messages` for `anthropic`), parsed once.
     completions_url: reqwest::Url,
     /// `<base>/models`.
-    models_url: String,
+    models_url: reqwest::Url,
     /// The key's header(s), marked sensitive so they never print.
     headers: HeaderMap,
     /// Concurrency slots.
@@ -300,12 +300,12 @@ impl ProviderHandle {
             });
         }
         let endpoint = anthropic::endpoint(settings.kind);
-        let completions_url = reqwest::Url::parse(&format!("{base}/{endpoint}")).map_err(|e| {
-            ProviderError::Unavailable {
-                provider: name.to_string(),
-                message: format!("base URL is not a valid URL: {e}"),
-            }
-        })?;
+        let invalid = |e: url::ParseError| ProviderError::Unavailable {
+            provider: name.to_string(),
+            message: format!("base URL is not a valid URL: {e}"),
+        };
+        let completions_url = endpoint_url(&base, endpoint).map_err(invalid)?;
+        let models_url = endpoint_url(&base, "models").map_err(invalid)?;
         let headers = anthropic::upstream_headers(settings.kind, settings.api_key.as_ref())
             .ok_or_else(|| ProviderError::Unavailable {
                 provider: name.to_string(),
@@ -316,7 +316,7 @@ impl ProviderHandle {
             shared: Arc::new(Shared {
                 id: NEXT_HANDLE_ID.fetch_add(1, Ordering::Relaxed),
                 completions_url,
-                models_url: format!("{base}/models"),
+                models_url,
                 headers,
                 slots: Arc::new(Semaphore::new(
                     settings.max_concurrency.clamp(1, Semaphore::MAX_PERMITS),
@@ -584,12 +584,12 @@ impl ProviderHandle {
         body: &Value,
     ) -> Result<Bytes, ProviderError> {
         let s = &self.shared;
-        let base = s.settings.base_url.trim_end_matches('/');
-        let url = reqwest::Url::parse(&format!("{base}/{}", path.trim_start_matches('/')))
-            .map_err(|e| ProviderError::InvalidRequest {
+        let url = endpoint_url(&s.settings.base_url, path).map_err(|e| {
+            ProviderError::InvalidRequest {
                 provider: s.name.to_string(),
                 message: format!("bad endpoint {path:?}: {e}"),
-            })?;
+            }
+        })?;
         let bytes =
             Bytes::from(
                 serde_json::to_vec(body).map_err(|e| ProviderError::InvalidRequest {
@@ -672,7 +672,7 @@ impl ProviderHandle {
         let s = &self.shared;
         let client = self.client()?;
         let fetch = async {
-            let request = client.get(&s.models_url).headers(s.headers.clone());
+            let request = client.get(s.models_url.clone()).headers(s.headers.clone());
             let response = request.send().await.map_err(|e| self.transport_error(e))?;
             if !response.status().is_success() {
                 return Err(self.status_error(response).await);
@@ -892,10 +892,21 @@ impl ProviderHandle {
         if let Some(error) = parsed.error {
             return Err(self.reported_error(&error));
         }
-        if parsed.choices.is_none() {
+        let anthropic_upstream = self.shared.settings.kind == super::ProviderKind::Anthropic;
+        let is_answer = if anthropic_upstream {
+            parsed.content.is_some()
+        } else {
+            parsed.choices.is_some()
+        };
+        if !is_answer {
+            let expected = if anthropic_upstream {
+                "content"
+            } else {
+                "choices"
+            };
             return Err(ProviderError::Malformed {
                 provider: self.shared.name.to_string(),
-                message: "the answer has neither choices nor an error".into(),
+                message: format!("the answer has neither {expected} nor an error"),
             });
         }
         Ok((bytes, parsed.usage))
@@ -1424,6 +1435,10 @@ struct AnswerBody {
     /// Present in every completion; only its presence is checked.
     #[serde(default)]
     choices: Option<serde::de::IgnoredAny>,
+    /// Present in every Anthropic message (an `anthropic` upstream); only its presence is
+    /// checked.
+    #[serde(default)]
+    content: Option<serde::de::IgnoredAny>,
     /// An error object sent with a 200 instead of a completion.
     #[serde(default)]
     error: Option<Value>,
@@ -1465,4 +1480,37 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `<base>/<path>`: the path is appended to the base URL's path, so a base URL that carries
+/// a query string (`…/v1?api_key=…`, as some gateways want) keeps it on every endpoint.
+fn endpoint_url(base: &str, path: &str) -> Result<reqwest::Url, url::ParseError> {
+    let mut url = reqwest::Url::parse(base)?;
+    let joined = format!(
+        "{}/{}",
+        url.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    url.set_path(&joined);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::endpoint_url;
+
+    #[test]
+    fn endpoints_keep_the_base_path_and_its_query() {
+        let u = endpoint_url("https://gw.example/v1?api_key=k", "chat/completions").unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://gw.example/v1/chat/completions?api_key=k"
+        );
+        let u = endpoint_url("http://127.0.0.1:9/v1/", "/models").unwrap();
+        assert_eq!(u.as_str(), "http://127.0.0.1:9/v1/models");
+        let u = endpoint_url("http://h", "messages").unwrap();
+        assert_eq!(u.as_str(), "http://h/messages");
+        assert!(endpoint_url("not a url", "models").is_err());
+    }
 }
