@@ -355,7 +355,7 @@ impl Session {
                 call.task.abort();
                 let error = GatewayError::ToolFailed("cancelled by the client".to_owned());
                 self.record_call_kind(call.tool, call.started.elapsed(), "cancelled", &error);
-                tracing::info!(
+                tracing::debug!(
                     tool = call.tool,
                     session_id = self.session_id.as_deref().unwrap_or(""),
                     request_id,
@@ -720,7 +720,8 @@ async fn run_call(task: CallTask) {
             data["model"] = json!(out.model);
             data["provider"] = json!(out.provider);
             data["cache"] = json!(out.cache);
-            tracing::info!(
+            // Per call, so `debug`: a busy editor makes many calls (DESIGN §1 rule 5).
+            tracing::debug!(
                 tool = name,
                 %session_id,
                 %request_id,
@@ -734,7 +735,7 @@ async fn run_call(task: CallTask) {
         }
         Err(error) => {
             data["error_kind"] = json!(error.kind());
-            tracing::info!(
+            tracing::debug!(
                 tool = name,
                 %session_id,
                 %request_id,
