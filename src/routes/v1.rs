@@ -35,6 +35,8 @@ pub const CACHE_AGE_HEADER: &str = "x-exai-cache-age-ms";
 pub const PROVIDER_HEADER: &str = "x-exai-provider";
 /// Fields that steer exai and are not sent upstream.
 const EXAI_FIELDS: &[&str] = &["cache", "continuation_id"];
+/// Longest client `x-request-id` kept in the call's event.
+const MAX_REQUEST_ID_BYTES: usize = 128;
 /// The SSE terminator.
 const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -240,6 +242,11 @@ pub async fn chat_completions(
         }
     }
     let mut record = CallRecord::new(&state, stream);
+    if let Some(id) = header_value(header::HeaderName::from_static("x-request-id"))
+        .filter(|id| id.len() <= MAX_REQUEST_ID_BYTES)
+    {
+        record.data["request_id"] = json!(id);
+    }
     if stream {
         let answer = match state.chat.stream(body, bypass).await {
             Ok(answer) => answer,

@@ -10,6 +10,7 @@ mod dashboard;
 mod foundation;
 mod helpers;
 mod history;
+mod kill9;
 mod outage_logs;
 mod pipeline;
 mod providers;
