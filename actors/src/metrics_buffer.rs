@@ -1022,6 +1022,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn confirmed_segments_are_deleted_so_the_journal_stays_small() {
+        let dir = std::env::temp_dir().join(format!("exai-mb-{}", uuid::Uuid::new_v4()));
+        let store = Arc::new(FakeStore::default());
+        let recorder = Recorder::new("t", 10_000);
+        let mut settings = settings(&dir);
+        settings.journal.segment_bytes = 2048;
+        settings.journal.shards = 2;
+        let pipeline = MetricsPipeline::new(
+            settings,
+            store.clone(),
+            recorder.clone(),
+            HealthBoard::new(),
+        )
+        .unwrap();
+        for round in 0..20 {
+            for n in 0..50 {
+                recorder.record("s", "x", json!({ "n": round * 50 + n }));
+            }
+            pipeline.flush().await.unwrap();
+        }
+        let stats = pipeline.stats();
+        assert_eq!(store.rows.lock().unwrap().len(), 1000);
+        assert!(
+            stats.journal_segments <= 2 && stats.journal_bytes <= 2 * 2048 + 512,
+            "only the open segments remain: {stats:?}"
+        );
+        assert_eq!((stats.spilled_bytes, stats.buffered), (0, 0));
+        assert!(dir.join("spill/checkpoint").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn outage_spills_and_recovery_stores_everything_once() {
         let dir = std::env::temp_dir().join(format!("exai-mb-{}", uuid::Uuid::new_v4()));
         let store = Arc::new(FakeStore::default());

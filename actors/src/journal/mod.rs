@@ -699,8 +699,8 @@ impl Journal {
         let mut written = 0;
         for event in events {
             match self.append_disk_only(event) {
-                Ok(()) => written += 1,
-                Err(event) => match self.reserve() {
+                None => written += 1,
+                Some(event) => match self.reserve() {
                     Some(_) => lock(&self.shards[0])
                         .queue
                         .push_back(Pending { event, at: None }),
@@ -714,23 +714,24 @@ impl Journal {
     }
 
     /// Writes an event that has no memory copy; its segment is read from disk from now on.
-    fn append_disk_only(&self, event: Event) -> Result<(), Event> {
+    /// Gives the event back if it could not be written.
+    fn append_disk_only(&self, event: Event) -> Option<Event> {
         let record = match encode(&event) {
             Ok(record) => record,
             Err(error) => {
                 self.write_failed(&error);
-                return Err(event);
+                return Some(event);
             }
         };
         let (index, mut shard) = self.lock_shard();
         match self.write(index, &mut shard, &record) {
             Ok(at) => {
                 at.seg.to_disk();
-                Ok(())
+                None
             }
             Err(error) => {
                 self.write_failed(&error);
-                Err(event)
+                Some(event)
             }
         }
     }
