@@ -272,9 +272,15 @@ impl Stream for StoreOnComplete {
             std::task::Poll::Ready(None) => {
                 if let Some(body) = this.assembly.take().and_then(|a| a.finish(&this.model)) {
                     let (cache, key, model) = (this.cache.clone(), this.key, this.model.clone());
-                    actix_rt::spawn(async move {
+                    let mut store = Box::pin(async move {
                         cache.store(&key, &model, body).await;
                     });
+                    // The first poll stores in L1 and records `cache.set` now, before the
+                    // client is handed the end of the stream; only the L2 write (if any)
+                    // finishes in the background.
+                    if store.as_mut().poll(cx).is_pending() {
+                        actix_rt::spawn(store);
+                    }
                 }
             }
             std::task::Poll::Pending => {}

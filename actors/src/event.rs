@@ -2,22 +2,27 @@
 //!
 //! Everything that happens — an upstream attempt, a cache lookup, a connection, a breaker
 //! change, an actor fault — becomes an [`Event`] through [`Recorder::record`]. Recording
-//! never blocks on I/O and never awaits: it appends to a bounded in-memory queue that the
-//! metrics buffer drains, and hands the event to live subscribers (the dashboard).
+//! never awaits and never touches the database: it writes the event to the journal (one
+//! `write(2)`, see [`crate::journal`]) and keeps a copy in the journal's bounded memory for
+//! the flusher, then hands the event to live subscribers (the dashboard). So by the time
+//! `record` returns, the event survives a `kill -9` of the process.
 //!
-//! The queue lives here, not inside the metrics-buffer actor, so a restart of that actor
-//! loses nothing. When the queue is full, events go to the installed [`Spill`] sink (the
-//! disk journal); only if none is installed is the oldest event dropped and counted.
+//! The recorder is created before the pipeline that owns the journal; events recorded
+//! before [`Recorder::set_journal`] (or by a recorder that never gets one, as in tests) wait
+//! in a bounded in-memory queue, which `set_journal` moves into the journal. Without a
+//! journal, a full queue drops its oldest event and counts it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
+
+use crate::journal::{Appended, Journal};
 
 /// Capacity of the live broadcast channel. A subscriber that falls further behind than this
 /// is told how many events it missed (`RecvError::Lagged`) instead of slowing recording.
@@ -86,12 +91,6 @@ impl Event {
 /// dashboard) encodes it only if someone is watching.
 pub type LiveEvent = Arc<Event>;
 
-/// Where events go when the in-memory queue is full: the spill journal.
-pub trait Spill: Send + Sync {
-    /// Persists `events` durably enough to survive a restart of the process.
-    fn spill(&self, events: &[Event]) -> std::io::Result<()>;
-}
-
 /// Counters describing the queue, for `/health` and the dashboard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RecorderStats {
@@ -99,12 +98,13 @@ pub struct RecorderStats {
     pub recorded: u64,
     /// Events waiting in memory for the flusher.
     pub queued: usize,
-    /// The queue's bound.
+    /// The memory bound.
     pub capacity: usize,
-    /// Events sent to the spill sink because the queue was full.
+    /// Events kept on disk only (memory full, or the store down); the flusher reads them
+    /// back from the journal.
     pub spilled: u64,
-    /// Events lost: only possible when the queue is full and no spill sink is installed,
-    /// or the spill sink itself failed.
+    /// Events lost: only possible when the journal cannot be written and memory is full,
+    /// or, without a journal, when the queue is full.
     pub dropped: u64,
 }
 
@@ -119,23 +119,21 @@ pub struct Recorder {
 struct Inner {
     /// This process's instance name, stamped on every event.
     instance: String,
-    /// Events not yet taken by the flusher, oldest first.
+    /// Events recorded while there is no journal, oldest first.
     queue: Mutex<VecDeque<Event>>,
-    /// Upper bound for `queue`.
+    /// Upper bound for `queue` and for the journal's memory.
     capacity: usize,
     /// Queue length at which the flusher is woken early.
     wake_at: std::sync::atomic::AtomicUsize,
     /// Wakes the flusher.
     notify: Notify,
-    /// Overflow destination when `queue` is full.
-    spill: RwLock<Option<Arc<dyn Spill>>>,
+    /// The journal every event is written to, once the pipeline installed it.
+    journal: OnceLock<Arc<Journal>>,
     /// Live feed for the dashboard.
     live: broadcast::Sender<LiveEvent>,
     /// Counter: events recorded.
     recorded: AtomicU64,
-    /// Counter: events spilled on overflow.
-    spilled: AtomicU64,
-    /// Counter: events lost.
+    /// Counter: events lost without a journal.
     dropped: AtomicU64,
 }
 
@@ -159,10 +157,9 @@ impl Recorder {
                 capacity: capacity.max(1),
                 wake_at: std::sync::atomic::AtomicUsize::new(usize::MAX),
                 notify: Notify::new(),
-                spill: RwLock::new(None),
+                journal: OnceLock::new(),
                 live,
                 recorded: AtomicU64::new(0),
-                spilled: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
             }),
         }
@@ -173,8 +170,8 @@ impl Recorder {
         &self.inner.instance
     }
 
-    /// Records one event. Never blocks on I/O unless the queue is full, in which case the
-    /// event goes to the spill journal.
+    /// Records one event: written to the journal before this returns. Never awaits; a
+    /// `write(2)` (and an `fsync` under `EXAI_METRICS_FSYNC=always`) is the only I/O.
     pub fn record(&self, source: &str, kind: &str, data: Value) {
         self.record_event(Event::new(&self.inner.instance, source, kind, data));
     }
@@ -187,61 +184,64 @@ impl Recorder {
             // A send error only means every subscriber left meanwhile.
             let _ = inner.live.send(Arc::new(event.clone()));
         }
-        let overflow = {
-            let mut queue = inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            if queue.len() < inner.capacity {
-                queue.push_back(event);
-                if queue.len() >= inner.wake_at.load(Ordering::Relaxed) {
-                    inner.notify.notify_one();
+        match inner.journal.get() {
+            Some(journal) => match journal.append(event) {
+                Appended::Queued(queued) | Appended::MemoryOnly(queued) => {
+                    if queued >= inner.wake_at.load(Ordering::Relaxed) {
+                        inner.notify.notify_one();
+                    }
                 }
-                None
-            } else {
-                Some(event)
-            }
-        };
-        if let Some(event) = overflow {
-            self.overflow(event);
-        }
-    }
-
-    /// The queue is full: spill, or as a last resort drop the oldest queued event.
-    fn overflow(&self, event: Event) {
-        let inner = &self.inner;
-        inner.notify.notify_one();
-        let spill = inner
-            .spill
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        match spill {
-            Some(sink) => match sink.spill(std::slice::from_ref(&event)) {
-                Ok(()) => {
-                    inner.spilled.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    inner.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%error, "spill failed; event dropped");
-                }
+                // The flusher has disk to read (or a loss to report).
+                Appended::DiskOnly | Appended::Dropped => inner.notify.notify_one(),
             },
-            None => {
-                let mut queue = inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                queue.pop_front();
-                queue.push_back(event);
-                inner.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            None => self.queue_in_memory(event),
         }
     }
 
-    /// Installs the overflow destination (the metrics pipeline's journal).
-    pub fn set_spill(&self, sink: Arc<dyn Spill>) {
-        *self
-            .inner
-            .spill
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(sink);
+    /// No journal yet: the bounded queue, dropping the oldest event when full.
+    fn queue_in_memory(&self, event: Event) {
+        let inner = &self.inner;
+        let mut queue = inner.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.len() >= inner.capacity {
+            queue.pop_front();
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queue.push_back(event);
+        if queue.len() >= inner.wake_at.load(Ordering::Relaxed) {
+            inner.notify.notify_one();
+        }
     }
 
-    /// Takes up to `max` of the oldest queued events.
+    /// Installs the journal (the metrics pipeline's). Events queued so far move into it.
+    /// A recorder takes one journal for its lifetime; a second one is refused.
+    pub fn set_journal(&self, journal: Arc<Journal>) -> Result<(), Arc<Journal>> {
+        self.inner.journal.set(journal)?;
+        for event in self.drain(usize::MAX) {
+            self.record_event_counted(event);
+        }
+        Ok(())
+    }
+
+    /// [`Recorder::record_event`] without counting or publishing it again (a loss is
+    /// counted by the journal).
+    fn record_event_counted(&self, event: Event) {
+        if let Some(journal) = self.inner.journal.get() {
+            let _ = journal.append(event);
+        }
+    }
+
+    /// The installed journal, if any.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.inner.journal.get()
+    }
+
+    /// The memory bound.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Takes up to `max` of the oldest events recorded while there was no journal (all of
+    /// them, for a recorder that never gets one). Events in the journal are the flusher's.
     pub fn drain(&self, max: usize) -> Vec<Event> {
         let mut queue = self
             .inner
@@ -252,37 +252,15 @@ impl Recorder {
         queue.drain(..n).collect()
     }
 
-    /// Puts events back at the front of the queue, keeping their order (a flush that could
-    /// not be completed). Whatever does not fit goes to the spill sink.
-    pub fn requeue_front(&self, events: Vec<Event>) {
-        let mut rest = Vec::new();
-        {
-            let mut queue = self
-                .inner
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let room = self.inner.capacity.saturating_sub(queue.len());
-            let mut events = events;
-            if events.len() > room {
-                rest = events.split_off(room);
-            }
-            for event in events.into_iter().rev() {
-                queue.push_front(event);
-            }
-        }
-        for event in rest {
-            self.overflow(event);
-        }
-    }
-
-    /// Number of events waiting in memory.
+    /// Number of events waiting in memory (journal copies included).
     pub fn queued(&self) -> usize {
-        self.inner
+        let local = self
+            .inner
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .len();
+        local + self.inner.journal.get().map_or(0, |j| j.queued())
     }
 
     /// Asks to be woken (through [`Recorder::notified`]) once `len` events are queued.
@@ -308,8 +286,9 @@ impl Recorder {
             recorded: self.inner.recorded.load(Ordering::Relaxed),
             queued: self.queued(),
             capacity: self.inner.capacity,
-            spilled: self.inner.spilled.load(Ordering::Relaxed),
-            dropped: self.inner.dropped.load(Ordering::Relaxed),
+            spilled: self.inner.journal.get().map_or(0, |j| j.spilled()),
+            dropped: self.inner.dropped.load(Ordering::Relaxed)
+                + self.inner.journal.get().map_or(0, |j| j.dropped()),
         }
     }
 }
@@ -354,41 +333,36 @@ mod tests {
         assert_eq!(rec.stats().dropped, 2);
     }
 
-    struct Collect(Mutex<Vec<Event>>);
-    impl Spill for Collect {
-        fn spill(&self, events: &[Event]) -> std::io::Result<()> {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(events);
-            Ok(())
-        }
-    }
-
     #[test]
-    fn full_queue_with_spill_loses_nothing() {
+    fn with_a_journal_full_memory_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("exai-rec-{}", Uuid::new_v4()));
         let rec = Recorder::new("t", 2);
-        let sink = Arc::new(Collect(Mutex::new(Vec::new())));
-        rec.set_spill(sink.clone());
-        for n in 0..5 {
+        rec.record("s", "x", json!({ "n": 0 }));
+        let journal =
+            Arc::new(Journal::open(crate::journal::JournalSettings::new(&dir), 2).unwrap());
+        assert!(rec.set_journal(journal.clone()).is_ok());
+        assert!(rec.set_journal(journal.clone()).is_err(), "one journal");
+        assert!(
+            rec.drain(10).is_empty(),
+            "the early event moved into the journal"
+        );
+        for n in 1..5 {
             rec.record("s", "x", json!({ "n": n }));
         }
-        assert_eq!(rec.drain(10).len(), 2);
-        assert_eq!(sink.0.lock().map(|v| v.len()).unwrap_or(0), 3);
-        assert_eq!(rec.stats().dropped, 0);
-        assert_eq!(rec.stats().spilled, 3);
-    }
-
-    #[test]
-    fn requeue_keeps_order() {
-        let rec = Recorder::new("t", 10);
-        for n in 0..4 {
-            rec.record("s", "x", json!({ "n": n }));
-        }
-        let first = rec.drain(2);
-        rec.requeue_front(first);
-        let ns: Vec<_> = rec.drain(10).iter().map(|e| e.data["n"].as_i64()).collect();
-        assert_eq!(ns, vec![Some(0), Some(1), Some(2), Some(3)]);
+        let stats = rec.stats();
+        assert_eq!((stats.queued, stats.spilled, stats.dropped), (2, 3, 0));
+        let on_disk: usize = crate::journal::list_segments(&dir)
+            .unwrap()
+            .iter()
+            .map(|s| {
+                crate::journal::read_segment_file(&s.path)
+                    .unwrap()
+                    .events
+                    .len()
+            })
+            .sum();
+        assert_eq!(on_disk, 5, "every event written before record returned");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]

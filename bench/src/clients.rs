@@ -13,8 +13,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// The chat body for request `i`; `unique` makes each prompt different (no cache hits).
 pub fn chat_body(model: &str, i: u64, unique: bool) -> Vec<u8> {
+    /// Makes "unique" prompts unique across runs too: closed-loop ids repeat from run to
+    /// run, and a repeat would be a cache hit.
+    static RUN_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let prompt = if unique {
-        format!("benchmark prompt {i}")
+        let seq = RUN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("benchmark prompt {i} {seq}")
     } else {
         "benchmark prompt".to_owned()
     };

@@ -5,8 +5,12 @@
 //! 1. gateway overhead (mock upstream direct vs `/v1` vs `/ws`), SQLite and PostgreSQL;
 //! 2. cache hit path; 3. event ingest vs a bare `COPY`; 4. dashboard fan-out;
 //! 5. soak; 6. PostgreSQL outage under load.
+//!
+//! With `--compare-bin PATH`, only the before/after comparison runs ([`compare`]): `/v1` of
+//! that binary beside this build's, written as one marked section of the report.
 
 mod clients;
+mod compare;
 mod ingest;
 mod loadgen;
 mod procs;
@@ -59,6 +63,10 @@ struct Opts {
     /// The command line to print in the report.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
+    /// Compare `/v1` of this exai binary (e.g. the build before a change) with this build's,
+    /// and write only that section into the report (nothing else runs).
+    #[arg(long)]
+    compare_bin: Option<PathBuf>,
 }
 
 /// Everything the scenarios share.
@@ -90,6 +98,18 @@ impl Ctx {
     /// Starts exai against `database_url`, returning the process, its port and data dir.
     async fn start_exai(
         &self,
+        label: &str,
+        database_url: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<(Proc, u16, PathBuf)> {
+        self.start_exai_bin(&self.exai, label, database_url, extra)
+            .await
+    }
+
+    /// [`Ctx::start_exai`] with another exai binary.
+    async fn start_exai_bin(
+        &self,
+        bin: &Path,
         label: &str,
         database_url: &str,
         extra: &[(&str, &str)],
@@ -129,7 +149,7 @@ impl Ctx {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
         let log = self.work.join(format!("exai-{label}-{port}.log"));
-        let proc = Proc::spawn(&format!("exai-{label}"), &self.exai, &["serve"], &env, &log)?;
+        let proc = Proc::spawn(&format!("exai-{label}"), bin, &["serve"], &env, &log)?;
         wait_ok(
             &self.client,
             &format!("http://127.0.0.1:{port}/health/ready"),
@@ -671,6 +691,20 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         mock_port,
         client,
     };
+    if let Some(before) = ctx.opts.compare_bin.clone() {
+        let section = compare::run(&ctx, &before).await;
+        drop(mock);
+        let section = section?;
+        let doc = std::fs::read_to_string(&ctx.opts.out).unwrap_or_default();
+        write(&ctx.opts.out, &compare::splice(&doc, &section))?;
+        eprintln!(
+            "[bench] wrote the comparison into {} in {:.0} s",
+            ctx.opts.out.display(),
+            started.elapsed().as_secs_f64()
+        );
+        let _ = std::fs::remove_dir_all(&work);
+        return Ok(());
+    }
     let mut report = Report::new(ctx.opts.quick, &ctx.opts.command);
 
     // A scenario that fails is reported as such in BENCHMARKS.md; the others still run.
@@ -734,7 +768,13 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     }
     drop(mock);
     report.total = started.elapsed();
-    let text = report.render();
+    let mut text = report.render();
+    // A before/after section written by `--compare-bin` is kept.
+    if let Ok(old) = std::fs::read_to_string(&ctx.opts.out)
+        && let Some(section) = compare::extract(&old)
+    {
+        text = compare::splice(&text, section);
+    }
     write(&ctx.opts.out, &text)?;
     if let Some(long) = report.long_soak() {
         write(Path::new(report::LONG_SOAK_FILE), &long)?;

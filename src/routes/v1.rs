@@ -43,6 +43,8 @@ const EXAI_FIELDS: &[&str] = &[
     "continuation_id",
     exai_actors::anthropic::DIALECT_FIELD,
 ];
+/// Longest client `x-request-id` kept in the call's event.
+const MAX_REQUEST_ID_BYTES: usize = 128;
 /// The SSE terminator.
 const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -233,6 +235,11 @@ pub async fn chat_completions(
         }
     }
     let mut record = CallRecord::new(&state, stream);
+    if let Some(id) = header_value(header::HeaderName::from_static("x-request-id"))
+        .filter(|id| id.len() <= MAX_REQUEST_ID_BYTES)
+    {
+        record.data["request_id"] = json!(id);
+    }
     if stream {
         let answer = match state.chat.stream(body, bypass).await {
             Ok(answer) => answer,

@@ -13,6 +13,7 @@ mod foundation;
 mod hardening_http;
 mod helpers;
 mod history;
+mod kill9;
 mod outage_logs;
 mod pipeline;
 mod providers;

@@ -199,12 +199,14 @@ impl EventStore for PgStore {
             let cutoff = |d: std::time::Duration| {
                 now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             };
+            // One transaction: a reader never sees raw rows pruned but their rollups not.
+            let mut tx = self.pool.begin().await?;
             let events = sqlx::query(
                 "DELETE FROM monitoring.monitoring_events \
                  WHERE ts < timestamptz 'epoch' + $1 * interval '1 millisecond'",
             )
             .bind(cutoff(retention.raw))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
             let minute_rows = sqlx::query(
@@ -212,7 +214,7 @@ impl EventStore for PgStore {
                  WHERE bucket < timestamptz 'epoch' + $1 * interval '1 millisecond'",
             )
             .bind(cutoff(retention.minute))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
             let hour_rows = sqlx::query(
@@ -220,9 +222,10 @@ impl EventStore for PgStore {
                  WHERE bucket < timestamptz 'epoch' + $1 * interval '1 millisecond'",
             )
             .bind(cutoff(retention.hour))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+            tx.commit().await?;
             Ok(Pruned {
                 events,
                 minute_rows,

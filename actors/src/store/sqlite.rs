@@ -270,21 +270,24 @@ impl EventStore for SqliteStore {
             let cutoff = |d: std::time::Duration| {
                 now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             };
+            // One transaction: a reader never sees raw rows pruned but their rollups not.
+            let mut tx = self.pool.begin().await?;
             let events = sqlx::query("DELETE FROM monitoring_events WHERE ts < ?")
                 .bind(cutoff(retention.raw))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
             let minute_rows = sqlx::query("DELETE FROM metrics_1min WHERE bucket < ?")
                 .bind(cutoff(retention.minute))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
             let hour_rows = sqlx::query("DELETE FROM metrics_1hour WHERE bucket < ?")
                 .bind(cutoff(retention.hour))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            tx.commit().await?;
             Ok(Pruned {
                 events,
                 minute_rows,

@@ -1,38 +1,46 @@
-//! The metrics buffer: the one flusher that moves recorded events from the [`Recorder`]'s
-//! bounded queue into the [`EventStore`] (DESIGN §3, §6).
+//! The metrics buffer: the one flusher that moves recorded events from the journal into the
+//! [`EventStore`] (DESIGN §3, §6).
 //!
 //! **Owns** (through [`MetricsPipeline`], an `Arc` the supervisor's factory captures, so a
 //! restart of the actor loses none of it): the store handle, the store's [`Breaker`], the
-//! spill [`Journal`], the batch in flight, the retry backoff and the counters. The actor itself
-//! holds nothing else; a restart resets only its timers.
+//! event [`Journal`] (installed in the [`Recorder`], which writes every event to it before
+//! `record` returns), the retry backoff and the counters. The actor itself holds nothing
+//! else; a restart resets only its timers.
 //!
 //! **Flush policy.** The actor flushes when `batch_size` events are queued (the recorder wakes
 //! it through [`Recorder::wake_at`]) or every `flush_interval`, whichever comes first, in
-//! inserts of at most `max_batch` events. A batch is moved into the shared in-flight slot
-//! before the store is called and cleared only after the store acknowledged it, so a failed
-//! flush — or a restart in the middle of one — keeps it; re-sending is safe because inserts are
-//! idempotent by event id.
+//! inserts of at most `max_batch` events. Events come from the journal's memory copies; once
+//! the store acknowledged a batch the journal is told ([`Journal::confirm`]), and segments
+//! confirmed to their end are deleted. Re-sending is always safe: inserts are idempotent by
+//! event id.
 //!
-//! **Failure.** A failed insert is retried after an exponential backoff with jitter
-//! ([`crate::retry`]); meanwhile new events wait in the bounded queue and, once it is full,
-//! overflow to the journal (installed with [`Recorder::set_spill`]). After
-//! `breaker.failure_threshold` consecutive failures the breaker opens: the in-flight batch and
-//! the whole queue go to the journal, and keep going there every `flush_interval` while it
-//! stays open. When the cool-down ends a single probe (`ping`) is let through; if it succeeds
-//! the breaker closes, the journal is replayed oldest first, and then the queue. Journal
-//! leftovers from a previous process are replayed the same way at start-up. The start and
-//! end of an outage are recorded as `breaker.opened` / `breaker.closed` events (source
+//! **Failure.** A batch the store did not take is not kept in memory: the journal forgets its
+//! copies and the flusher reads those events back from disk ([`Journal::backlog`]) on the
+//! next attempt, after an exponential backoff with jitter ([`crate::retry`]). After
+//! `breaker.failure_threshold` consecutive failures the breaker opens: memory copies are
+//! dropped and no new ones are kept while it stays open, so memory stays empty and the
+//! outage's events wait on disk. When the cool-down ends a single probe (`ping`) is let
+//! through; if it succeeds the breaker closes and the backlog is replayed oldest segment
+//! first, then memory resumes. Whatever a previous process left unconfirmed (the journal's
+//! checkpoint says from where) is replayed the same way at start-up. The start and end of an
+//! outage are recorded as `breaker.opened` / `breaker.closed` events (source
 //! `metrics_buffer`, `data.breaker = "store"`); failed half-open probes are not, so a long
 //! outage does not repeat itself every cool-down. Logging goes through [`FailureLog`]: an
 //! outage logs about five lines — store failing, breaker opened, breaker closed, store
 //! recovered, journal replayed — plus one summary per `log_summary_every` while it lasts.
 //!
-//! **Messages:** [`Flush`] (flush everything now; used at shutdown — if the store is down,
-//! everything goes to the journal and the reply is an error saying so) and [`Stats`].
+//! **Durability housekeeping**, once per loop iteration: under `EXAI_METRICS_FSYNC=batch`
+//! the journal is fsynced once per `flush_interval` (on a blocking thread); the checkpoint is
+//! rewritten when confirmed points moved (at most every 100 ms); confirmed segments are
+//! deleted.
 //!
-//! **Health:** component `pipeline` (buffered, spilled bytes, last successful flush,
-//! consecutive failures, breaker state, flushed, dropped, …; degraded while the breaker is not
-//! closed or the journal holds events) and component `store` (backend, reachable).
+//! **Messages:** [`Flush`] (flush everything now; used at shutdown — if the store is down,
+//! everything stays in the journal and the reply is an error saying so) and [`Stats`].
+//!
+//! **Health:** component `pipeline` (buffered, spilled bytes, journal bytes, last successful
+//! flush, consecutive failures, breaker state, flushed, dropped, …; degraded while the
+//! breaker is not closed or the journal holds a backlog) and component `store` (backend,
+//! reachable).
 //!
 //! **Retention:** a background job prunes the store per [`RetentionSettings`] once at start
 //! and then every `retention_interval`.
@@ -49,7 +57,7 @@ use crate::breaker::{Breaker, BreakerSettings, BreakerState, Permit, Transition}
 use crate::event::{Event, Recorder};
 use crate::failure_log::{DEFAULT_SUMMARY_EVERY, FailureLog};
 use crate::health::{HealthBoard, Status, rfc3339};
-use crate::journal::{Journal, JournalSettings};
+use crate::journal::{FsyncPolicy, Journal, JournalSettings, Taken};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::store::{EventStore, RetentionSettings, StoreError, now_ms};
 use crate::supervisor::{ChildSpec, Slot};
@@ -78,6 +86,8 @@ pub const DEFAULT_BREAKER_THRESHOLD: u32 = 3;
 pub const DEFAULT_BREAKER_COOL_DOWN: Duration = Duration::from_secs(5);
 /// Default events per insert while replaying the journal.
 pub const DEFAULT_REPLAY_BATCH: usize = 1000;
+/// Backlog runs (of `replay_batch` events) one loop iteration replays at most.
+const BACKLOG_RUNS_PER_STEP: usize = 16;
 /// Default gap between retention runs.
 pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -90,7 +100,7 @@ pub struct PipelineSettings {
     pub max_batch: usize,
     /// Flush at least this often (default 1 s).
     pub flush_interval: Duration,
-    /// Where and how the spill journal writes.
+    /// Where and how the event journal writes.
     pub journal: JournalSettings,
     /// Backoff between retries of a failed flush.
     pub retry: RetryPolicy,
@@ -130,13 +140,13 @@ impl PipelineSettings {
 /// Why the pipeline could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The spill journal could not be opened or written.
-    #[error("spill journal: {0}")]
+    /// The event journal could not be opened or written.
+    #[error("event journal: {0}")]
     Journal(#[from] std::io::Error),
-    /// The store is unreachable; the events were kept in the journal instead.
-    #[error("store unavailable ({error}); {spilled} events kept in the spill journal")]
+    /// The store is unreachable; the events stay in the journal.
+    #[error("store unavailable ({error}); {spilled} events kept in the event journal")]
     StoreUnavailable {
-        /// Events moved to the journal by this call.
+        /// Events whose memory copies this call dropped (they stay in the journal).
         spilled: u64,
         /// The last store error.
         error: String,
@@ -146,12 +156,17 @@ pub enum PipelineError {
 /// The pipeline's counters, for `/health`, the dashboard and [`Stats`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PipelineStats {
-    /// Events in memory: the recorder queue plus the batch in flight.
+    /// Events in memory, waiting for the flusher.
     pub buffered: usize,
-    /// The recorder queue's bound.
+    /// The memory bound.
     pub capacity: usize,
-    /// Bytes in the spill journal.
+    /// Bytes of events the store has not confirmed that wait on disk only (the spill): the
+    /// backlog the flusher reads back from the journal.
     pub spilled_bytes: u64,
+    /// Bytes in all journal segments, confirmed or not.
+    pub journal_bytes: u64,
+    /// Journal segment files.
+    pub journal_segments: usize,
     /// When the store last acknowledged a flush, RFC 3339.
     pub last_successful_flush: Option<String>,
     /// Store failures in a row.
@@ -162,10 +177,12 @@ pub struct PipelineStats {
     pub flushed: u64,
     /// Of those, events replayed from the journal.
     pub replayed: u64,
-    /// Events written to the journal since start (queue overflow and breaker spills).
+    /// Events kept on disk only since start (memory full, failed inserts, breaker open).
     pub spilled: u64,
-    /// Events lost because the journal itself failed.
+    /// Events lost because the journal itself failed and memory was full.
     pub dropped: u64,
+    /// Failed journal writes or fsyncs since start.
+    pub journal_write_errors: u64,
     /// Events the store refused as invalid data (e.g. out-of-range values); dropped after
     /// the rest of their batch was stored.
     pub rejected: u64,
@@ -215,6 +232,10 @@ struct Book {
     store_log: FailureLog,
     /// Journal failure logging.
     journal_log: FailureLog,
+    /// Journal write errors already reported.
+    write_errors_seen: u64,
+    /// Last journal fsync (policy `batch`).
+    last_sync: Option<Instant>,
     /// Retention failure logging.
     retention_log: FailureLog,
     /// Logging for events the store refuses.
@@ -246,20 +267,16 @@ struct Shared {
     recorder: Recorder,
     /// Where health is published.
     health: HealthBoard,
-    /// The spill journal (also installed as the recorder's overflow sink).
+    /// The event journal (also installed in the recorder).
     journal: Arc<Journal>,
     /// Serialises flushes between the loop, [`Flush`] and successive actor instances.
     flush_lock: tokio::sync::Mutex<()>,
-    /// Events taken from the queue and not yet acknowledged by the store.
-    in_flight: Mutex<Vec<Event>>,
     /// Breaker, backoff, failure logs and timestamps.
     book: Mutex<Book>,
     /// Counter: events newly stored.
     flushed: AtomicU64,
     /// Counter: events newly stored from the journal.
     replayed: AtomicU64,
-    /// Counter: events the flusher itself moved to the journal.
-    spilled_by_flusher: AtomicU64,
     /// Counter: events the store refused as invalid data.
     rejected: AtomicU64,
 }
@@ -281,22 +298,30 @@ impl std::fmt::Debug for MetricsPipeline {
 }
 
 impl MetricsPipeline {
-    /// Opens the journal (taking stock of leftovers from a previous process), installs it as
-    /// the recorder's overflow sink and publishes initial health. Start the actor with
-    /// [`MetricsPipeline::child_spec`].
+    /// Opens the journal (taking stock of what a previous process left unconfirmed),
+    /// installs it in the recorder and publishes initial health. Start the actor with
+    /// [`MetricsPipeline::child_spec`]. The journal keeps at most the recorder's capacity of
+    /// events in memory.
     pub fn new(
         settings: PipelineSettings,
         store: Arc<dyn EventStore>,
         recorder: Recorder,
         health: HealthBoard,
     ) -> Result<Self, PipelineError> {
-        let journal = Arc::new(Journal::open(settings.journal.clone())?);
-        recorder.set_spill(journal.clone());
+        let journal = Arc::new(Journal::open(
+            settings.journal.clone(),
+            recorder.capacity(),
+        )?);
+        recorder
+            .set_journal(journal.clone())
+            .map_err(|_| std::io::Error::other("the recorder already writes to another journal"))?;
         let summary_every = settings.log_summary_every;
         let book = Book {
             breaker: Breaker::new(settings.breaker),
             store_log: FailureLog::with_summary_every("store", summary_every),
-            journal_log: FailureLog::with_summary_every("spill journal", summary_every),
+            journal_log: FailureLog::with_summary_every("event journal", summary_every),
+            write_errors_seen: 0,
+            last_sync: None,
             retention_log: FailureLog::with_summary_every("retention", summary_every),
             reject_log: FailureLog::with_summary_every(
                 "event storage (rejected events)",
@@ -318,19 +343,18 @@ impl MetricsPipeline {
                 health,
                 journal,
                 flush_lock: tokio::sync::Mutex::new(()),
-                in_flight: Mutex::new(Vec::new()),
                 book: Mutex::new(book),
                 flushed: AtomicU64::new(0),
                 replayed: AtomicU64::new(0),
-                spilled_by_flusher: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
             }),
         };
-        if !pipeline.shared.journal.is_empty() {
+        let backlog = pipeline.shared.journal.backlog_bytes();
+        if backlog > 0 {
             pipeline.shared.book(|b| b.announce_replay = true);
             tracing::info!(
-                bytes = pipeline.shared.journal.bytes(),
-                "spill journal holds events from a previous run; replaying them"
+                bytes = backlog,
+                "event journal holds events a previous run did not see stored; replaying them"
             );
         }
         pipeline.shared.publish_health();
@@ -363,7 +387,7 @@ impl MetricsPipeline {
         self.shared.store.clone()
     }
 
-    /// The spill journal.
+    /// The event journal.
     pub fn journal(&self) -> Arc<Journal> {
         self.shared.journal.clone()
     }
@@ -375,20 +399,10 @@ impl Shared {
         f(&mut self.book.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Events in the in-flight slot.
-    fn in_flight_len(&self) -> usize {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
     /// One iteration of the flush loop; returns how long to wait before the next.
     async fn step(&self) -> Wait {
         let _guard = self.flush_lock.lock().await;
-        if let Err(error) = self.journal.sync() {
-            self.journal_failed(&error);
-        }
+        self.housekeeping(false).await;
         let interval = self.settings.flush_interval;
         let now = Instant::now();
         if let Some(at) = self.book(|b| b.retry_at).filter(|at| *at > now) {
@@ -465,49 +479,46 @@ impl Shared {
         }
     }
 
-    /// Replays the journal oldest first, then the in-flight batch, then the queue. With
-    /// `everything`, drains the queue completely; otherwise what was queued at the start.
+    /// Replays the disk backlog oldest segment first, then the memory copies. With
+    /// `everything`, drains memory and the backlog completely; otherwise a bounded amount,
+    /// so the loop gets to report health and let [`Flush`] in.
     async fn drain_to_store(&self, everything: bool) -> Result<u64, StoreError> {
-        let mut stored = self.replay_journal().await?;
-        stored += self.store_in_flight().await?;
+        let mut stored = self.replay_backlog(everything).await?;
         let max_batch = self.settings.max_batch.max(1);
-        let mut rounds = self.recorder.queued() / max_batch + 1;
+        let mut rounds = self.journal.queued() / max_batch + 1;
         loop {
-            let batch = self.recorder.drain(max_batch);
-            if batch.is_empty() {
+            let taken = self.journal.take(max_batch);
+            if taken.is_empty() {
                 break;
             }
-            *self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = batch;
-            stored += self.store_in_flight().await?;
+            stored += self.store_taken(taken).await?;
             rounds -= 1;
             if rounds == 0 && !everything {
                 break;
             }
         }
+        if everything {
+            // Whatever went to disk meanwhile (memory full) is the backlog's again.
+            stored += self.replay_backlog(true).await?;
+        }
         Ok(stored)
     }
 
-    /// Sends the in-flight batch to the store; clears it once acknowledged.
-    async fn store_in_flight(&self) -> Result<u64, StoreError> {
-        let batch = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if batch.is_empty() {
-            return Ok(0);
+    /// Inserts events taken from memory and confirms them to the journal. If the store does
+    /// not take them, the journal forgets the copies: the next attempt reads them from disk.
+    async fn store_taken(&self, taken: Taken) -> Result<u64, StoreError> {
+        match self.insert(&taken.events).await {
+            Ok(inserted) => {
+                self.journal.confirm(taken);
+                self.flushed.fetch_add(inserted, Ordering::Relaxed);
+                self.succeeded();
+                Ok(inserted)
+            }
+            Err(error) => {
+                self.journal.forget(taken);
+                Err(error)
+            }
         }
-        let inserted = self.insert(&batch).await?;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.flushed.fetch_add(inserted, Ordering::Relaxed);
-        self.succeeded();
-        Ok(inserted)
     }
 
     /// Inserts `events`. If the store refuses the data itself (a poison event), retries them
@@ -533,76 +544,92 @@ impl Shared {
         }
     }
 
-    /// Replays every sealed journal segment, oldest first, deleting each once stored.
-    async fn replay_journal(&self) -> Result<u64, StoreError> {
-        if self.journal.is_empty() {
-            return Ok(0);
-        }
-        let segments = match self.journal.seal() {
-            Ok(segments) => segments,
-            Err(error) => {
-                self.journal_failed(&error);
-                return Ok(0);
-            }
-        };
+    /// Replays the journal's disk backlog, oldest segment first, confirming each run once
+    /// stored. Without `everything`, at most [`BACKLOG_RUNS_PER_STEP`] runs.
+    async fn replay_backlog(&self, everything: bool) -> Result<u64, StoreError> {
         let chunk = self.settings.replay_batch.max(1);
         let mut stored = 0;
-        for segment in segments {
-            let read = match self.journal.read(&segment) {
-                Ok(read) => read,
+        let mut runs = 0;
+        while everything || runs < BACKLOG_RUNS_PER_STEP {
+            let backlog = match self.journal.backlog(chunk) {
+                Ok(Some(backlog)) => backlog,
+                Ok(None) => break,
                 Err(error) => {
                     self.journal_failed(&error);
-                    return Ok(stored);
+                    break;
                 }
             };
-            for events in read.events.chunks(chunk) {
-                let inserted = self.insert(events).await?;
+            runs += 1;
+            if !backlog.events.is_empty() {
+                let inserted = self.insert(&backlog.events).await?;
                 stored += inserted;
                 self.flushed.fetch_add(inserted, Ordering::Relaxed);
                 self.replayed.fetch_add(inserted, Ordering::Relaxed);
                 self.succeeded();
             }
-            if let Err(error) = self.journal.remove(&segment) {
-                self.journal_failed(&error);
-                return Ok(stored);
-            }
+            self.journal.confirm_backlog(&backlog);
         }
         if stored > 0 {
             if self.book(|b| std::mem::take(&mut b.announce_replay)) {
-                tracing::info!(events = stored, "spill journal replayed into the store");
+                tracing::info!(events = stored, "event journal replayed into the store");
             } else {
-                tracing::debug!(events = stored, "spill journal replayed into the store");
+                tracing::debug!(events = stored, "event journal replayed into the store");
             }
         }
         Ok(stored)
     }
 
-    /// Moves the in-flight batch and the whole queue to the journal.
+    /// The store is down: memory copies are dropped and no new ones kept (the events are in
+    /// the journal). Returns how many copies were dropped.
     fn spill_everything(&self) -> u64 {
-        let mut events = std::mem::take(
-            &mut *self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        events.extend(self.recorder.drain(usize::MAX));
-        if events.is_empty() {
-            return 0;
-        }
-        let n = events.len() as u64;
-        match self.journal.append(&events) {
-            Ok(()) => {
-                self.spilled_by_flusher.fetch_add(n, Ordering::Relaxed);
-                self.book(|b| b.journal_log.success());
-                n
-            }
-            Err(error) => {
+        self.journal.set_memory(false);
+        self.journal.drop_memory()
+    }
+
+    /// Durability housekeeping: fsync (policy `batch`, once per flush interval or when
+    /// `force`d, on a blocking thread), the checkpoint, deletion of confirmed segments, and
+    /// reporting of journal write errors.
+    async fn housekeeping(&self, force: bool) {
+        let interval = self.settings.flush_interval;
+        let batch = self.settings.journal.fsync == FsyncPolicy::Batch;
+        let sync_due = batch
+            && self.book(|b| {
+                let due = force || b.last_sync.is_none_or(|at| at.elapsed() >= interval);
+                if due {
+                    b.last_sync = Some(Instant::now());
+                }
+                due
+            });
+        let mut failed = false;
+        if sync_due {
+            let journal = self.journal.clone();
+            let synced = tokio::task::spawn_blocking(move || journal.sync())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            if let Err(error) = synced {
+                failed = true;
                 self.journal_failed(&error);
-                // Back into memory: bounded by the queue, overflow counted as dropped.
-                self.recorder.requeue_front(events);
-                0
             }
         }
+        if let Err(error) = self.journal.collect() {
+            failed = true;
+            self.journal_failed(&error);
+        }
+        if let Err(error) = self.journal.checkpoint(force) {
+            failed = true;
+            self.journal_failed(&error);
+        }
+        let errors = self.journal.write_errors();
+        let last = self.journal.last_write_error();
+        self.book(|b| {
+            if errors > b.write_errors_seen {
+                b.write_errors_seen = errors;
+                b.journal_log
+                    .failure(&last.as_deref().unwrap_or("journal write failed"));
+            } else if !failed {
+                b.journal_log.success();
+            }
+        });
     }
 
     /// Reports a journal I/O failure (quietly, through its failure log).
@@ -617,8 +644,13 @@ impl Shared {
             b.last_success = Some(SystemTime::now());
             b.last_error = None;
             b.store_log.success();
-            b.breaker.on_success()
+            (b.breaker.on_success(), b.breaker.state())
         });
+        let (transition, state) = transition;
+        if state == BreakerState::Closed {
+            // The store answers: new events are kept in memory again.
+            self.journal.set_memory(true);
+        }
         if let Some(t) = transition {
             self.record_transition(t);
         }
@@ -714,6 +746,7 @@ impl Shared {
                 Err(PipelineError::StoreUnavailable { spilled, error })
             }
         };
+        self.housekeeping(true).await;
         self.publish_health();
         result
     }
@@ -755,16 +788,19 @@ impl Shared {
             )
         });
         PipelineStats {
-            buffered: recorder.queued + self.in_flight_len(),
+            buffered: recorder.queued,
             capacity: recorder.capacity,
-            spilled_bytes: self.journal.bytes(),
+            spilled_bytes: self.journal.backlog_bytes(),
+            journal_bytes: self.journal.bytes(),
+            journal_segments: self.journal.segment_count(),
             last_successful_flush: last_success.map(rfc3339),
             consecutive_failures,
             breaker,
             flushed: self.flushed.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
-            spilled: recorder.spilled + self.spilled_by_flusher.load(Ordering::Relaxed),
+            spilled: recorder.spilled,
             dropped: recorder.dropped,
+            journal_write_errors: self.journal.write_errors(),
             rejected: self.rejected.load(Ordering::Relaxed),
             journal_corrupt_records: self.journal.corrupt_records(),
             journal_torn_tails: self.journal.torn_tails(),
@@ -871,172 +907,4 @@ impl Handler<Stats> for MetricsBuffer {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-    use crate::store::{Bucket, EventQuery, Page, Pruned, RollupRow, StoreResult};
-    use futures_util::future::BoxFuture;
-    use std::collections::BTreeMap;
-    use std::sync::atomic::AtomicBool;
-
-    /// An in-memory store that can be switched off.
-    #[derive(Default)]
-    struct FakeStore {
-        down: AtomicBool,
-        rows: Mutex<BTreeMap<uuid::Uuid, Event>>,
-        calls: AtomicU64,
-    }
-
-    impl FakeStore {
-        fn check(&self) -> StoreResult<()> {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            if self.down.load(Ordering::SeqCst) {
-                Err(StoreError::Database(sqlx::Error::PoolTimedOut))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    impl EventStore for FakeStore {
-        fn backend(&self) -> &'static str {
-            "fake"
-        }
-        fn migrate(&self) -> BoxFuture<'_, StoreResult<()>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
-            Box::pin(async { self.check() })
-        }
-        fn insert_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, StoreResult<u64>> {
-            Box::pin(async move {
-                self.check()?;
-                if events.iter().any(|e| e.data.get("poison").is_some()) {
-                    return Err(StoreError::Database(sqlx::Error::Encode("poison".into())));
-                }
-                let mut rows = self.rows.lock().unwrap();
-                let mut n = 0;
-                for e in events {
-                    if rows.insert(e.id, e.clone()).is_none() {
-                        n += 1;
-                    }
-                }
-                Ok(n)
-            })
-        }
-        fn prune(&self, _: i64, _: RetentionSettings) -> BoxFuture<'_, StoreResult<Pruned>> {
-            Box::pin(async { Ok(Pruned::default()) })
-        }
-        fn rollups<'a>(
-            &'a self,
-            _: Bucket,
-            _: i64,
-            _: i64,
-            _: Option<&'a str>,
-        ) -> BoxFuture<'a, StoreResult<Vec<RollupRow>>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-        fn events<'a>(&'a self, _: &'a EventQuery) -> BoxFuture<'a, StoreResult<Page>> {
-            Box::pin(async {
-                Ok(Page {
-                    events: Vec::new(),
-                    next_cursor: None,
-                })
-            })
-        }
-    }
-
-    fn settings(dir: &std::path::Path) -> PipelineSettings {
-        PipelineSettings {
-            flush_interval: Duration::from_millis(20),
-            retry: RetryPolicy::new(Duration::from_millis(5), Duration::from_millis(20)),
-            breaker: BreakerSettings {
-                failure_threshold: 2,
-                cool_down: Duration::from_millis(50),
-            },
-            ..PipelineSettings::new(dir.join("spill"))
-        }
-    }
-
-    #[tokio::test]
-    async fn a_poison_event_is_dropped_alone() {
-        let dir = std::env::temp_dir().join(format!("exai-mb-{}", uuid::Uuid::new_v4()));
-        let store = Arc::new(FakeStore::default());
-        let recorder = Recorder::new("t", 100);
-        let pipeline = MetricsPipeline::new(
-            settings(&dir),
-            store.clone(),
-            recorder.clone(),
-            HealthBoard::new(),
-        )
-        .unwrap();
-        for n in 0..10 {
-            recorder.record("s", "x", json!({ "n": n }));
-        }
-        recorder.record("s", "x", json!({ "poison": true }));
-        recorder.record("s", "x", json!({ "n": 10 }));
-        assert_eq!(pipeline.flush().await.unwrap(), 11);
-        let stats = pipeline.stats();
-        assert_eq!(
-            (stats.rejected, stats.buffered, stats.consecutive_failures),
-            (1, 0, 0)
-        );
-        assert_eq!(store.rows.lock().unwrap().len(), 11);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[tokio::test]
-    async fn outage_spills_and_recovery_stores_everything_once() {
-        let dir = std::env::temp_dir().join(format!("exai-mb-{}", uuid::Uuid::new_v4()));
-        let store = Arc::new(FakeStore::default());
-        let recorder = Recorder::new("t", 20);
-        let health = HealthBoard::new();
-        let pipeline = MetricsPipeline::new(
-            settings(&dir),
-            store.clone(),
-            recorder.clone(),
-            health.clone(),
-        )
-        .unwrap();
-        let shared = pipeline.shared.clone();
-        store.down.store(true, Ordering::SeqCst);
-        for n in 0..200 {
-            recorder.record("s", "x", json!({ "n": n }));
-            if n % 10 == 0 {
-                shared.step().await;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            assert!(recorder.queued() <= 20);
-        }
-        let stats = pipeline.stats();
-        assert_eq!(stats.breaker, BreakerState::Open, "{stats:?}");
-        assert!(stats.spilled_bytes > 0);
-        assert_eq!(
-            health.snapshot().components["pipeline"].status,
-            Status::Degraded
-        );
-        assert!(matches!(
-            pipeline.flush().await,
-            Err(PipelineError::StoreUnavailable { .. })
-        ));
-        store.down.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        shared.step().await;
-        pipeline.flush().await.unwrap();
-        let stats = pipeline.stats();
-        assert_eq!(stats.breaker, BreakerState::Closed);
-        assert_eq!(stats.spilled_bytes, 0);
-        assert_eq!(stats.dropped, 0);
-        let rows = store.rows.lock().unwrap();
-        let ns: std::collections::BTreeSet<i64> = rows
-            .values()
-            .filter_map(|e| e.data.get("n").and_then(serde_json::Value::as_i64))
-            .collect();
-        assert_eq!(ns.len(), 200, "every recorded event stored once");
-        let kinds: Vec<&str> = rows.values().map(|e| e.kind.as_str()).collect();
-        assert!(kinds.contains(&"breaker.opened") && kinds.contains(&"breaker.closed"));
-        drop(rows);
-        assert_eq!(health.snapshot().components["pipeline"].status, Status::Ok);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-}
+mod tests;
