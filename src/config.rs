@@ -183,6 +183,17 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Upstream providers.
     pub providers: Vec<ProviderConfig>,
+    /// What tools may read.
+    pub tools: ToolsConfig,
+}
+
+/// What tools may read (`files`, `relevant_files`, `images`, precommit's `path`).
+#[derive(Debug, Clone)]
+pub struct ToolsConfig {
+    /// Canonical directories tools may read under; default the working directory.
+    pub file_roots: Vec<PathBuf>,
+    /// Bytes of file content one call may read.
+    pub file_max_bytes: usize,
 }
 
 /// Listener and client-surface settings.
@@ -565,6 +576,7 @@ const KNOWN_SECTIONS: &[&str] = &[
     "metrics",
     "cache",
     "registry",
+    "tools",
 ];
 
 /// Checks that `value` parses as a URL with one of `schemes`.
@@ -1037,6 +1049,9 @@ impl Config {
         // --- providers
         let providers = read_providers(&mut r);
 
+        // --- tools
+        let tools = read_tools(&mut r);
+
         // --- cross-field rules
         if !host.is_loopback() && token.is_none() && !allow_no_auth {
             let key = r.key_of("server.host", &["EXAI_WS_HOST"]);
@@ -1099,6 +1114,7 @@ impl Config {
             cache,
             registry,
             providers,
+            tools,
         })
     }
 
@@ -1180,6 +1196,10 @@ impl Config {
                 "default_model": self.registry.default_model,
                 "fallback": self.registry.fallback,
                 "max_attempts": self.registry.max_attempts,
+            },
+            "tools": {
+                "file_roots": self.tools.file_roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "file_max_bytes": self.tools.file_max_bytes,
             },
             "providers": self.providers.iter().map(|p| json!({
                 "name": p.name,
@@ -1285,6 +1305,70 @@ fn check_data_dir(dir: &Path, key: &str) -> Result<(), ConfigError> {
     })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// `[tools]`: `file_roots` (`EXAI_FILE_ROOTS`, a path list like `PATH`, or a toml array) and
+/// `file_max_bytes` (`EXAI_FILE_MAX_BYTES`).
+fn read_tools(r: &mut Reader<'_>) -> ToolsConfig {
+    const ROOTS_KEY: &str = "tools.file_roots";
+    let env_roots = r.env.get(crate::files::ROOTS_ENV).cloned();
+    let toml_roots = r.lookup_toml(ROOTS_KEY);
+    let (key, listed): (String, Option<Vec<PathBuf>>) = match (env_roots, toml_roots) {
+        (Some(v), _) => (
+            crate::files::ROOTS_ENV.to_owned(),
+            Some(
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect(),
+            ),
+        ),
+        (None, Some(toml::Value::Array(a))) => {
+            let paths: Option<Vec<PathBuf>> =
+                a.iter().map(|v| v.as_str().map(PathBuf::from)).collect();
+            if paths.is_none() {
+                r.error(ROOTS_KEY, "expected an array of directory paths");
+            }
+            (ROOTS_KEY.to_owned(), paths)
+        }
+        (None, Some(toml::Value::String(v))) => (
+            ROOTS_KEY.to_owned(),
+            Some(
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect(),
+            ),
+        ),
+        (None, Some(_)) => {
+            r.error(ROOTS_KEY, "expected an array of directory paths");
+            (ROOTS_KEY.to_owned(), None)
+        }
+        (None, None) => (ROOTS_KEY.to_owned(), None),
+    };
+    let listed = listed
+        .filter(|l| !l.is_empty())
+        .or_else(|| std::env::current_dir().ok().map(|d| vec![d]))
+        .unwrap_or_default();
+    let file_roots = match crate::files::FileRoots::canonical_roots(&listed) {
+        Ok(roots) => roots,
+        Err(e) => {
+            r.error(key, e);
+            Vec::new()
+        }
+    };
+    let file_max_bytes: usize = r.get(
+        "tools.file_max_bytes",
+        &["EXAI_FILE_MAX_BYTES"],
+        crate::files::DEFAULT_MAX_BYTES,
+        "a number of bytes",
+    );
+    if file_max_bytes == 0 {
+        let key = r.key_of("tools.file_max_bytes", &["EXAI_FILE_MAX_BYTES"]);
+        r.error(key, "must be at least 1");
+    }
+    ToolsConfig {
+        file_roots,
+        file_max_bytes: file_max_bytes.max(1),
+    }
 }
 
 /// `[registry.fallback]`: model = ["next", "after"]. Also `EXAI_FALLBACK` as

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dashboard_ws;
 pub mod demo;
 pub mod error;
+pub mod files;
 pub mod gateway;
 pub mod http_body;
 pub mod http_guard;
@@ -19,6 +20,7 @@ pub mod routes;
 pub mod startup;
 pub mod surface;
 pub mod telemetry;
+pub mod tools;
 pub mod ws;
 pub mod ws_glue;
 

@@ -25,6 +25,14 @@
 //! Every chat request is counted (in total and per model name) when it arrives, before any
 //! fault, so tests can assert exactly how many upstream calls were made. Streams whose
 //! client went away before the end are counted too.
+//!
+//! Tool-protocol support (issue 14), grouped under "Tool routes" below:
+//! - every chat and web-search request body is kept in a bounded log
+//!   ([`MockUpstream::recorded`]), so tests can assert what reached the upstream;
+//! - `POST /web_search` answers like GLM's web-search API (`search_result` entries derived
+//!   from the query, `count` of them);
+//! - a chat request with `tools` (and `tool_choice` other than `none`) whose last message is
+//!   not a tool result is answered with a `tool_calls` message calling the first tool.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -49,6 +57,8 @@ const TRICKLE_MIN_CHUNKS: usize = 10;
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// The reasoning text of `mock-reasoning`.
 const REASONING: &str = "The user wants an echo, so I echo.";
+/// Requests kept in the log behind [`MockUpstream::recorded`].
+pub const REQUEST_LOG_CAPACITY: usize = 512;
 /// Models `GET /models` lists by default.
 pub const DEFAULT_MODELS: &[&str] = &[
     "mock-echo",
@@ -103,6 +113,17 @@ struct MockState {
     models: RwLock<Vec<String>>,
     /// The body of the last chat request, for pass-through assertions.
     last_request: Mutex<Option<Bytes>>,
+    /// The last [`REQUEST_LOG_CAPACITY`] chat and web-search requests, oldest first.
+    log: Mutex<VecDeque<RecordedRequest>>,
+}
+
+/// One request the mock received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    /// `chat/completions` or `web_search`.
+    pub endpoint: &'static str,
+    /// The parsed body.
+    pub body: Value,
 }
 
 impl MockState {
@@ -115,6 +136,7 @@ impl MockState {
             cancelled_streams: AtomicU64::new(0),
             models: RwLock::new(settings.models.clone()),
             last_request: Mutex::new(None),
+            log: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -140,6 +162,22 @@ impl MockState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Adds a request to the bounded log.
+    fn log(&self, endpoint: &'static str, body: &Value) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        while log.len() >= REQUEST_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(RecordedRequest {
+            endpoint,
+            body: body.clone(),
+        });
     }
 
     fn stats(&self) -> Value {
@@ -250,6 +288,18 @@ impl MockUpstream {
         last.and_then(|b| serde_json::from_slice(&b).ok())
     }
 
+    /// The chat and web-search requests received since start or reset (the last
+    /// [`REQUEST_LOG_CAPACITY`]), oldest first.
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
+        self.state
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Replaces what `GET /models` lists.
     pub fn set_models(&self, models: Vec<String>) {
         *self
@@ -326,6 +376,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/chat/completions", web::post().to(chat))
         .route("/models", web::get().to(models))
         .route("/v1/models", web::get().to(models))
+        .route("/web_search", web::post().to(web_search))
+        .route("/v1/web_search", web::post().to(web_search))
         .route("/__mock/stats", web::get().to(stats))
         .route("/__mock/reset", web::post().to(reset));
 }
@@ -424,6 +476,7 @@ async fn chat(state: web::Data<MockState>, http: HttpRequest, body: Bytes) -> Ht
         .last_request
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(body);
+    state.log("chat/completions", &request);
     let model = request
         .get("model")
         .and_then(Value::as_str)
@@ -495,6 +548,20 @@ async fn chat(state: web::Data<MockState>, http: HttpRequest, body: Bytes) -> Ht
     let id = format!("chatcmpl-mock-{seen}");
     let reasoning = mode == Mode::Reasoning;
 
+    if !stream && let Some(call) = tool_call(&request, &last_user) {
+        return HttpResponse::Ok().json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": Value::Null, "tool_calls": [call] },
+                "finish_reason": "tool_calls",
+            }],
+            "usage": usage,
+        }));
+    }
     if !stream {
         if mode == Mode::Malformed {
             return HttpResponse::Ok()
@@ -598,6 +665,73 @@ async fn chat(state: web::Data<MockState>, http: HttpRequest, body: Bytes) -> Ht
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .streaming(body)
+}
+
+// ---------------------------------------------------------------------------------------
+// Tool routes (issue 14).
+
+/// The tool call a request with `tools` gets: the first tool, called with the last user
+/// message as `input`. `None` when there are no tools, `tool_choice` is `none`, or the last
+/// message is already a tool result.
+fn tool_call(request: &Value, last_user: &str) -> Option<Value> {
+    let tools = request.get("tools")?.as_array()?;
+    if request.get("tool_choice").and_then(Value::as_str) == Some("none") {
+        return None;
+    }
+    let last_role = request
+        .pointer("/messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str);
+    if last_role == Some("tool") {
+        return None;
+    }
+    let name = tools
+        .first()?
+        .pointer("/function/name")
+        .and_then(Value::as_str)?;
+    Some(json!({
+        "id": "call_mock_1",
+        "type": "function",
+        "function": { "name": name, "arguments": json!({ "input": last_user }).to_string() },
+    }))
+}
+
+/// GLM's `POST /web_search`: `count` results derived from `search_query`.
+async fn web_search(state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(StatusCode::BAD_REQUEST, "request body is not JSON");
+    };
+    state.log("web_search", &request);
+    let Some(query) = request.get("search_query").and_then(Value::as_str) else {
+        return error_response(StatusCode::BAD_REQUEST, "search_query is required");
+    };
+    let count = request
+        .get("count")
+        .and_then(Value::as_u64)
+        .unwrap_or(10)
+        .min(50);
+    let results: Vec<Value> = (1..=count)
+        .map(|i| {
+            json!({
+                "title": format!("Result {i} for {query}"),
+                "link": format!("https://example.invalid/search/{i}"),
+                "content": format!("mock page {i} about {query}"),
+                "media": "exai-mock",
+                "refer": format!("ref_{i}"),
+                "publish_date": "2026-01-01",
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "id": "web-search-mock",
+        "created": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "request_id": request.get("request_id"),
+        "search_intent": [{ "query": query, "intent": "SEARCH_ALWAYS", "keywords": query }],
+        "search_result": results,
+    }))
 }
 
 /// Counts a stream as cancelled if it is dropped before its last frame was sent.

@@ -105,13 +105,16 @@ impl Application {
         let mut gateway = crate::gateway::Gateway::build(&config, &recorder, &health)
             .context("cannot build the request path")?;
         children.extend(gateway.take_children());
-        let surface = web::Data::new(crate::surface::SurfaceState::new(
-            &config,
-            gateway.dispatcher(),
-            gateway.cache_handle(),
-            recorder.clone(),
-            health.clone(),
-        ));
+        let surface = web::Data::new(
+            crate::surface::SurfaceState::new(
+                &config,
+                gateway.dispatcher(),
+                gateway.cache_handle(),
+                recorder.clone(),
+                health.clone(),
+            )
+            .with_history(store.clone(), lifecycle.clone()),
+        );
         let supervisor = Supervisor::new(
             supervisor_settings(&config),
             children,

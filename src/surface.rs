@@ -15,9 +15,14 @@ use exai_actors::health::HealthBoard;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
 
+use exai_actors::store::EventStore;
+
 use crate::chat::ChatService;
 use crate::config::Config;
-use crate::ws::conversation::ConversationStore;
+use crate::files::FileRoots;
+use crate::lifecycle::Lifecycle;
+use crate::tools::Registry;
+use crate::tools::conversation::ConversationStore;
 use crate::ws::limits::{ConnectionTracker, WsLimits};
 
 /// `source` of the events the surfaces record for `/ws`.
@@ -45,8 +50,18 @@ pub struct SurfaceState {
     pub(crate) v1_inflight: Arc<AtomicUsize>,
     /// Bound on `/v1` requests in flight.
     pub(crate) v1_max_inflight: usize,
-    /// Conversation threads of the `chat` tool.
+    /// Conversation threads of the tools, by `continuation_id`.
     pub(crate) conversations: ConversationStore,
+    /// Every tool, for every surface.
+    pub(crate) tools: Registry,
+    /// Where tools may read files, and how much per call.
+    pub(crate) files: FileRoots,
+    /// The event store, for the `activity` tool (absent in servers built without one).
+    pub(crate) history: Option<Arc<dyn EventStore>>,
+    /// Uptime and shutdown state, for the `health` tool.
+    pub(crate) lifecycle: Option<Arc<Lifecycle>>,
+    /// This process's instance name.
+    pub(crate) instance: String,
     /// Largest `/v1` request body.
     pub(crate) max_body_bytes: usize,
     /// Turns true when shutdown begins: sessions finish their calls, then close with 1001.
@@ -102,11 +117,38 @@ impl SurfaceState {
             ws_inflight: Arc::new(Semaphore::new(limits.global_max_inflight)),
             v1_inflight: Arc::new(AtomicUsize::new(0)),
             v1_max_inflight: config.server.v1_max_inflight,
-            conversations: ConversationStore::new(&limits),
+            conversations: ConversationStore::new(
+                limits.conversation_capacity,
+                limits.conversation_ttl,
+                limits.conversation_max_messages,
+            ),
+            tools: Registry::new(),
+            files: FileRoots::new(config.tools.file_roots.clone(), config.tools.file_max_bytes),
+            history: None,
+            lifecycle: None,
+            instance: config.instance.clone(),
             max_body_bytes: limits.max_message_bytes,
             shutdown: tokio::sync::watch::Sender::new(false),
             limits,
         }
+    }
+
+    /// The same state with the event store (for `activity`) and the lifecycle (for
+    /// `health`'s uptime and shutdown flag).
+    pub fn with_history(mut self, store: Arc<dyn EventStore>, lifecycle: Arc<Lifecycle>) -> Self {
+        self.history = Some(store);
+        self.lifecycle = Some(lifecycle);
+        self
+    }
+
+    /// The `/health` document and its overall status.
+    pub fn health_document(&self) -> (exai_actors::health::Status, serde_json::Value) {
+        crate::routes::health::document(
+            &self.health,
+            &self.recorder,
+            &self.instance,
+            self.lifecycle.as_deref(),
+        )
     }
 
     /// Starts the `/ws` part of shutdown (step 3 of the ordered shutdown): every session

@@ -1,34 +1,52 @@
 //! `GET /health`, `/health/live` and `/health/ready` (DESIGN §7).
 
 use actix_web::{HttpResponse, web};
-use exai_actors::health::Status;
+use exai_actors::event::Recorder;
+use exai_actors::health::{HealthBoard, Status};
 use serde_json::json;
 
+use crate::lifecycle::Lifecycle;
 use crate::startup::AppState;
 
 /// Overall status plus per-actor and per-component detail; 503 when unhealthy.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let snapshot = state.health.snapshot();
+    let (status, body) = document(
+        &state.health,
+        &state.recorder,
+        &state.config.instance,
+        Some(&state.lifecycle),
+    );
+    match status {
+        Status::Ok | Status::Degraded => HttpResponse::Ok().json(body),
+        Status::Unhealthy => HttpResponse::ServiceUnavailable().json(body),
+    }
+}
+
+/// The `/health` document (also served by the `health` tool) and its overall status.
+pub fn document(
+    health: &HealthBoard,
+    recorder: &Recorder,
+    instance: &str,
+    lifecycle: Option<&Lifecycle>,
+) -> (Status, serde_json::Value) {
+    let snapshot = health.snapshot();
     let mut components = serde_json::to_value(&snapshot.components).unwrap_or_default();
     if let Some(map) = components.as_object_mut() {
         // The recording queue itself: what was recorded, what waits, what overflowed.
-        let mut events = serde_json::to_value(state.recorder.stats()).unwrap_or_default();
+        let mut events = serde_json::to_value(recorder.stats()).unwrap_or_default();
         events["status"] = json!("ok");
         map.insert("events".to_owned(), events);
     }
     let body = json!({
         "status": snapshot.status,
         "version": env!("CARGO_PKG_VERSION"),
-        "instance": state.config.instance,
-        "uptime_s": state.lifecycle.uptime_s(),
-        "shutting_down": state.lifecycle.is_shutting_down(),
+        "instance": instance,
+        "uptime_s": lifecycle.map(Lifecycle::uptime_s),
+        "shutting_down": lifecycle.is_some_and(Lifecycle::is_shutting_down),
         "actors": snapshot.actors,
         "components": components,
     });
-    match snapshot.status {
-        Status::Ok | Status::Degraded => HttpResponse::Ok().json(body),
-        Status::Unhealthy => HttpResponse::ServiceUnavailable().json(body),
-    }
+    (snapshot.status, body)
 }
 
 /// 200 while the process runs; 503 once shutdown has begun.

@@ -4,15 +4,13 @@
 //!
 //! - [`protocol`]: frames in and out;
 //! - [`session`]: the per-connection actor;
-//! - [`tools`]: `chat`, `listmodels`, `version`, `status`;
-//! - [`limits`]: limits, token buckets, connection tracking;
-//! - [`conversation`]: `chat` threads by `continuation_id`.
+//! - [`limits`]: limits, token buckets, connection tracking.
+//!
+//! The tools themselves live in [`crate::tools`]; a session dispatches through its registry.
 
-pub mod conversation;
 pub mod limits;
 pub mod protocol;
 pub mod session;
-pub mod tools;
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -29,6 +29,39 @@ pub const CLOSE_UNAUTHORIZED: u16 = 4003;
 /// Close code at the connection limit (policy violation).
 pub const CLOSE_CONNECTION_LIMIT: u16 = 1008;
 
+/// The ids a reply echoes: `request_id` and, when the client sent one, `id`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplyIds {
+    /// Echoed as `request_id` (the frame's `request_id`, else its `id`).
+    pub request_id: Option<Value>,
+    /// Echoed as `id` when the client sent one.
+    pub id: Option<Value>,
+}
+
+/// How a call is identified, and so what it is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallId {
+    /// The call's id, unique among the session's running calls: the frame's `request_id`,
+    /// else its `id`, else generated.
+    pub request_id: String,
+    /// The `id` the client sent, echoed in every reply.
+    pub id: Option<Value>,
+    /// The frame carried a `request_id`: the client reads `progress` and `stream_*` frames.
+    /// A call identified by `id` alone gets only its final frame (the main-branch shim reads
+    /// exactly one frame per call).
+    pub live: bool,
+}
+
+impl CallId {
+    /// The ids its replies echo.
+    pub fn reply_ids(&self) -> ReplyIds {
+        ReplyIds {
+            request_id: Some(Value::String(self.request_id.clone())),
+            id: self.id.clone(),
+        }
+    }
+}
+
 /// A frame a client sent, after the handshake.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -37,34 +70,36 @@ pub enum Request {
     /// `list_tools`.
     ListTools {
         /// Echoed back.
-        request_id: Option<Value>,
+        ids: ReplyIds,
     },
-    /// `call_tool`.
+    /// `call_tool` or `tool_call`.
     CallTool {
-        /// The call's id, unique among the session's running calls.
-        request_id: String,
-        /// Tool name as sent (normalised later).
+        /// How the call is identified.
+        call: CallId,
+        /// Tool name as sent (normalised later): `name`, else `tool.name`.
         name: String,
         /// Tool arguments.
         arguments: Map<String, Value>,
     },
     /// `cancel`.
     Cancel {
-        /// The call to cancel.
+        /// The call to cancel (`request_id`, else `id`).
         request_id: String,
+        /// Echoed back.
+        ids: ReplyIds,
     },
     /// `ping`.
     Ping {
         /// Echoed back.
-        request_id: Option<Value>,
+        ids: ReplyIds,
     },
 }
 
-/// A frame that could not be understood: the error, and the `request_id` to echo.
+/// A frame that could not be understood: the error, and the ids to echo.
 #[derive(Debug, Clone)]
 pub struct BadFrame {
-    /// The frame's `request_id`, when it had one.
-    pub request_id: Option<Value>,
+    /// The frame's ids, when it had readable ones.
+    pub ids: ReplyIds,
     /// What is wrong.
     pub error: GatewayError,
 }
@@ -132,21 +167,33 @@ pub fn valid_session_id(id: &str) -> bool {
 }
 
 /// Parses a frame after the handshake.
-pub fn parse(text: &str) -> Result<Request, BadFrame> {
-    let value: Value = serde_json::from_str(text).map_err(|e| BadFrame {
-        request_id: None,
-        error: GatewayError::invalid(format!("invalid JSON: {e}"), None),
+pub fn parse(text: &str) -> Result<Request, Box<BadFrame>> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Box::new(BadFrame {
+            ids: ReplyIds::default(),
+            error: GatewayError::invalid(format!("invalid JSON: {e}"), None),
+        })
     })?;
     let Value::Object(mut frame) = value else {
-        return Err(BadFrame {
-            request_id: None,
+        return Err(Box::new(BadFrame {
+            ids: ReplyIds::default(),
             error: GatewayError::invalid("a frame must be a JSON object", None),
-        });
+        }));
     };
-    let request_id = frame.get("request_id").filter(|v| !v.is_null()).cloned();
-    let fail = |error: GatewayError| BadFrame {
-        request_id: request_id.clone(),
-        error,
+    let id = frame.get("id").filter(|v| usable_id(v)).cloned();
+    let ids = ReplyIds {
+        request_id: frame
+            .get("request_id")
+            .filter(|v| !v.is_null())
+            .cloned()
+            .or_else(|| id.clone()),
+        id: id.clone(),
+    };
+    let fail = |error: GatewayError| {
+        Box::new(BadFrame {
+            ids: ids.clone(),
+            error,
+        })
     };
     let op = match frame.get("op") {
         Some(Value::String(op)) => op.clone(),
@@ -160,34 +207,65 @@ pub fn parse(text: &str) -> Result<Request, BadFrame> {
     };
     match op.as_str() {
         "hello" => Ok(Request::Hello),
-        "list_tools" => Ok(Request::ListTools { request_id }),
-        "ping" => Ok(Request::Ping { request_id }),
-        "cancel" => Ok(Request::Cancel {
-            request_id: required_request_id(&frame).map_err(fail)?,
-        }),
-        "call_tool" => {
-            let id = required_request_id(&frame).map_err(fail)?;
-            let name = match frame.get("name") {
-                Some(Value::String(n)) if !n.trim().is_empty() => n.clone(),
-                Some(Value::String(_)) => {
+        "list_tools" => Ok(Request::ListTools { ids }),
+        "ping" => Ok(Request::Ping { ids }),
+        "cancel" => match call_id(&frame).map_err(&fail)? {
+            Some((request_id, _)) => Ok(Request::Cancel { request_id, ids }),
+            None => Err(fail(GatewayError::invalid(
+                "request_id (or id) is required",
+                Some("request_id"),
+            ))),
+        },
+        "call_tool" | "tool_call" => {
+            let call = match call_id(&frame).map_err(&fail)? {
+                Some((request_id, live)) => CallId {
+                    request_id,
+                    id,
+                    live,
+                },
+                None => CallId {
+                    request_id: format!("call-{}", uuid::Uuid::now_v7().simple()),
+                    id: None,
+                    live: false,
+                },
+            };
+            let fail = |error: GatewayError| {
+                Box::new(BadFrame {
+                    ids: call.reply_ids(),
+                    error,
+                })
+            };
+            let name = match (frame.get("name"), frame.get("tool")) {
+                (Some(Value::String(n)), _) => n.clone(),
+                (None | Some(Value::Null), Some(Value::String(n))) => n.clone(),
+                (None | Some(Value::Null), Some(Value::Object(t))) => match t.get("name") {
+                    Some(Value::String(n)) => n.clone(),
+                    _ => {
+                        return Err(fail(GatewayError::invalid(
+                            "tool.name must be a string",
+                            Some("tool.name"),
+                        )));
+                    }
+                },
+                (None | Some(Value::Null), None | Some(Value::Null)) => {
                     return Err(fail(GatewayError::invalid(
-                        "name must not be empty",
+                        "name (or tool.name) is required",
                         Some("name"),
                     )));
                 }
-                Some(_) => {
+                _ => {
                     return Err(fail(GatewayError::invalid(
                         "name must be a string",
                         Some("name"),
                     )));
                 }
-                None => {
-                    return Err(fail(GatewayError::invalid(
-                        "name is required",
-                        Some("name"),
-                    )));
-                }
             };
+            if name.trim().is_empty() {
+                return Err(fail(GatewayError::invalid(
+                    "name must not be empty",
+                    Some("name"),
+                )));
+            }
             let arguments = match frame.remove("arguments") {
                 None | Some(Value::Null) => Map::new(),
                 Some(Value::Object(a)) => a,
@@ -199,7 +277,7 @@ pub fn parse(text: &str) -> Result<Request, BadFrame> {
                 }
             };
             Ok(Request::CallTool {
-                request_id: id,
+                call,
                 name,
                 arguments,
             })
@@ -211,38 +289,50 @@ pub fn parse(text: &str) -> Result<Request, BadFrame> {
     }
 }
 
-/// `request_id`: a non-empty string of bounded length.
-fn required_request_id(frame: &Map<String, Value>) -> Result<String, GatewayError> {
+/// Whether an `id` can be echoed and used as a call id: a bounded string or an integer.
+fn usable_id(v: &Value) -> bool {
+    match v {
+        Value::String(s) => !s.is_empty() && s.len() <= MAX_REQUEST_ID_LEN,
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        _ => false,
+    }
+}
+
+/// The call id: `request_id` (a non-empty string of bounded length) with `live` true, else a
+/// usable `id` with `live` false, else `None`. A `request_id` of the wrong shape is an error.
+fn call_id(frame: &Map<String, Value>) -> Result<Option<(String, bool)>, GatewayError> {
     match frame.get("request_id") {
         Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN => {
-            Ok(id.clone())
+            return Ok(Some((id.clone(), true)));
         }
-        Some(Value::String(_)) => Err(GatewayError::invalid(
-            format!("request_id must be 1-{MAX_REQUEST_ID_LEN} characters"),
-            Some("request_id"),
-        )),
-        Some(Value::Null) | None => Err(GatewayError::invalid(
-            "request_id is required",
-            Some("request_id"),
-        )),
+        Some(Value::String(_)) => {
+            return Err(GatewayError::invalid(
+                format!("request_id must be 1-{MAX_REQUEST_ID_LEN} characters"),
+                Some("request_id"),
+            ));
+        }
+        Some(Value::Null) | None => {}
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "request_id must be a string",
+                Some("request_id"),
+            ));
+        }
+    }
+    match frame.get("id") {
+        Some(Value::String(id)) if usable_id(&Value::String(id.clone())) => {
+            Ok(Some((id.clone(), false)))
+        }
+        Some(v @ Value::Number(_)) if usable_id(v) => Ok(Some((v.to_string(), false))),
+        Some(Value::Null) | None => Ok(None),
         Some(_) => Err(GatewayError::invalid(
-            "request_id must be a string",
-            Some("request_id"),
+            format!("id must be a string of 1-{MAX_REQUEST_ID_LEN} characters or an integer"),
+            Some("id"),
         )),
     }
 }
 
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub use crate::tools::truncate;
 
 // ---------------------------------------------------------------------------------------
 // Replies.
@@ -258,45 +348,63 @@ pub fn hello_refused(error: &str, message: &str) -> String {
     json!({ "op": "hello_ack", "ok": false, "error": error, "message": message }).to_string()
 }
 
-/// `{"op":"error",…}` for a frame that could not be served.
-pub fn error(request_id: Option<&Value>, error: &GatewayError) -> String {
-    let mut frame = json!({ "op": "error", "ok": false, "error": error.protocol_json() });
-    if let Some(id) = request_id {
+/// Adds `request_id` and `id` to a reply, when known.
+fn with_ids(mut frame: Value, ids: &ReplyIds) -> String {
+    if let Some(id) = &ids.request_id {
         frame["request_id"] = id.clone();
     }
+    if let Some(id) = &ids.id {
+        frame["id"] = id.clone();
+    }
     frame.to_string()
+}
+
+/// `{"op":"error",…}` for a frame that could not be served.
+pub fn error(ids: &ReplyIds, error: &GatewayError) -> String {
+    with_ids(
+        json!({ "op": "error", "ok": false, "error": error.protocol_json() }),
+        ids,
+    )
 }
 
 /// `list_tools_res`.
-pub fn list_tools_res(request_id: Option<&Value>, tools: Value) -> String {
-    let mut frame = json!({ "op": "list_tools_res", "ok": true, "tools": tools });
-    if let Some(id) = request_id {
-        frame["request_id"] = id.clone();
-    }
-    frame.to_string()
+pub fn list_tools_res(ids: &ReplyIds, tools: &Value) -> String {
+    with_ids(
+        json!({ "op": "list_tools_res", "ok": true, "tools": tools }),
+        ids,
+    )
 }
 
-/// `call_tool_res` with a result.
-pub fn call_tool_ok(request_id: &str, text: &str, metadata: Value) -> String {
-    json!({
-        "op": "call_tool_res",
-        "request_id": request_id,
-        "ok": true,
-        "outputs": [{ "type": "text", "text": text }],
-        "metadata": metadata,
-    })
-    .to_string()
+/// `call_tool_res` with a result. `outputs` and `result` are the same list (the shims read
+/// one or the other), and `text` repeats the single text output (the 2025-11-04 shim prefers
+/// it).
+pub fn call_tool_ok(call: &CallId, text: &str, outputs: &Value, metadata: &Value) -> String {
+    with_ids(
+        json!({
+            "op": "call_tool_res",
+            "ok": true,
+            "outputs": outputs,
+            "result": outputs,
+            "text": text,
+            "metadata": metadata,
+        }),
+        &call.reply_ids(),
+    )
 }
 
-/// `call_tool_res` with an error.
-pub fn call_tool_err(request_id: &str, error: &GatewayError) -> String {
-    json!({
-        "op": "call_tool_res",
-        "request_id": request_id,
-        "ok": false,
-        "error": error.protocol_json(),
-    })
-    .to_string()
+/// `call_tool_res` with an error. `result` carries the error as text too, so a client that
+/// only reads `result` (the main-branch shim) shows it instead of nothing.
+pub fn call_tool_err(call: &CallId, error: &GatewayError) -> String {
+    let code = error.protocol_code().as_str();
+    with_ids(
+        json!({
+            "op": "call_tool_res",
+            "ok": false,
+            "error": error.protocol_json(),
+            "result": [{ "type": "text", "text": format!("{code}: {error}") }],
+        }),
+        &call.reply_ids(),
+    )
 }
 
 /// `progress` of a running call.
@@ -322,23 +430,19 @@ pub fn stream_complete(request_id: &str) -> String {
 }
 
 /// `cancelled`: `ok:true` when the call was running and is now cancelled.
-pub fn cancelled(request_id: &str, outcome: Result<(), &GatewayError>) -> String {
+pub fn cancelled(ids: &ReplyIds, outcome: Result<(), &GatewayError>) -> String {
     match outcome {
-        Ok(()) => json!({ "op": "cancelled", "request_id": request_id, "ok": true }),
-        Err(e) => json!({
-            "op": "cancelled", "request_id": request_id, "ok": false, "error": e.protocol_json(),
-        }),
+        Ok(()) => with_ids(json!({ "op": "cancelled", "ok": true }), ids),
+        Err(e) => with_ids(
+            json!({ "op": "cancelled", "ok": false, "error": e.protocol_json() }),
+            ids,
+        ),
     }
-    .to_string()
 }
 
 /// `pong`.
-pub fn pong(request_id: Option<&Value>) -> String {
-    let mut frame = json!({ "op": "pong", "ok": true });
-    if let Some(id) = request_id {
-        frame["request_id"] = id.clone();
-    }
-    frame.to_string()
+pub fn pong(ids: &ReplyIds) -> String {
+    with_ids(json!({ "op": "pong", "ok": true }), ids)
 }
 
 #[cfg(test)]
@@ -374,23 +478,31 @@ mod tests {
             r#"{"op":"call_tool","request_id":"r1","name":"chat","arguments":{"prompt":"hi"}}"#,
         ) {
             Ok(Request::CallTool {
-                request_id,
+                call,
                 name,
                 arguments,
             }) => {
-                assert_eq!((request_id.as_str(), name.as_str()), ("r1", "chat"));
+                assert_eq!((call.request_id.as_str(), name.as_str()), ("r1", "chat"));
+                assert!(call.live);
                 assert_eq!(arguments["prompt"], "hi");
             }
             other => panic!("{other:?}"),
         }
+        match parse(r#"{"op":"tool_call","id":7,"tool":{"name":"chat"}}"#) {
+            Ok(Request::CallTool { call, name, .. }) => {
+                assert_eq!((call.request_id.as_str(), name.as_str()), ("7", "chat"));
+                assert_eq!(call.id, Some(json!(7)));
+                assert!(!call.live);
+            }
+            other => panic!("{other:?}"),
+        }
         let bad = parse(r#"{"op":"call_tool","request_id":"r2","name":3}"#).unwrap_err();
-        assert_eq!(bad.request_id, Some(json!("r2")));
+        assert_eq!(bad.ids.request_id, Some(json!("r2")));
         assert_eq!(bad.error.protocol_code().as_str(), "INVALID_REQUEST");
         let unknown = parse(r#"{"op":"dance"}"#).unwrap_err();
         assert_eq!(unknown.error.protocol_code().as_str(), "PROTOCOL_ERROR");
         assert!(parse("[1]").is_err());
         assert!(parse("{").is_err());
         assert!(parse(r#"{"op":"cancel"}"#).is_err());
-        assert_eq!(truncate("héllo", 2), "h");
     }
 }

@@ -29,10 +29,11 @@ use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::limits::{ConnectionGuard, Refusal, TokenBucket};
-use super::protocol::{self, Request};
-use super::tools::{self, Tool};
+use super::protocol::{self, CallId, ReplyIds, Request};
 use crate::error::GatewayError;
+use crate::files::Cancellation;
 use crate::surface::{SurfaceState, WS_SOURCE};
+use crate::tools::{Progress, Tool, ToolContext};
 use crate::ws_glue::{CloseCode, CloseReason, WsContext, WsItem, WsMessage, WsProtocolError};
 
 /// A frame for the client, from a call task.
@@ -54,6 +55,8 @@ pub struct CallFinished {
 struct RunningCall {
     /// Aborting it drops the tool future and with it the upstream request.
     task: tokio::task::JoinHandle<()>,
+    /// Stops work the tool runs off its task (blocking file reads).
+    cancel: Cancellation,
     /// Canonical tool name, for the cancellation event.
     tool: &'static str,
     /// When it started.
@@ -224,7 +227,7 @@ impl Session {
                     &error.to_string(),
                 );
             } else {
-                ctx.text(protocol::error(None, &error));
+                ctx.text(protocol::error(&ReplyIds::default(), &error));
             }
             return;
         }
@@ -237,62 +240,62 @@ impl Session {
         if !matches!(request, Ok(Request::Cancel { .. })) && !self.take_token() {
             let error = GatewayError::RateLimited("too many requests; slow down".to_owned());
             match &request {
-                Ok(Request::CallTool { request_id, .. }) => {
-                    ctx.text(protocol::call_tool_err(request_id, &error));
+                Ok(Request::CallTool { call, .. }) => {
+                    ctx.text(protocol::call_tool_err(call, &error));
                 }
-                Ok(Request::ListTools { request_id } | Request::Ping { request_id }) => {
-                    ctx.text(protocol::error(request_id.as_ref(), &error));
+                Ok(Request::ListTools { ids } | Request::Ping { ids }) => {
+                    ctx.text(protocol::error(ids, &error));
                 }
-                Err(bad) => ctx.text(protocol::error(bad.request_id.as_ref(), &error)),
-                _ => ctx.text(protocol::error(None, &error)),
+                Err(bad) => ctx.text(protocol::error(&bad.ids, &error)),
+                _ => ctx.text(protocol::error(&ReplyIds::default(), &error)),
             }
             return;
         }
         match request {
-            Err(bad) => ctx.text(protocol::error(bad.request_id.as_ref(), &bad.error)),
+            Err(bad) => ctx.text(protocol::error(&bad.ids, &bad.error)),
             Ok(Request::Hello) => ctx.text(protocol::error(
-                None,
+                &ReplyIds::default(),
                 &GatewayError::Protocol("hello was already accepted".to_owned()),
             )),
-            Ok(Request::Ping { request_id }) => ctx.text(protocol::pong(request_id.as_ref())),
-            Ok(Request::ListTools { request_id }) => {
-                ctx.text(protocol::list_tools_res(request_id.as_ref(), tools::list()));
+            Ok(Request::Ping { ids }) => ctx.text(protocol::pong(&ids)),
+            Ok(Request::ListTools { ids }) => {
+                ctx.text(protocol::list_tools_res(&ids, self.state.tools.listing()));
             }
-            Ok(Request::Cancel { request_id }) => self.cancel(&request_id, ctx),
+            Ok(Request::Cancel { request_id, ids }) => self.cancel(&request_id, &ids, ctx),
             Ok(Request::CallTool {
-                request_id,
+                call,
                 name,
                 arguments,
-            }) => self.call_tool(request_id, &name, &arguments, ctx),
+            }) => self.call_tool(call, &name, arguments, ctx),
         }
     }
 
     /// `call_tool`: validate, check capacity, then start the call's task.
     fn call_tool(
         &mut self,
-        request_id: String,
+        call: CallId,
         name: &str,
-        arguments: &Map<String, Value>,
+        arguments: Map<String, Value>,
         ctx: &mut WsContext<Self>,
     ) {
-        if self.calls.contains_key(&request_id) {
+        if self.calls.contains_key(&call.request_id) {
             let error =
                 GatewayError::invalid("request_id is already in flight", Some("request_id"));
-            ctx.text(protocol::call_tool_err(&request_id, &error));
+            ctx.text(protocol::call_tool_err(&call, &error));
             return;
         }
         if self.draining {
             let error = GatewayError::Unavailable("the server is shutting down".to_owned());
-            ctx.text(protocol::call_tool_err(&request_id, &error));
+            ctx.text(protocol::call_tool_err(&call, &error));
             return;
         }
-        let tool = match tools::prepare(name, arguments) {
+        let tool = match self.state.tools.prepare(name, &arguments) {
             Ok(tool) => tool,
             Err(error) => {
-                let tool = tools::normalise(name);
+                let tool = crate::tools::normalise(name);
                 let tool = protocol::truncate(&tool, protocol::MAX_LOGGED_NAME);
                 self.record_call(tool, Duration::ZERO, Err(&error), None);
-                ctx.text(protocol::call_tool_err(&request_id, &error));
+                ctx.text(protocol::call_tool_err(&call, &error));
                 return;
             }
         };
@@ -304,7 +307,7 @@ impl Session {
                 limits.session_max_inflight
             ));
             self.record_call(tool.name(), Duration::ZERO, Err(&error), None);
-            ctx.text(protocol::call_tool_err(&request_id, &error));
+            ctx.text(protocol::call_tool_err(&call, &error));
             return;
         }
         let Ok(permit) = self.state.ws_inflight.clone().try_acquire_owned() else {
@@ -313,7 +316,7 @@ impl Session {
                 limits.global_max_inflight, limits.global_max_inflight
             ));
             self.record_call(tool.name(), Duration::ZERO, Err(&error), None);
-            ctx.text(protocol::call_tool_err(&request_id, &error));
+            ctx.text(protocol::call_tool_err(&call, &error));
             return;
         };
         let Some(session_id) = self.session_id.clone() else {
@@ -321,18 +324,23 @@ impl Session {
         };
         self.calls_started += 1;
         let name = tool.name();
+        let cancel = Cancellation::default();
+        let request_id = call.request_id.clone();
         let task = actix_rt::spawn(run_call(CallTask {
             state: self.state.clone(),
             addr: ctx.address(),
             session_id,
-            request_id: request_id.clone(),
+            call,
             tool,
+            arguments,
+            cancel: cancel.clone(),
             permit,
         }));
         self.calls.insert(
             request_id,
             RunningCall {
                 task,
+                cancel,
                 tool: name,
                 started: Instant::now(),
             },
@@ -340,9 +348,10 @@ impl Session {
     }
 
     /// `cancel`: abort the call's task (dropping its upstream request) and free its slot.
-    fn cancel(&mut self, request_id: &str, ctx: &mut WsContext<Self>) {
+    fn cancel(&mut self, request_id: &str, ids: &ReplyIds, ctx: &mut WsContext<Self>) {
         match self.calls.remove(request_id) {
             Some(call) => {
+                call.cancel.cancel();
                 call.task.abort();
                 let error = GatewayError::ToolFailed("cancelled by the client".to_owned());
                 self.record_call_kind(call.tool, call.started.elapsed(), "cancelled", &error);
@@ -353,12 +362,12 @@ impl Session {
                     latency_ms = call.started.elapsed().as_millis() as u64,
                     "tool call cancelled"
                 );
-                ctx.text(protocol::cancelled(request_id, Ok(())));
+                ctx.text(protocol::cancelled(ids, Ok(())));
                 self.close_if_drained(ctx);
             }
             None => {
                 let error = GatewayError::NotFound(format!("no call {request_id:?} is in flight"));
-                ctx.text(protocol::cancelled(request_id, Err(&error)));
+                ctx.text(protocol::cancelled(ids, Err(&error)));
             }
         }
     }
@@ -410,7 +419,7 @@ impl Session {
             let error = GatewayError::Protocol(
                 "binary frames are not supported; send JSON text".to_owned(),
             );
-            ctx.text(protocol::error(None, &error));
+            ctx.text(protocol::error(&ReplyIds::default(), &error));
         }
     }
 
@@ -425,7 +434,7 @@ impl Session {
             );
         } else {
             let error = GatewayError::Protocol("text frame is not valid UTF-8".to_owned());
-            ctx.text(protocol::error(None, &error));
+            ctx.text(protocol::error(&ReplyIds::default(), &error));
         }
     }
 
@@ -448,7 +457,7 @@ impl Session {
         let Some(fragment) = self.fragment.as_mut() else {
             let error =
                 GatewayError::Protocol("continuation frame without a first frame".to_owned());
-            ctx.text(protocol::error(None, &error));
+            ctx.text(protocol::error(&ReplyIds::default(), &error));
             return;
         };
         if fragment.oversized > 0 || fragment.buf.len() + bytes.len() > limit {
@@ -468,7 +477,7 @@ impl Session {
                 size: done.oversized,
                 limit,
             };
-            ctx.text(protocol::error(None, &error));
+            ctx.text(protocol::error(&ReplyIds::default(), &error));
         } else if !done.text {
             self.on_binary(ctx);
         } else {
@@ -534,6 +543,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         for (_, call) in self.calls.drain() {
+            call.cancel.cancel();
             call.task.abort();
         }
         if let Some(id) = &self.session_id {
@@ -576,7 +586,7 @@ impl StreamHandler<Result<WsMessage, WsProtocolError>> for Session {
                     size: self.state.limits.codec_frame_limit() + 1,
                     limit: self.state.limits.max_message_bytes,
                 };
-                ctx.text(protocol::error(None, &error));
+                ctx.text(protocol::error(&ReplyIds::default(), &error));
                 Self::close(ctx, u16::from(CloseCode::Size), "message too big");
             }
             Err(e) => {
@@ -615,31 +625,73 @@ struct CallTask {
     addr: Addr<Session>,
     /// For events and the log line.
     session_id: Arc<str>,
-    /// The call.
-    request_id: String,
+    /// The call's ids.
+    call: CallId,
     /// What to run.
-    tool: Tool,
+    tool: Arc<dyn Tool>,
+    /// With what.
+    arguments: Map<String, Value>,
+    /// Set when the call is cancelled.
+    cancel: Cancellation,
     /// The global in-flight slot, released when the task ends or is aborted.
     permit: OwnedSemaphorePermit,
 }
 
-/// Runs one call: progress every interval, the tool timeout, the event and the log line,
-/// then hands the reply to the session.
+/// Sends a call's stream frames to its session, for calls identified by `request_id` only.
+struct FrameProgress {
+    /// The session.
+    addr: Addr<Session>,
+    /// The call.
+    request_id: String,
+    /// Whether the client reads frames other than the final one.
+    live: bool,
+}
+
+impl Progress for FrameProgress {
+    fn chunk(&self, text: &str) {
+        if self.live {
+            self.addr
+                .do_send(Outbound(protocol::stream_chunk(&self.request_id, text)));
+        }
+    }
+
+    fn complete(&self) {
+        if self.live {
+            self.addr
+                .do_send(Outbound(protocol::stream_complete(&self.request_id)));
+        }
+    }
+}
+
+/// Runs one call: progress every interval (to `request_id` calls), the tool timeout, the
+/// event and the log line, then hands the reply to the session.
 async fn run_call(task: CallTask) {
     let CallTask {
         state,
         addr,
         session_id,
-        request_id,
+        call,
         tool,
+        arguments,
+        cancel,
         permit,
     } = task;
     let started = Instant::now();
     let name = tool.name();
     let limits = &state.limits;
-    let emitter = addr.clone();
-    let emit = move |frame: String| emitter.do_send(Outbound(frame));
-    let work = tools::run(tool, &state, &request_id, &emit);
+    let request_id = call.request_id.clone();
+    let reporter = FrameProgress {
+        addr: addr.clone(),
+        request_id: request_id.clone(),
+        live: call.live,
+    };
+    let context = ToolContext {
+        services: &state,
+        request_id: &request_id,
+        progress: &reporter,
+        cancel,
+    };
+    let work = tool.call(context, arguments);
     tokio::pin!(work);
     let deadline = tokio::time::sleep(limits.tool_timeout);
     tokio::pin!(deadline);
@@ -649,7 +701,7 @@ async fn run_call(task: CallTask) {
         tokio::select! {
             result = &mut work => break result,
             () = &mut deadline => break Err(GatewayError::Timeout(limits.tool_timeout)),
-            _ = ticker.tick() => {
+            _ = ticker.tick(), if call.live => {
                 addr.do_send(Outbound(protocol::progress(&request_id, name, started.elapsed().as_millis())));
             }
         }
@@ -678,7 +730,7 @@ async fn run_call(task: CallTask) {
                 cache = out.cache.unwrap_or(""),
                 "tool call completed"
             );
-            protocol::call_tool_ok(&request_id, &out.text, out.metadata.clone())
+            protocol::call_tool_ok(&call, &out.text, &out.outputs(), &out.metadata)
         }
         Err(error) => {
             data["error_kind"] = json!(error.kind());
@@ -691,12 +743,12 @@ async fn run_call(task: CallTask) {
                 error_kind = error.kind(),
                 "tool call completed"
             );
-            protocol::call_tool_err(&request_id, error)
+            protocol::call_tool_err(&call, error)
         }
     };
     state.recorder.record(WS_SOURCE, "tool.call", data);
     addr.do_send(CallFinished {
-        request_id: request_id.clone(),
+        request_id: call.request_id.clone(),
         frame,
     });
 }

@@ -16,5 +16,7 @@ mod pipeline;
 mod providers;
 mod proxy;
 mod registry;
+mod shim;
+mod tools;
 mod v1;
 mod ws;

@@ -42,6 +42,32 @@ const CODES: &[&str] = &[
     "PROTOCOL_ERROR",
 ];
 
+/// Every tool `list_tools` lists, in order.
+pub const ALL_TOOLS: &[&str] = &[
+    "chat",
+    "analyze",
+    "debug",
+    "codereview",
+    "refactor",
+    "secaudit",
+    "planner",
+    "tracer",
+    "testgen",
+    "consensus",
+    "thinkdeep",
+    "docgen",
+    "precommit",
+    "challenge",
+    "listmodels",
+    "version",
+    "status",
+    "provider_capabilities",
+    "activity",
+    "health",
+    "glm_web_search",
+    "kimi_chat_with_tools",
+];
+
 /// A mock upstream.
 pub fn mock() -> MockUpstream {
     MockUpstream::start(MockSettings::default()).unwrap()
@@ -198,7 +224,7 @@ async fn hello_then_every_op() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(names, vec!["chat", "listmodels", "version", "status"]);
+    assert_eq!(names, ALL_TOOLS);
     for tool in tools["tools"].as_array().unwrap() {
         assert!(
             tool["description"].is_string() && tool["inputSchema"]["type"] == "object",

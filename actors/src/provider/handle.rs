@@ -511,6 +511,75 @@ impl ProviderHandle {
         }
     }
 
+    /// A JSON `POST` to another endpoint of the provider's API (`path` relative to its base
+    /// URL, e.g. GLM's `web_search`), with the same slot, breaker, retries, timeout and
+    /// `provider.request` event as a completion; `label` names the call in the event's
+    /// `model`. Returns the response body, which must be JSON.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        label: &str,
+        body: &Value,
+    ) -> Result<Bytes, ProviderError> {
+        let s = &self.shared;
+        let base = s.settings.base_url.trim_end_matches('/');
+        let url = reqwest::Url::parse(&format!("{base}/{}", path.trim_start_matches('/')))
+            .map_err(|e| ProviderError::InvalidRequest {
+                provider: s.name.to_string(),
+                message: format!("bad endpoint {path:?}: {e}"),
+            })?;
+        let bytes =
+            Bytes::from(
+                serde_json::to_vec(body).map_err(|e| ProviderError::InvalidRequest {
+                    provider: s.name.to_string(),
+                    message: e.to_string(),
+                })?,
+            );
+        let _slot = self.acquire_slot().await?;
+        let client = self.client()?;
+        s.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let mut backoff = s.settings.retry.start();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let guard = self.admit(label, attempt, false)?;
+            let result = tokio::time::timeout(s.settings.request_timeout, async {
+                let response = self
+                    .request(&client, url.clone(), bytes.clone())
+                    .send()
+                    .await
+                    .map_err(|e| self.transport_error(e))?;
+                if !response.status().is_success() {
+                    return Err(self.status_error(response).await);
+                }
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.transport_error(e))?;
+                serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+                    .map_err(|e| self.malformed(&e))?;
+                Ok(body)
+            })
+            .await
+            .unwrap_or_else(|_| Err(self.timeout(TimeoutKind::Request)));
+            match result {
+                Ok(body) => {
+                    guard.succeeded(Some(200), None, None);
+                    return Ok(body);
+                }
+                Err(error) => {
+                    guard.failed(&error, None);
+                    if error.is_retryable() && attempt <= s.settings.max_retries {
+                        tokio::time::sleep(self.retry_delay(&error, &mut backoff)).await;
+                        continue;
+                    }
+                    s.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    return Err(error);
+                }
+            }
+        }
+    }
+
     /// The upstream's `GET /models`. Not subject to the breaker or the slots: discovery must
     /// not fence off a provider, nor be starved by traffic.
     pub async fn list_remote_models(&self) -> Result<Vec<RemoteModel>, ProviderError> {
