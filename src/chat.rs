@@ -180,7 +180,13 @@ impl ChatService {
                 } else {
                     CacheOutcome::L2
                 };
-                let chunks = rechunk(&hit.body, &resolved.model)?;
+                let chunks = if exai_actors::anthropic::is_anthropic(&body) {
+                    exai_actors::anthropic::stream::message_events(&hit.body).map_err(|e| {
+                        GatewayError::Internal(format!("cached response is not JSON: {e}"))
+                    })?
+                } else {
+                    rechunk(&hit.body, &resolved.model)?
+                };
                 return Ok(ChatChunks {
                     chunks: Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok))),
                     model: resolved.model.clone(),
@@ -190,8 +196,9 @@ impl ChatService {
                 });
             }
         }
+        // Streamed Anthropic-dialect answers are not assembled for the cache (complete ones are).
         let store_to = match &self.cache {
-            Some(cache) if !bypass => {
+            Some(cache) if !bypass && !exai_actors::anthropic::is_anthropic(&body) => {
                 Some((cache.clone(), CacheKey::derive(&body, &resolved.model)))
             }
             _ => None,

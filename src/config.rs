@@ -62,6 +62,8 @@ pub enum ProviderKind {
     OpenAi,
     /// Any OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio).
     OpenAiCompatible,
+    /// Anthropic's Messages API (Anthropic, Kimi's and GLM's Anthropic endpoints).
+    Anthropic,
 }
 
 impl ProviderKind {
@@ -72,6 +74,7 @@ impl ProviderKind {
             Self::Glm => "glm",
             Self::OpenAi => "openai",
             Self::OpenAiCompatible => "openai_compatible",
+            Self::Anthropic => "anthropic",
         }
     }
 
@@ -83,6 +86,7 @@ impl ProviderKind {
             Self::Glm => K::Glm,
             Self::OpenAi => K::Openai,
             Self::OpenAiCompatible => K::OpenaiCompatible,
+            Self::Anthropic => K::Anthropic,
         }
     }
 
@@ -100,8 +104,10 @@ impl FromStr for ProviderKind {
             "glm" | "zhipuai" | "zai" => Ok(Self::Glm),
             "openai" => Ok(Self::OpenAi),
             "openai_compatible" | "custom" => Ok(Self::OpenAiCompatible),
+            "anthropic" => Ok(Self::Anthropic),
             other => Err(format!(
-                "unknown provider kind {other:?} (expected kimi, glm, openai or openai_compatible)"
+                "unknown provider kind {other:?} (expected kimi, glm, openai, openai_compatible \
+                 or anthropic)"
             )),
         }
     }
@@ -334,6 +340,8 @@ pub struct RegistryConfig {
     pub fallback: BTreeMap<String, Vec<String>>,
     /// Upper bound on attempts across a fallback chain.
     pub max_attempts: u32,
+    /// Configured model aliases: name → model (`EXAI_MODEL_ALIASES`, `[registry.aliases]`).
+    pub aliases: BTreeMap<String, String>,
 }
 
 /// Where raw values come from: `exai.toml` and the environment.
@@ -1025,6 +1033,7 @@ impl Config {
 
         // --- registry
         let fallback = read_fallback(&mut r);
+        let aliases = read_aliases(&mut r);
         let registry = RegistryConfig {
             cache_ttl: r.secs(
                 "registry.cache_ttl_s",
@@ -1044,6 +1053,7 @@ impl Config {
                 3u32,
                 "a positive integer",
             ),
+            aliases,
         };
 
         // --- providers
@@ -1195,6 +1205,7 @@ impl Config {
                 "cache_ttl_s": self.registry.cache_ttl.as_secs_f64(),
                 "default_model": self.registry.default_model,
                 "fallback": self.registry.fallback,
+                "aliases": self.registry.aliases,
                 "max_attempts": self.registry.max_attempts,
             },
             "tools": {
@@ -1415,6 +1426,43 @@ fn read_fallback(r: &mut Reader<'_>) -> BTreeMap<String, Vec<String>> {
     chains
 }
 
+/// `[registry.aliases]`: name = "model". Also `EXAI_MODEL_ALIASES` as
+/// `claude-sonnet-4-5=glm-4.6,claude-haiku-4-5=kimi-k2-turbo` (the environment wins).
+fn read_aliases(r: &mut Reader<'_>) -> BTreeMap<String, String> {
+    let mut aliases = BTreeMap::new();
+    if let Some(value) = r.lookup_toml("registry.aliases") {
+        match value {
+            toml::Value::Table(t) => {
+                for (name, target) in t {
+                    match target.as_str().filter(|s| !s.trim().is_empty()) {
+                        Some(target) => {
+                            aliases.insert(name, target.trim().to_owned());
+                        }
+                        None => {
+                            r.error(format!("registry.aliases.{name}"), "expected a model name")
+                        }
+                    }
+                }
+            }
+            _ => r.error("registry.aliases", "expected a table of name = \"model\""),
+        }
+    }
+    if let Some(spec) = r.env.get("EXAI_MODEL_ALIASES").cloned() {
+        for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+            match part.split_once('=') {
+                Some((name, target)) if !name.trim().is_empty() && !target.trim().is_empty() => {
+                    aliases.insert(name.trim().to_owned(), target.trim().to_owned());
+                }
+                _ => r.error(
+                    "EXAI_MODEL_ALIASES",
+                    format!("expected name=model,other=model, got {part:?}"),
+                ),
+            }
+        }
+    }
+    aliases
+}
+
 /// Providers from `[[providers]]` and from the original environment variables.
 fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
     let mut out: Vec<ProviderConfig> = Vec::new();
@@ -1463,7 +1511,7 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
                 None => {
                     r.error(
                         at("kind"),
-                        "missing (kimi, glm, openai or openai_compatible)",
+                        "missing (kimi, glm, openai, openai_compatible or anthropic)",
                     );
                     continue;
                 }
@@ -1748,6 +1796,29 @@ mod tests {
         assert!(!shown.contains("sk-moonshot-secret-value"));
         assert!(!shown.contains("zhipu-secret"));
         assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn model_aliases_come_from_toml_and_env_and_anthropic_is_a_kind() {
+        let c = load(
+            &[(
+                "EXAI_MODEL_ALIASES",
+                "claude-sonnet-4-5=glm-4.6, claude-haiku-4-5=kimi-k2-turbo",
+            )],
+            Some(
+                "[registry.aliases]\n\"claude-sonnet-4-5\" = \"x\"\nbig = \"kimi-k2\"\n\n\
+                 [[providers]]\nkind = \"anthropic\"\napi_key = \"k\"\n",
+            ),
+        )
+        .unwrap();
+        let a = &c.registry.aliases;
+        assert_eq!(a["claude-sonnet-4-5"], "glm-4.6", "the environment wins");
+        assert_eq!(a["claude-haiku-4-5"], "kimi-k2-turbo");
+        assert_eq!(a["big"], "kimi-k2");
+        assert_eq!(c.providers[0].kind, ProviderKind::Anthropic);
+        assert_eq!(c.providers[0].base_url, "https://api.anthropic.com/v1");
+        let errors = load(&[("EXAI_MODEL_ALIASES", "nope")], None).unwrap_err();
+        assert!(keys(&errors).contains(&"EXAI_MODEL_ALIASES"));
     }
 
     #[test]

@@ -269,6 +269,96 @@ impl GatewayError {
     }
 }
 
+/// The provider failure that decided a chain's outcome.
+fn last_provider_error(e: &ProviderError) -> &ProviderError {
+    match e {
+        ProviderError::Exhausted { last, .. } => last_provider_error(last),
+        other => other,
+    }
+}
+
+impl GatewayError {
+    /// Anthropic's status and error `type` for `/v1/messages` (the same source as the
+    /// OpenAI mapping): 400 `invalid_request_error`, 401 `authentication_error`, 403
+    /// `permission_error`, 404 `not_found_error`, 413 `request_too_large`, 429
+    /// `rate_limit_error`, 504 `timeout_error`, 529 `overloaded_error` (exai or the provider
+    /// is at capacity, its breaker is open, or the upstream said overloaded), else 500
+    /// `api_error`.
+    pub fn anthropic_status_type(&self) -> (u16, &'static str) {
+        let overloaded = match self {
+            Self::OverCapacity(_) | Self::Unavailable(_) => true,
+            Self::Provider(e) => matches!(
+                last_provider_error(e),
+                ProviderError::OverCapacity { .. }
+                    | ProviderError::BreakerOpen { .. }
+                    | ProviderError::Unavailable { .. }
+                    | ProviderError::Upstream { status: 529, .. }
+            ),
+            _ => false,
+        };
+        if overloaded {
+            return (529, "overloaded_error");
+        }
+        match self.http_status().as_u16() {
+            401 => (401, "authentication_error"),
+            403 => (403, "permission_error"),
+            404 => (404, "not_found_error"),
+            413 => (413, "request_too_large"),
+            429 => (429, "rate_limit_error"),
+            400..=499 => (400, "invalid_request_error"),
+            504 => (504, "timeout_error"),
+            _ => (500, "api_error"),
+        }
+    }
+
+    /// Seconds for `retry-after` on a 429 or 529: the upstream's or the breaker's wait,
+    /// else 1.
+    pub fn anthropic_retry_after(&self) -> Option<u64> {
+        let (status, _) = self.anthropic_status_type();
+        if status != 429 && status != 529 {
+            return None;
+        }
+        let wait = match self {
+            Self::Provider(e) => match last_provider_error(e) {
+                ProviderError::BreakerOpen { retry_in_ms, .. } => {
+                    Some(Duration::from_millis(*retry_in_ms))
+                }
+                other => other.retry_after(),
+            },
+            _ => None,
+        };
+        Some(wait.map_or(1, |w| w.as_secs_f64().ceil().max(1.0) as u64))
+    }
+
+    /// Anthropic's error shape: `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_json(&self) -> Value {
+        json!({
+            "type": "error",
+            "error": { "type": self.anthropic_status_type().1, "message": self.to_string() },
+        })
+    }
+}
+
+/// A [`GatewayError`] answered in Anthropic's shape (the `/v1/messages` surface).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct AnthropicError(#[from] pub GatewayError);
+
+impl ResponseError for AnthropicError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.anthropic_status_type().0)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(after) = self.0.anthropic_retry_after() {
+            response.insert_header(("retry-after", after.to_string()));
+        }
+        response.json(self.0.anthropic_json())
+    }
+}
+
 /// The protocol code of a provider failure.
 fn provider_code(e: &ProviderError) -> ProtocolCode {
     match e {
@@ -329,6 +419,36 @@ mod tests {
             after: Duration::from_millis(5),
         });
         assert_eq!(timeout.http_status().as_u16(), 504);
+        assert_eq!(timeout.anthropic_status_type(), (504, "timeout_error"));
+        let anthropic = |e: GatewayError| (e.anthropic_status_type(), e.anthropic_retry_after());
+        assert_eq!(
+            anthropic(GatewayError::Unauthorized),
+            ((401, "authentication_error"), None)
+        );
+        assert_eq!(
+            anthropic(bad.clone()),
+            ((400, "invalid_request_error"), None)
+        );
+        assert_eq!(anthropic(unknown.clone()), ((404, "not_found_error"), None));
+        assert_eq!(anthropic(busy), ((529, "overloaded_error"), Some(1)));
+        let limited = GatewayError::from(ProviderError::Upstream {
+            provider: "p".into(),
+            status: 429,
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        });
+        assert_eq!(anthropic(limited), ((429, "rate_limit_error"), Some(3)));
+        let open = GatewayError::from(ProviderError::BreakerOpen {
+            provider: "p".into(),
+            retry_in_ms: 1500,
+        });
+        assert_eq!(anthropic(open), ((529, "overloaded_error"), Some(2)));
+        assert_eq!(
+            anthropic(GatewayError::Internal("x".into())),
+            ((500, "api_error"), None)
+        );
+        assert_eq!(unknown.anthropic_json()["type"], "error");
+        assert_eq!(unknown.anthropic_json()["error"]["type"], "not_found_error");
         assert_eq!(timeout.protocol_code().as_str(), "TIMEOUT");
     }
 }

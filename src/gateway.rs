@@ -117,6 +117,7 @@ pub fn registry_settings(config: &Config) -> RegistrySettings {
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
             .collect::<HashMap<_, _>>(),
         max_attempts: (r.max_attempts as usize).max(1),
+        aliases: r.aliases.clone().into_iter().collect(),
     }
 }
 

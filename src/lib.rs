@@ -3,6 +3,7 @@
 //! This crate is the HTTP and WebSocket layer, configuration, start-up and the CLI; the
 //! actors live in `exai-actors`.
 
+pub mod anthropic;
 pub mod auth;
 pub mod chat;
 pub mod cli;

@@ -21,6 +21,9 @@
 //! | `mock-reasoning` | the message carries Kimi-style `reasoning_content` |
 //! | `mock-status-<code>` | HTTP `<code>` with an OpenAI-style error body |
 //! | `mock-401` | HTTP 401 whose message quotes the bearer token, as some real APIs do |
+//! | `mock-tool` | a call of the first tool (or, after a `tool` result, its text); see `anthropic` |
+//!
+//! `POST /v1/messages` speaks Anthropic's Messages API (module `anthropic`).
 //!
 //! Every chat request is counted (in total and per model name) when it arrives, before any
 //! fault, so tests can assert exactly how many upstream calls were made. Streams whose
@@ -44,6 +47,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{Value, json};
+
+mod anthropic;
 
 /// Extra latency of `mock-slow`.
 pub const DEFAULT_SLOW: Duration = Duration::from_millis(300);
@@ -378,6 +383,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/models", web::get().to(models))
         .route("/web_search", web::post().to(web_search))
         .route("/v1/web_search", web::post().to(web_search))
+        .route("/messages", web::post().to(anthropic::messages))
+        .route("/v1/messages", web::post().to(anthropic::messages))
         .route("/__mock/stats", web::get().to(stats))
         .route("/__mock/reset", web::post().to(reset));
 }
@@ -409,6 +416,8 @@ enum Mode {
     Status(u16),
     /// 401 quoting the bearer token.
     Unauthorized,
+    /// Tool calls (module `anthropic`).
+    Tool,
 }
 
 fn mode(model: &str) -> Mode {
@@ -424,6 +433,7 @@ fn mode(model: &str) -> Mode {
         "mock-hang" => return Mode::Hang,
         "mock-trickle" => return Mode::Trickle(DEFAULT_TRICKLE),
         "mock-401" => return Mode::Unauthorized,
+        "mock-tool" => return Mode::Tool,
         _ => {}
     }
     if let Some(d) = suffix("mock-slow").and_then(millis) {
@@ -517,6 +527,7 @@ async fn chat(state: web::Data<MockState>, http: HttpRequest, body: Bytes) -> Ht
         Mode::Flaky(n) if seen <= *n => {
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "mock flaky failure");
         }
+        Mode::Tool => return anthropic::tool_reply(&request, seen, &model, stream),
         _ => {}
     }
 

@@ -192,4 +192,5 @@ impl SurfaceState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     crate::ws::configure(cfg);
     crate::routes::v1::configure(cfg);
+    crate::anthropic::configure(cfg);
 }

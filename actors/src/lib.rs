@@ -3,6 +3,7 @@
 //! This crate has no HTTP server dependency: the HTTP and WebSocket layer lives in the root
 //! crate and talks to these actors through their messages and [`supervisor::Slot`]s.
 
+pub mod anthropic;
 pub mod breaker;
 pub mod cache;
 pub mod cache_key;

@@ -13,6 +13,7 @@
 //! A restart resets nothing that matters: the breaker, slots, counters and HTTP clients live
 //! in the handle's `Arc`, which the child factory captures.
 
+mod anthropic;
 mod error;
 mod handle;
 mod settings;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
+pub use anthropic::ANTHROPIC_BASE_URL;
 pub use error::{ProviderError, TimeoutKind};
 pub use handle::{
     ChatStream, Completion, EVENT_SOURCE, ProviderHandle, REQUEST_EVENT, RemoteModel, Usage,

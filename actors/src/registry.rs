@@ -52,6 +52,9 @@ pub struct RegistrySettings {
     pub fallbacks: HashMap<String, Vec<String>>,
     /// Provider calls per request across the whole chain (each call may itself retry).
     pub max_attempts: usize,
+    /// Configured aliases (`EXAI_MODEL_ALIASES`, `[registry.aliases]`): name → model. They
+    /// win over catalog names; an unknown `claude-*` name falls back to `default_model`.
+    pub aliases: HashMap<String, String>,
 }
 
 impl Default for RegistrySettings {
@@ -61,6 +64,7 @@ impl Default for RegistrySettings {
             default_model: None,
             fallbacks: HashMap::new(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            aliases: HashMap::new(),
         }
     }
 }
@@ -142,18 +146,43 @@ pub struct Tables {
     fallbacks: HashMap<String, Vec<String>>,
     /// Call bound across a chain.
     max_attempts: usize,
+    /// Lower-cased configured alias → model name.
+    aliases: HashMap<String, String>,
+    /// The configured default model, where unknown `claude-*` names go.
+    claude_default: Option<String>,
 }
 
+/// The prefix of the names Claude Code and the Anthropic SDKs ask for.
+const CLAUDE_PREFIX: &str = "claude-";
+
 impl Tables {
-    /// Resolves `model` without waiting: exact id or alias (any case), `<provider>/<model>`
-    /// for a registered provider, or `auto`.
+    /// Resolves `model` without waiting: a configured alias (one hop), exact id or catalog
+    /// alias (any case), `<provider>/<model>` for a registered provider, or `auto`; an
+    /// unknown `claude-*` name resolves to the configured default model, when there is one.
     pub fn resolve(&self, model: &str) -> Option<Resolved> {
+        let name = self
+            .aliases
+            .get(&model.to_ascii_lowercase())
+            .map_or(model, String::as_str);
+        if let Some(found) = self.resolve_name(name) {
+            return Some(found);
+        }
+        let claude = name.len() > CLAUDE_PREFIX.len()
+            && name[..CLAUDE_PREFIX.len()].eq_ignore_ascii_case(CLAUDE_PREFIX);
+        match &self.claude_default {
+            Some(default) if claude => self.resolve_name(default),
+            _ => None,
+        }
+    }
+
+    /// [`Tables::resolve`] without configured aliases and the `claude-*` fallback.
+    fn resolve_name(&self, model: &str) -> Option<Resolved> {
         if model.eq_ignore_ascii_case(AUTO_MODEL) {
             let default = self.default_model.as_deref()?;
             if default.eq_ignore_ascii_case(AUTO_MODEL) {
                 return None;
             }
-            return self.resolve(default);
+            return self.resolve_name(default);
         }
         let found = self
             .routes
@@ -214,6 +243,12 @@ impl Tables {
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect(),
+            aliases: settings
+                .aliases
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            claude_default: settings.default_model.clone(),
             ..Tables::default()
         };
         for handle in providers {
@@ -283,6 +318,13 @@ impl Tables {
             .default_model
             .clone()
             .or_else(|| tables.entries.first().map(|(l, _)| l.id.clone()));
+        for (alias, target) in &settings.aliases {
+            for (listing, _) in &mut tables.entries {
+                if listing.id.eq_ignore_ascii_case(target) && !listing.aliases.contains(alias) {
+                    listing.aliases.push(alias.clone());
+                }
+            }
+        }
         tables
     }
 }
@@ -717,6 +759,48 @@ mod tests {
             Some("llama3.1:8b")
         );
         assert!(t.resolve("other/llama3").is_none());
+    }
+
+    #[test]
+    fn configured_aliases_win_and_unknown_claude_names_take_the_default() {
+        let p = provider("local", ProviderKind::OpenaiCompatible, &["llama3", "qwen"]);
+        let mut aliases = HashMap::new();
+        aliases.insert("Claude-Sonnet-4-5".to_owned(), "qwen".to_owned());
+        aliases.insert("llama3".to_owned(), "qwen".to_owned());
+        let settings = RegistrySettings {
+            aliases,
+            ..RegistrySettings::default()
+        };
+        let t = tables(settings.clone(), std::slice::from_ref(&p));
+        let model = |t: &Tables, m: &str| t.resolve(m).map(|r| r.model);
+        assert_eq!(model(&t, "claude-sonnet-4-5").as_deref(), Some("qwen"));
+        assert_eq!(
+            model(&t, "llama3").as_deref(),
+            Some("qwen"),
+            "a configured alias wins"
+        );
+        assert_eq!(model(&t, "claude-haiku-4-5"), None, "no default configured");
+        let listing = t.listings();
+        assert!(
+            listing
+                .iter()
+                .any(|m| m.id == "qwen" && m.aliases.contains(&"llama3".to_owned()))
+        );
+        let t = tables(
+            RegistrySettings {
+                default_model: Some("llama3".into()),
+                ..settings
+            },
+            &[p],
+        );
+        assert_eq!(
+            t.resolve("claude-haiku-4-5")
+                .map(|r| r.targets[0].upstream_model.clone())
+                .as_deref(),
+            Some("llama3"),
+            "the fallback skips configured aliases"
+        );
+        assert_eq!(model(&t, "gpt-x"), None, "only claude-* names fall back");
     }
 
     #[test]

@@ -38,7 +38,11 @@ pub const CACHE_AGE_HEADER: &str = "x-exai-cache-age-ms";
 /// Header naming the provider that answered.
 pub const PROVIDER_HEADER: &str = "x-exai-provider";
 /// Fields that steer exai and are not sent upstream.
-const EXAI_FIELDS: &[&str] = &["cache", "continuation_id"];
+const EXAI_FIELDS: &[&str] = &[
+    "cache",
+    "continuation_id",
+    exai_actors::anthropic::DIALECT_FIELD,
+];
 /// The SSE terminator.
 const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -58,11 +62,12 @@ fn check_auth(req: &HttpRequest, state: &SurfaceState) -> Result<(), GatewayErro
     }
 }
 
-/// A place among the `/v1` requests in flight; released when dropped.
-struct InflightGuard(Arc<AtomicUsize>);
+/// A place among the `/v1` requests in flight (`/v1/messages` included); released when
+/// dropped.
+pub(crate) struct InflightGuard(Arc<AtomicUsize>);
 
 impl InflightGuard {
-    fn acquire(state: &SurfaceState) -> Result<Self, GatewayError> {
+    pub(crate) fn acquire(state: &SurfaceState) -> Result<Self, GatewayError> {
         let now = state.v1_inflight.fetch_add(1, Ordering::AcqRel);
         if now >= state.v1_max_inflight {
             state.v1_inflight.fetch_sub(1, Ordering::AcqRel);
@@ -352,6 +357,9 @@ pub async fn models(
     req: HttpRequest,
     state: web::Data<SurfaceState>,
 ) -> Result<HttpResponse, GatewayError> {
+    if crate::anthropic::is_anthropic_client(&req) {
+        return Ok(crate::anthropic::models(&req, &state).await);
+    }
     check_auth(&req, &state)?;
     let listings = state.chat.dispatcher().registry().list_models().await;
     let data: Vec<Value> = listings

@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{Stream, StreamExt as _};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::anthropic::{self, Translation};
 use super::error::{ProviderError, TimeoutKind};
 use super::settings::ProviderSettings;
 use super::sse::{SseEvent, SseParser};
@@ -64,11 +65,11 @@ pub fn health_component(provider: &str) -> String {
 /// Token usage as reported by the upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Tokens in the prompt.
-    #[serde(default)]
+    /// Tokens in the prompt (Anthropic: `input_tokens`).
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    /// Tokens generated.
-    #[serde(default)]
+    /// Tokens generated (Anthropic: `output_tokens`).
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
     /// Their sum, as the upstream counted it.
     #[serde(default)]
@@ -221,12 +222,12 @@ struct Shared {
     name: Arc<str>,
     /// Its settings (the key inside is a `SecretString`).
     settings: ProviderSettings,
-    /// `<base>/chat/completions`, parsed once (not per request).
+    /// `<base>/chat/completions` (`<base>/messages` for `anthropic`), parsed once.
     completions_url: reqwest::Url,
     /// `<base>/models`.
     models_url: String,
-    /// `Bearer <key>`, marked sensitive so it never prints.
-    auth: Option<HeaderValue>,
+    /// The key's header(s), marked sensitive so they never print.
+    headers: HeaderMap,
     /// Concurrency slots.
     slots: Arc<Semaphore>,
     /// Callers waiting for a slot.
@@ -288,32 +289,25 @@ impl ProviderHandle {
                 message: "no base URL configured".into(),
             });
         }
-        let completions_url =
-            reqwest::Url::parse(&format!("{base}/chat/completions")).map_err(|e| {
-                ProviderError::Unavailable {
-                    provider: name.to_string(),
-                    message: format!("base URL is not a valid URL: {e}"),
-                }
-            })?;
-        let auth = match &settings.api_key {
-            Some(key) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-                    .map_err(|_| ProviderError::Unavailable {
-                    provider: name.to_string(),
-                    message: "API key contains characters not allowed in a header".into(),
-                })?;
-                value.set_sensitive(true);
-                Some(value)
+        let endpoint = anthropic::endpoint(settings.kind);
+        let completions_url = reqwest::Url::parse(&format!("{base}/{endpoint}")).map_err(|e| {
+            ProviderError::Unavailable {
+                provider: name.to_string(),
+                message: format!("base URL is not a valid URL: {e}"),
             }
-            None => None,
-        };
+        })?;
+        let headers = anthropic::upstream_headers(settings.kind, settings.api_key.as_ref())
+            .ok_or_else(|| ProviderError::Unavailable {
+                provider: name.to_string(),
+                message: "API key contains characters not allowed in a header".into(),
+            })?;
         let what: &'static str = Box::leak(format!("provider {name}").into_boxed_str());
         let handle = Self {
             shared: Arc::new(Shared {
                 id: NEXT_HANDLE_ID.fetch_add(1, Ordering::Relaxed),
                 completions_url,
                 models_url: format!("{base}/models"),
-                auth,
+                headers,
                 slots: Arc::new(Semaphore::new(
                     settings.max_concurrency.clamp(1, Semaphore::MAX_PERMITS),
                 )),
@@ -407,7 +401,8 @@ impl ProviderHandle {
 
     /// A non-streaming chat completion of `body` with `model` as the upstream model id.
     pub async fn complete(&self, model: &str, body: Value) -> Result<Completion, ProviderError> {
-        let body = self.prepare_body(body, model, false)?;
+        let translation = Translation::of(self.shared.settings.kind, &body);
+        let body = self.prepare_body(translation, body, model, false)?;
         let _slot = self.acquire_slot().await?;
         let client = self.client()?;
         let s = &self.shared;
@@ -423,7 +418,11 @@ impl ProviderHandle {
                 self.attempt_complete(&client, body.clone()),
             )
             .await
-            .unwrap_or_else(|_| Err(self.timeout(TimeoutKind::Request)));
+            .unwrap_or_else(|_| Err(self.timeout(TimeoutKind::Request)))
+            .and_then(|(body, usage)| {
+                let body = translation.response(body).map_err(|e| self.malformed(&e))?;
+                Ok((body, usage))
+            });
             match result {
                 Ok((body, usage)) => {
                     guard.succeeded(Some(200), None, usage);
@@ -453,7 +452,8 @@ impl ProviderHandle {
     /// A streaming chat completion. Retries happen only until the upstream answered 200;
     /// once the stream has started, failures end it with an error item.
     pub async fn stream(&self, model: &str, body: Value) -> Result<ChatStream, ProviderError> {
-        let body = self.prepare_body(body, model, true)?;
+        let translation = Translation::of(self.shared.settings.kind, &body);
+        let body = self.prepare_body(translation, body, model, true)?;
         let slot = self.acquire_slot().await?;
         let client = self.client()?;
         let s = &self.shared;
@@ -490,12 +490,14 @@ impl ProviderHandle {
                         slot: Some(slot),
                         usage: usage.clone(),
                         first_chunk: None,
+                        ends_on_message_stop: s.settings.kind == super::ProviderKind::Anthropic,
                     };
+                    let inner = Box::pin(futures_util::stream::unfold(state, StreamState::next));
                     return Ok(ChatStream {
                         provider: s.name.clone(),
                         model: model.to_owned(),
                         usage,
-                        inner: Box::pin(futures_util::stream::unfold(state, StreamState::next)),
+                        inner: translation.stream(inner, &s.name),
                     });
                 }
                 Err(error) => {
@@ -610,10 +612,7 @@ impl ProviderHandle {
         let s = &self.shared;
         let client = self.client()?;
         let fetch = async {
-            let mut request = client.get(&s.models_url);
-            if let Some(auth) = &s.auth {
-                request = request.header(AUTHORIZATION, auth.clone());
-            }
+            let request = client.get(&s.models_url).headers(s.headers.clone());
             let response = request.send().await.map_err(|e| self.transport_error(e))?;
             if !response.status().is_success() {
                 return Err(self.status_error(response).await);
@@ -674,14 +673,22 @@ impl ProviderHandle {
         })
     }
 
-    /// Sets `model` and `stream`, leaves everything else as the caller sent it.
-    fn prepare_body(&self, body: Value, model: &str, stream: bool) -> Result<Bytes, ProviderError> {
-        let Value::Object(mut map) = body else {
+    /// Sets `model` and `stream`, leaves everything else as the caller sent it (translated
+    /// to the provider's dialect when it differs).
+    fn prepare_body(
+        &self,
+        translation: Translation,
+        body: Value,
+        model: &str,
+        stream: bool,
+    ) -> Result<Bytes, ProviderError> {
+        let Value::Object(map) = body else {
             return Err(ProviderError::InvalidRequest {
                 provider: self.shared.name.to_string(),
                 message: "the request body must be a JSON object".into(),
             });
         };
+        let mut map = translation.request(map, stream);
         map.insert("model".into(), Value::String(model.to_owned()));
         map.insert("stream".into(), Value::Bool(stream));
         serde_json::to_vec(&map)
@@ -807,14 +814,11 @@ impl ProviderHandle {
         url: reqwest::Url,
         body: Bytes,
     ) -> reqwest::RequestBuilder {
-        let mut request = client
+        client
             .post(url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body);
-        if let Some(auth) = &self.shared.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
-        request
+            .headers(self.shared.headers.clone())
+            .body(body)
     }
 
     /// The delay before the next retry: the upstream's `Retry-After` when it sent one
@@ -1106,6 +1110,8 @@ struct StreamState {
     usage: Arc<Mutex<Option<Usage>>>,
     /// Time to the first data chunk.
     first_chunk: Option<Duration>,
+    /// An Anthropic upstream: `message_stop` ends the stream (there is no `[DONE]`).
+    ends_on_message_stop: bool,
 }
 
 impl StreamState {
@@ -1121,6 +1127,9 @@ impl StreamState {
                             self.first_chunk = self.guard.as_ref().map(|g| g.started.elapsed());
                         }
                         self.sniff_usage(&data);
+                        if self.ends_on_message_stop && anthropic::is_message_stop(&data) {
+                            self.ready.push_front(SseEvent::Done);
+                        }
                         return Some((Ok(data), self));
                     }
                     SseEvent::Done => {

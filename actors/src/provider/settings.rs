@@ -1,7 +1,8 @@
 //! Provider kinds and the settings of one configured provider, with per-kind defaults.
 //!
-//! All four kinds speak the OpenAI chat-completions dialect, so they share one client; a kind
-//! only decides the default base URL, the built-in catalog entries it serves and its label.
+//! Four kinds speak the OpenAI chat-completions dialect and `anthropic` the Messages API; they
+//! share one client (`provider/anthropic.rs` holds the difference). A kind decides the default
+//! base URL, the built-in catalog entries it serves and its label.
 
 use std::time::Duration;
 
@@ -56,6 +57,9 @@ pub enum ProviderKind {
     Openai,
     /// Any OpenAI-compatible server: Ollama, vLLM, llama.cpp, LM Studio, the mock upstream.
     OpenaiCompatible,
+    /// Anthropic's Messages API (Anthropic, or Kimi's and GLM's Anthropic-compatible
+    /// endpoints); see `provider/anthropic.rs`.
+    Anthropic,
 }
 
 impl ProviderKind {
@@ -66,6 +70,7 @@ impl ProviderKind {
             Self::Glm => "glm",
             Self::Openai => "openai",
             Self::OpenaiCompatible => "openai_compatible",
+            Self::Anthropic => "anthropic",
         }
     }
 
@@ -76,6 +81,7 @@ impl ProviderKind {
             Self::Glm => Some(GLM_BASE_URL),
             Self::Openai => Some(OPENAI_BASE_URL),
             Self::OpenaiCompatible => None,
+            Self::Anthropic => Some(super::anthropic::ANTHROPIC_BASE_URL),
         }
     }
 }

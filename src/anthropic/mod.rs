@@ -1,0 +1,451 @@
+//! Anthropic's Messages API for Claude Code and the Anthropic SDKs: `POST /v1/messages`
+//! (JSON, or SSE events), `POST /v1/messages/count_tokens` (an estimate, [`tokens`]) and the
+//! Anthropic shape of `GET /v1/models` (when the request carries `anthropic-version`).
+//!
+//! A request is checked, marked as Anthropic-dialect ([`exai_actors::anthropic`]) and sent
+//! down the one chat path ([`crate::chat`]): the same resolution (aliases, `claude-*`
+//! fallback), cache and single-flight, provider calls, retries, breakers and fallbacks as
+//! `/v1/chat/completions`. The provider translates for OpenAI-compatible upstreams and
+//! passes the request through untranslated to an `anthropic` provider. Errors use
+//! Anthropic's shape ([`crate::error::AnthropicError`]); auth is `x-api-key` or Bearer,
+//! checked against `EXAI_WS_TOKEN` in constant time. `tool.call` events carry
+//! `surface: "anthropic"`.
+
+pub mod tokens;
+
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
+use exai_actors::anthropic::{DIALECT_ANTHROPIC, DIALECT_FIELD};
+use exai_actors::cache_key::{self, CacheDirectives};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::chat::{CacheOutcome, ChunkStream};
+use crate::error::{AnthropicError, GatewayError};
+use crate::routes::v1::{CACHE_AGE_HEADER, CACHE_HEADER, InflightGuard, PROVIDER_HEADER};
+use crate::surface::{SurfaceState, V1_SOURCE};
+
+/// The header that marks an Anthropic client.
+pub const VERSION_HEADER: &str = "anthropic-version";
+
+/// Registers `/v1/messages` and `/v1/messages/count_tokens`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/messages", web::post().to(messages))
+        .route("/v1/messages/count_tokens", web::post().to(count_tokens));
+}
+
+/// Whether a request speaks Anthropic's API (for the shape of `GET /v1/models`).
+pub fn is_anthropic_client(req: &HttpRequest) -> bool {
+    req.headers().contains_key(VERSION_HEADER)
+}
+
+/// `x-api-key: <EXAI_WS_TOKEN>` or `Authorization: Bearer <EXAI_WS_TOKEN>`, when a token is
+/// configured.
+fn check_auth(req: &HttpRequest, state: &SurfaceState) -> Result<(), AnthropicError> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let offered = header("x-api-key").map(str::trim).or_else(|| {
+        header(header::AUTHORIZATION.as_str())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+    });
+    if state.authorized(offered) {
+        Ok(())
+    } else {
+        Err(GatewayError::Unauthorized.into())
+    }
+}
+
+/// Reads the body up to the `/v1` limit.
+async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(GatewayError::invalid(
+            format!("cannot read the request body: {e}"),
+            None,
+        )),
+        Err(_) => Err(GatewayError::TooLarge {
+            size: req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(limit + 1),
+            limit,
+        }),
+    }
+}
+
+/// Parses and checks a Messages request: `model`, a non-empty `messages` array, a positive
+/// `max_tokens`, a boolean `stream`. Everything else is left to the translation (unknown
+/// fields are dropped for OpenAI-compatible upstreams and passed through to `anthropic`).
+fn parse_body(bytes: &[u8], count_only: bool) -> Result<(Value, bool), GatewayError> {
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    let Some(fields) = body.as_object() else {
+        return Err(GatewayError::invalid(
+            "request body must be a JSON object",
+            None,
+        ));
+    };
+    if fields
+        .get("model")
+        .and_then(Value::as_str)
+        .is_none_or(|m| m.trim().is_empty())
+    {
+        return Err(GatewayError::invalid(
+            "model: a non-empty string is required",
+            Some("model"),
+        ));
+    }
+    if fields
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_none_or(|m| m.is_empty())
+    {
+        return Err(GatewayError::invalid(
+            "messages: a non-empty array is required",
+            Some("messages"),
+        ));
+    }
+    if let Some(bad) = fields["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            !matches!(
+                m.get("role").and_then(Value::as_str),
+                Some("user" | "assistant")
+            )
+        })
+    {
+        return Err(GatewayError::invalid(
+            format!(
+                "messages: role must be \"user\" or \"assistant\", got {}",
+                bad.get("role").unwrap_or(&Value::Null)
+            ),
+            Some("messages"),
+        ));
+    }
+    if !count_only
+        && fields
+            .get("max_tokens")
+            .and_then(Value::as_u64)
+            .is_none_or(|n| n == 0)
+    {
+        return Err(GatewayError::invalid(
+            "max_tokens: a positive integer is required",
+            Some("max_tokens"),
+        ));
+    }
+    let stream = match fields.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "stream: must be a boolean",
+                Some("stream"),
+            ));
+        }
+    };
+    Ok((body, stream))
+}
+
+/// Records the request's `tool.call` (with `surface: "anthropic"`) when dropped.
+struct CallRecord {
+    /// Where events go.
+    state: web::Data<SurfaceState>,
+    /// When the request arrived.
+    started: Instant,
+    /// Filled in as the request progresses.
+    data: Value,
+    /// `None` while running (a drop then means the client left).
+    outcome: Option<Result<(), &'static str>>,
+}
+
+impl CallRecord {
+    fn new(state: &web::Data<SurfaceState>, stream: bool) -> Self {
+        Self {
+            state: state.clone(),
+            started: Instant::now(),
+            data: json!({ "tool": "chat", "surface": "anthropic", "stream": stream }),
+            outcome: None,
+        }
+    }
+
+    fn answered(&mut self, model: &str, provider: Option<&str>, cache: CacheOutcome) {
+        self.data["model"] = json!(model);
+        self.data["provider"] = json!(provider);
+        self.data["cache"] = json!(cache.as_str());
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or(Err("cancelled"));
+        self.data["ok"] = json!(outcome.is_ok());
+        self.data["latency_ms"] = json!(self.started.elapsed().as_secs_f64() * 1000.0);
+        if let Err(kind) = outcome {
+            self.data["error_kind"] = json!(kind);
+        }
+        self.state
+            .recorder
+            .record(V1_SOURCE, "tool.call", self.data.take());
+    }
+}
+
+/// `POST /v1/messages`.
+pub async fn messages(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<SurfaceState>,
+) -> Result<HttpResponse, AnthropicError> {
+    check_auth(&req, &state)?;
+    let inflight = InflightGuard::acquire(&state)?;
+    let bytes = read_body(&req, payload, state.max_body_bytes).await?;
+    let (mut body, stream) = parse_body(&bytes, false)?;
+    let header_value =
+        |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let directives = CacheDirectives::from_headers(
+        header_value(header::CACHE_CONTROL),
+        header_value(header::PRAGMA),
+    );
+    let bypass = cache_key::bypass(&body, directives);
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("cache");
+        fields.insert(DIALECT_FIELD.into(), json!(DIALECT_ANTHROPIC));
+    }
+    let mut record = CallRecord::new(&state, stream);
+    let fail = |record: &mut CallRecord, e: GatewayError| {
+        record.outcome = Some(Err(e.kind()));
+        AnthropicError(e)
+    };
+    let mut response = HttpResponse::Ok();
+    if stream {
+        let answer = state
+            .chat
+            .stream(body, bypass)
+            .await
+            .map_err(|e| fail(&mut record, e))?;
+        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
+        response
+            .content_type("text/event-stream")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header(("x-accel-buffering", "no"));
+        headers(
+            &mut response,
+            answer.cache,
+            answer.provider.as_deref(),
+            answer.cache_age_ms,
+        );
+        Ok(response.streaming(sse(answer.chunks, record, inflight)))
+    } else {
+        let answer = state
+            .chat
+            .complete(body, bypass)
+            .await
+            .map_err(|e| fail(&mut record, e))?;
+        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
+        record.outcome = Some(Ok(()));
+        drop(inflight);
+        response.content_type("application/json");
+        headers(
+            &mut response,
+            answer.cache,
+            answer.provider.as_deref(),
+            answer.cache_age_ms,
+        );
+        if answer.cache == CacheOutcome::Bypass {
+            response.insert_header((header::CACHE_CONTROL, "no-store"));
+        }
+        Ok(response.body(answer.body))
+    }
+}
+
+/// exai's own response headers, as on `/v1/chat/completions`.
+fn headers(
+    response: &mut actix_web::HttpResponseBuilder,
+    cache: CacheOutcome,
+    provider: Option<&str>,
+    age_ms: Option<u64>,
+) {
+    response.insert_header((CACHE_HEADER, cache.as_str()));
+    if let Some(p) = provider {
+        response.insert_header((PROVIDER_HEADER, p));
+    }
+    if let Some(age) = age_ms {
+        response.insert_header((CACHE_AGE_HEADER, age.to_string()));
+    }
+}
+
+/// The `type` of an event payload, which is also its SSE event name.
+#[derive(Deserialize)]
+struct EventType<'a> {
+    /// `message_start`, `content_block_delta`, …
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+/// One SSE frame: `event: <type>` and `data: <payload>`.
+fn frame(kind: &str, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + kind.len() + 18);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
+    out.freeze()
+}
+
+/// Where an SSE response is.
+enum Sse {
+    /// Forwarding events.
+    Open(ChunkStream, CallRecord, InflightGuard),
+    /// Ended.
+    Closed,
+}
+
+/// The events as SSE frames, each written as soon as it arrives. An upstream failure ends
+/// the stream with an `error` event; an `error` event from the upstream ends it too.
+fn sse(
+    chunks: ChunkStream,
+    record: CallRecord,
+    inflight: InflightGuard,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    futures_util::stream::unfold(Sse::Open(chunks, record, inflight), |state| async move {
+        let Sse::Open(mut chunks, mut record, inflight) = state else {
+            return None;
+        };
+        match chunks.next().await {
+            Some(Ok(chunk)) => {
+                let kind = serde_json::from_slice::<EventType<'_>>(&chunk)
+                    .map(|t| t.kind.into_owned())
+                    .unwrap_or_else(|_| "message".to_owned());
+                let bytes = frame(&kind, &chunk);
+                if kind == "error" {
+                    record.outcome = Some(Err("upstream_error_event"));
+                    return Some((Ok(bytes), Sse::Closed));
+                }
+                if kind == "message_stop" {
+                    record.outcome = Some(Ok(()));
+                }
+                Some((Ok(bytes), Sse::Open(chunks, record, inflight)))
+            }
+            None => {
+                record.outcome.get_or_insert(Ok(()));
+                None
+            }
+            Some(Err(e)) => {
+                let error = GatewayError::from(e);
+                record.outcome = Some(Err(error.kind()));
+                let payload = error.anthropic_json().to_string();
+                Some((Ok(frame("error", payload.as_bytes())), Sse::Closed))
+            }
+        }
+    })
+}
+
+/// `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, estimated locally.
+pub async fn count_tokens(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<SurfaceState>,
+) -> Result<HttpResponse, AnthropicError> {
+    check_auth(&req, &state)?;
+    let bytes = read_body(&req, payload, state.max_body_bytes).await?;
+    let (body, _) = parse_body(&bytes, true)?;
+    let count = web::block(move || tokens::estimate(&body))
+        .await
+        .map_err(|e| GatewayError::Internal(format!("token count failed: {e}")))?;
+    Ok(HttpResponse::Ok().json(json!({ "input_tokens": count })))
+}
+
+/// `GET /v1/models` for an Anthropic client: `{"data":[{"type":"model","id",
+/// "display_name","created_at"}],"has_more","first_id","last_id"}`, one entry per model id.
+pub async fn models(req: &HttpRequest, state: &web::Data<SurfaceState>) -> HttpResponse {
+    if let Err(e) = check_auth(req, state) {
+        return e.error_response();
+    }
+    let listings = state.chat.dispatcher().registry().list_models().await;
+    let mut seen = std::collections::HashSet::new();
+    let data: Vec<Value> = listings
+        .into_iter()
+        .filter(|m| seen.insert(m.id.clone()))
+        .map(|m| {
+            json!({
+                "type": "model",
+                "id": m.id,
+                "display_name": m.id,
+                "created_at": "1970-01-01T00:00:00Z",
+            })
+        })
+        .collect();
+    let first = data.first().map(|m| m["id"].clone());
+    let last = data.last().map(|m| m["id"].clone());
+    HttpResponse::Ok().json(json!({
+        "data": data, "has_more": false, "first_id": first, "last_id": last,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bodies_are_checked_in_anthropic_terms() {
+        let status = |b: &str, count: bool| {
+            parse_body(b.as_bytes(), count)
+                .err()
+                .map(|e| e.anthropic_status_type())
+        };
+        let ok = r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#;
+        assert_eq!(status(ok, false), None);
+        assert_eq!(status("nope", false), Some((400, "invalid_request_error")));
+        assert!(
+            status(
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+                false
+            )
+            .is_some()
+        );
+        assert_eq!(
+            status(
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+                true
+            ),
+            None
+        );
+        assert!(status(r#"{"model":"m","max_tokens":5,"messages":[]}"#, false).is_some());
+        assert!(
+            status(
+                r#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#,
+                false
+            )
+            .is_some()
+        );
+        let (_, stream) = parse_body(
+            br#"{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}"#,
+            false,
+        )
+        .unwrap();
+        assert!(stream);
+    }
+
+    #[test]
+    fn frames_name_their_event() {
+        assert_eq!(
+            frame("ping", br#"{"type":"ping"}"#),
+            Bytes::from_static(b"event: ping\ndata: {\"type\":\"ping\"}\n\n")
+        );
+    }
+}
