@@ -205,7 +205,7 @@ fn provider_specific_tools(kind: ProviderKind) -> &'static [&'static str] {
     match kind {
         ProviderKind::Glm => &["glm_web_search"],
         ProviderKind::Kimi => &["kimi_chat_with_tools"],
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => &[],
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Anthropic => &[],
     }
 }
 
