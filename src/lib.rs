@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod http_body;
 pub mod http_guard;
 pub mod lifecycle;
+pub mod mcp;
 pub mod mock_upstream;
 pub mod routes;
 pub mod startup;
@@ -67,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Mcp { url }) => mcp::stdio::run(url),
         Some(Command::Demo(args)) => {
             let overrides = args.over(&cli.serve).overrides();
             let Some(config) = load_config(cli.config.as_deref(), &overrides) else {

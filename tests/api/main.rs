@@ -10,6 +10,7 @@ mod cli;
 mod dashboard;
 mod foundation;
 mod hardening_http;
+mod mcp;
 mod helpers;
 mod history;
 mod outage_logs;
