@@ -58,6 +58,8 @@ pub fn run(url: Option<String>) -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn bridge(url: String) -> anyhow::Result<std::process::ExitCode> {
+    // reqwest is built without a default TLS provider (as in start-up).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .build()
