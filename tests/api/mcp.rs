@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use exai::mock_upstream::{MockSettings, MockUpstream};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::helpers::{TestApp, eventually, spawn_app_with};
 
@@ -64,6 +65,7 @@ fn start_py(app: &TestApp, venv: &str, script: &str, mode: &str, token: &str) ->
         .env("EXAI_SLOW_MODEL", if mode == "cancel" { HANG } else { SLOW })
         .env("EXAI_BIN", env!("CARGO_BIN_EXE_exai"))
         .env("EXAI_WS_PORT", app.addr.port().to_string())
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -151,11 +153,15 @@ async fn provider_in_flight(app: &TestApp) -> u64 {
 /// Runs a cancelling script and checks the provider's slot is taken, then freed.
 async fn cancellation_frees_the_slot(venv: &str, script: &str) {
     let (app, _mock) = setup(&[("EXAI_WS_TOKEN", TOKEN)]).await;
-    let child = start_py(&app, venv, script, "cancel", TOKEN);
+    let mut child = start_py(&app, venv, script, "cancel", TOKEN);
     eventually(Duration::from_secs(20), "the call to take a slot", || async {
         (provider_in_flight(&app).await == 1).then_some(())
     })
     .await;
+    // Now the script cancels.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"cancel\n").await.unwrap();
+    drop(stdin);
     let out = finish_py(child, script).await;
     assert!(out["tools_after"].as_u64().unwrap() > 5, "{out}");
     eventually(Duration::from_secs(10), "the slot to be freed", || async {

@@ -85,6 +85,8 @@ async def cancel(mode):
                 )
             )
             await asyncio.wait_for(first.wait(), 20)
+            # The test says when: once it has seen the call hold the provider's slot.
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             # The id of the call just made (the session numbers requests 0, 1, …).
             request_id = session._request_id - 1
             await session.send_notification(

@@ -81,6 +81,8 @@ async def cancel(mode):
             )
         )
         await asyncio.wait_for(first.wait(), 20)
+        # The test says when: once it has seen the call hold the provider's slot.
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         # Abandoning the call: on the 2026-07-28 HTTP wire the SDK closes the request's stream.
         call.cancel()
         try:
