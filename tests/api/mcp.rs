@@ -487,3 +487,41 @@ async fn the_token_is_required_with_www_authenticate_and_foreign_origins_are_403
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+#[actix_rt::test]
+async fn notifications_cancelled_alone_aborts_the_call_and_frees_its_slots() {
+    let (app, _mock) = setup(&[]).await;
+    let session = open_session(&app).await;
+    let call = json!({"jsonrpc": "2.0", "id": "slow-1", "method": "tools/call", "params": {
+        "name": "chat", "arguments": {"prompt": "hang", "model": HANG}}});
+    // A JSON-only client: the answer is one response, so the request stays open.
+    let request = app
+        .client
+        .post(format!("{}/mcp", app.base))
+        .header("accept", "application/json")
+        .header("mcp-session-id", &session)
+        .json(&call)
+        .send();
+    let pending = actix_rt::spawn(request);
+    eventually(Duration::from_secs(10), "the call to start", || async {
+        let (_, health) = app.get_json("/health").await;
+        (health["components"]["mcp"]["calls_in_flight"] == 1).then_some(())
+    })
+    .await;
+    let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": "slow-1", "reason": "test"}});
+    assert_eq!(post(&app, &[("mcp-session-id", &session)], cancelled).await.status(), 202);
+    // No response is due for a cancelled request: the open request ends with 202.
+    let resp = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the cancelled call's request to end")
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let (_, health) = app.get_json("/health").await;
+    assert_eq!(health["components"]["mcp"]["calls_in_flight"], 0, "{health}");
+    eventually(Duration::from_secs(10), "the provider slot to be freed", || async {
+        (provider_in_flight(&app).await == 0).then_some(())
+    })
+    .await;
+}
