@@ -79,6 +79,7 @@ fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 }
 
 /// `401` unless the request carries the client token (when one is configured).
+#[allow(clippy::result_large_err)] // the refusal is the response itself, made once per request
 fn check_auth(surface: &SurfaceState, req: &HttpRequest) -> Result<(), HttpResponse> {
     if surface.authorized(crate::auth::bearer_token(req)) {
         return Ok(());
@@ -157,6 +158,7 @@ fn meta_version(message: &Value) -> Option<&Value> {
 }
 
 /// The era of a non-`initialize` message, or the HTTP answer refusing it.
+#[allow(clippy::result_large_err)] // the refusal is the response itself, made once per request
 fn resolve_era(
     req: &HttpRequest,
     mcp: &McpState,
@@ -190,7 +192,10 @@ fn resolve_era(
             ));
         }
         if header_str(req, METHOD_HEADER) != Some(method) {
-            return Err(mismatch(id, "Mcp-Method header must equal the body's method"));
+            return Err(mismatch(
+                id,
+                "Mcp-Method header must equal the body's method",
+            ));
         }
         if method == "tools/call" {
             let name = message["params"]["name"].as_str();
@@ -340,10 +345,7 @@ async fn post(
                 Some(&id),
                 &super::error_of(
                     ErrorCode::METHOD_NOT_FOUND,
-                    format!(
-                        "Method not found: {}",
-                        crate::tools::truncate(other, 64)
-                    ),
+                    format!("Method not found: {}", crate::tools::truncate(other, 64)),
                 ),
             ),
         ),
@@ -457,7 +459,14 @@ async fn call(
         let error = GatewayError::OverCapacity(format!(
             "{max} tool calls in flight across all sessions (limit {max})"
         ));
-        record(&surface, &era, tool.name(), Duration::ZERO, Err(&error), None);
+        record(
+            &surface,
+            &era,
+            tool.name(),
+            Duration::ZERO,
+            Err(&error),
+            None,
+        );
         return ok(super::call_error(&error, &era));
     };
     let token = params

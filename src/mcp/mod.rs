@@ -217,8 +217,8 @@ pub fn initialize_result(requested: Option<&str>) -> (String, Value) {
 
 /// The `server/discover` result.
 pub fn discover_result() -> Value {
-    let result = DiscoverResult::new(supported_versions(), capabilities())
-        .with_server_info(server_info());
+    let result =
+        DiscoverResult::new(supported_versions(), capabilities()).with_server_info(server_info());
     let mut value = serde_json::to_value(result).unwrap_or_default();
     value["instructions"] = json!(INSTRUCTIONS);
     value

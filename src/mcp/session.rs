@@ -220,7 +220,10 @@ impl SessionStore {
 
     /// Cancels a running call (`notifications/cancelled`); false when none is running.
     pub fn cancel_call(&self, id: &str, request: &str) -> bool {
-        let call = self.lock().get_mut(id).and_then(|s| s.calls.remove(request));
+        let call = self
+            .lock()
+            .get_mut(id)
+            .and_then(|s| s.calls.remove(request));
         match call {
             Some(call) => {
                 call.cancel.cancel();

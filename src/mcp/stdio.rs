@@ -193,7 +193,9 @@ async fn forward(bridge: &Bridge, message: Value) {
         .as_str()
         .map(str::to_owned);
     if let Some(version) = &meta_version {
-        post = post.header(VERSION_HEADER, version).header(METHOD_HEADER, &method);
+        post = post
+            .header(VERSION_HEADER, version)
+            .header(METHOD_HEADER, &method);
         if let Some(name) = message["params"]["name"].as_str() {
             post = post.header(NAME_HEADER, name);
         }
@@ -208,7 +210,11 @@ async fn forward(bridge: &Bridge, message: Value) {
     let response = match post.body(message.to_string()).send().await {
         Ok(r) => r,
         Err(e) => {
-            reply_error(bridge, id.as_ref(), &format!("exai daemon unreachable: {}", root_cause(&e)));
+            reply_error(
+                bridge,
+                id.as_ref(),
+                &format!("exai daemon unreachable: {}", root_cause(&e)),
+            );
             return;
         }
     };
@@ -249,7 +255,10 @@ async fn forward(bridge: &Bridge, message: Value) {
             _ => reply_error(
                 bridge,
                 id.as_ref(),
-                &format!("exai daemon answered HTTP {status}: {}", crate::tools::truncate(&body, 200)),
+                &format!(
+                    "exai daemon answered HTTP {status}: {}",
+                    crate::tools::truncate(&body, 200)
+                ),
             ),
         }
     }
@@ -282,7 +291,10 @@ async fn relay_sse(bridge: &Bridge, mut response: reqwest::Response) {
 /// The end of the first complete event in `buf` and the length of its separator.
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4));
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),

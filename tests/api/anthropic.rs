@@ -497,15 +497,22 @@ async fn messages_take_bearer_auth_and_fallback_chains() {
     let resp = send("wrong-token-wrong-token").await.unwrap();
     assert_eq!(resp.status(), 401);
     let error: Value = resp.json().await.unwrap();
-    assert_eq!(error, json!({"type": "error", "error": {"type": "authentication_error",
-                                                        "message": "missing or invalid token"}}));
+    assert_eq!(
+        error,
+        json!({"type": "error", "error": {"type": "authentication_error",
+                                                        "message": "missing or invalid token"}})
+    );
     let resp = send(TOKEN).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-exai-provider"], "mock");
     let m: Value = resp.json().await.unwrap();
     assert_eq!(m["content"][0]["text"], "echo: fall back", "{m}");
     assert_eq!(s.openai.requests_for("mock-500"), 1);
-    assert_eq!(s.openai.requests_for("mock-echo"), 1, "the chain's next model answered");
+    assert_eq!(
+        s.openai.requests_for("mock-echo"),
+        1,
+        "the chain's next model answered"
+    );
 }
 
 #[actix_rt::test]

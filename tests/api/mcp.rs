@@ -52,7 +52,13 @@ async fn setup(env: &[(&str, &str)]) -> (TestApp, MockUpstream) {
 }
 
 /// Starts `tests/py/<script> <mode>` with venv `venv` against `app`.
-fn start_py(app: &TestApp, venv: &str, script: &str, mode: &str, token: &str) -> tokio::process::Child {
+fn start_py(
+    app: &TestApp,
+    venv: &str,
+    script: &str,
+    mode: &str,
+    token: &str,
+) -> tokio::process::Child {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/py")
         .join(script);
@@ -62,7 +68,10 @@ fn start_py(app: &TestApp, venv: &str, script: &str, mode: &str, token: &str) ->
         .env("EXAI_MCP_URL", format!("{}/mcp", app.base))
         .env("EXAI_TOKEN", token)
         .env("EXAI_MODEL", "mock-echo")
-        .env("EXAI_SLOW_MODEL", if mode == "cancel" { HANG } else { SLOW })
+        .env(
+            "EXAI_SLOW_MODEL",
+            if mode == "cancel" { HANG } else { SLOW },
+        )
         .env("EXAI_BIN", env!("CARGO_BIN_EXE_exai"))
         .env("EXAI_WS_PORT", app.addr.port().to_string())
         .stdin(std::process::Stdio::piped())
@@ -108,21 +117,33 @@ fn assert_basic(out: &Value, protocol: &str) {
         assert!(tools.contains(&tool), "{tool} missing: {out}");
     }
     assert_eq!(out["chat_schema"]["type"], "object", "{out}");
-    assert!(out["chat_schema"]["properties"]["prompt"].is_object(), "{out}");
+    assert!(
+        out["chat_schema"]["properties"]["prompt"].is_object(),
+        "{out}"
+    );
     assert_eq!(out["chat"]["isError"], false, "{out}");
     assert!(
-        out["chat"]["text"].as_str().unwrap().contains("echo: hello mcp"),
+        out["chat"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("echo: hello mcp"),
         "{out}"
     );
     assert!(out["version_structured"].is_object(), "{out}");
     assert_eq!(out["bad"]["isError"], true, "{out}");
     assert_eq!(out["slow"]["isError"], false, "{out}");
     assert!(
-        out["slow"]["text"].as_str().unwrap().contains("echo: slow one"),
+        out["slow"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("echo: slow one"),
         "{out}"
     );
     let progress = out["progress"].as_array().unwrap();
-    assert!(progress.len() >= 2, "expected progress notifications: {out}");
+    assert!(
+        progress.len() >= 2,
+        "expected progress notifications: {out}"
+    );
 }
 
 /// Waits until the `mcp` surface recorded a `tool.call` matching `f`.
@@ -154,9 +175,11 @@ async fn provider_in_flight(app: &TestApp) -> u64 {
 async fn cancellation_frees_the_slot(venv: &str, script: &str) {
     let (app, _mock) = setup(&[("EXAI_WS_TOKEN", TOKEN)]).await;
     let mut child = start_py(&app, venv, script, "cancel", TOKEN);
-    eventually(Duration::from_secs(20), "the call to take a slot", || async {
-        (provider_in_flight(&app).await == 1).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the call to take a slot",
+        || async { (provider_in_flight(&app).await == 1).then_some(()) },
+    )
     .await;
     // Now the script cancels.
     let mut stdin = child.stdin.take().unwrap();
@@ -169,7 +192,10 @@ async fn cancellation_frees_the_slot(venv: &str, script: &str) {
     })
     .await;
     let (_, health) = app.get_json("/health").await;
-    assert_eq!(health["components"]["mcp"]["calls_in_flight"], 0, "{health}");
+    assert_eq!(
+        health["components"]["mcp"]["calls_in_flight"], 0,
+        "{health}"
+    );
     mcp_event(&app, "the cancelled call's event", |e| {
         e["data"]["error_kind"] == "cancelled" && e["data"]["tool"] == "chat"
     })
@@ -286,7 +312,10 @@ fn initialize_body(version: &str) -> Value {
 async fn open_session(app: &TestApp) -> String {
     let resp = post(app, &[], initialize_body("2025-11-25")).await;
     assert_eq!(resp.status(), 200);
-    let id = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let id = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["result"]["protocolVersion"], "2025-11-25");
     id
@@ -303,7 +332,10 @@ async fn unsupported_versions_get_the_spec_error_naming_the_supported_ones() {
     let session = open_session(&app).await;
     let resp = post(
         &app,
-        &[("mcp-session-id", &session), ("mcp-protocol-version", "1999-01-01")],
+        &[
+            ("mcp-session-id", &session),
+            ("mcp-protocol-version", "1999-01-01"),
+        ],
         list(2),
     )
     .await;
@@ -320,7 +352,10 @@ async fn unsupported_versions_get_the_spec_error_naming_the_supported_ones() {
         "io.modelcontextprotocol/clientCapabilities": {}}}});
     let resp = post(
         &app,
-        &[("mcp-protocol-version", "2099-01-01"), ("mcp-method", "server/discover")],
+        &[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "server/discover"),
+        ],
         body,
     )
     .await;
@@ -341,25 +376,43 @@ async fn stateless_requests_need_matching_headers_and_discover_names_the_version
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
         "io.modelcontextprotocol/clientCapabilities": {}});
-    let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}});
+    let discover =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}});
     let resp = post(
         &app,
-        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "server/discover")],
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "server/discover"),
+        ],
         discover.clone(),
     )
     .await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers().get("mcp-session-id").is_none(), "stateless: no session");
+    assert!(
+        resp.headers().get("mcp-session-id").is_none(),
+        "stateless: no session"
+    );
     let body: Value = resp.json().await.unwrap();
     let result = &body["result"];
     assert_eq!(result["resultType"], "complete", "{body}");
-    assert!(result["supportedVersions"].as_array().unwrap().contains(&json!("2026-07-28")));
+    assert!(
+        result["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2026-07-28"))
+    );
     assert!(result["capabilities"]["tools"].is_object(), "{body}");
-    assert_eq!(result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "exai");
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "exai"
+    );
     // Mcp-Method must match the body.
     let resp = post(
         &app,
-        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")],
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/list"),
+        ],
         discover,
     )
     .await;
@@ -371,7 +424,11 @@ async fn stateless_requests_need_matching_headers_and_discover_names_the_version
         "name": "version", "arguments": {}, "_meta": meta}});
     let resp = post(
         &app,
-        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "chat")],
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "chat"),
+        ],
         call.clone(),
     )
     .await;
@@ -397,7 +454,11 @@ async fn stateless_requests_need_matching_headers_and_discover_names_the_version
         "name": "no_such_tool", "_meta": meta}});
     let resp = post(
         &app,
-        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "no_such_tool")],
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "no_such_tool"),
+        ],
         call,
     )
     .await;
@@ -413,7 +474,15 @@ async fn sessions_missing_is_400_unknown_is_404_and_delete_ends_one() {
     let resp = post(&app, &[("mcp-session-id", "not-a-session")], list(1)).await;
     assert_eq!(resp.status(), 404);
     let session = open_session(&app).await;
-    let resp = post(&app, &[("mcp-session-id", &session), ("mcp-protocol-version", "2025-11-25")], list(2)).await;
+    let resp = post(
+        &app,
+        &[
+            ("mcp-session-id", &session),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+        list(2),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert!(body["result"]["tools"].as_array().unwrap().len() > 5);
@@ -432,29 +501,69 @@ async fn sessions_missing_is_400_unknown_is_404_and_delete_ends_one() {
     let (_, health) = app.get_json("/health").await;
     assert_eq!(health["components"]["mcp"]["sessions"], 0, "{health}");
     // GET offers no stream.
-    let resp = app.client.get(format!("{}/mcp", app.base)).send().await.unwrap();
+    let resp = app
+        .client
+        .get(format!("{}/mcp", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
 }
 
 #[actix_rt::test]
 async fn sessions_expire_and_the_cap_evicts_the_longest_idle() {
-    let (app, _mock) = setup(&[("EXAI_MCP_MAX_SESSIONS", "2"), ("EXAI_MCP_SESSION_TTL", "0.4")]).await;
+    let (app, _mock) = setup(&[
+        ("EXAI_MCP_MAX_SESSIONS", "2"),
+        ("EXAI_MCP_SESSION_TTL", "0.4"),
+    ])
+    .await;
     let a = open_session(&app).await;
     let b = open_session(&app).await;
-    assert_eq!(post(&app, &[("mcp-session-id", &a)], list(1)).await.status(), 200);
+    assert_eq!(
+        post(&app, &[("mcp-session-id", &a)], list(1))
+            .await
+            .status(),
+        200
+    );
     let c = open_session(&app).await;
-    assert_eq!(post(&app, &[("mcp-session-id", &b)], list(2)).await.status(), 404, "b was evicted");
-    assert_eq!(post(&app, &[("mcp-session-id", &a)], list(3)).await.status(), 200);
-    assert_eq!(post(&app, &[("mcp-session-id", &c)], list(4)).await.status(), 200);
+    assert_eq!(
+        post(&app, &[("mcp-session-id", &b)], list(2))
+            .await
+            .status(),
+        404,
+        "b was evicted"
+    );
+    assert_eq!(
+        post(&app, &[("mcp-session-id", &a)], list(3))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(&app, &[("mcp-session-id", &c)], list(4))
+            .await
+            .status(),
+        200
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(post(&app, &[("mcp-session-id", &a)], list(5)).await.status(), 404, "a expired");
-    eventually(Duration::from_secs(10), "eviction and expiry events", || async {
-        let (_, page) = app.get_json("/api/events?type=mcp.session").await;
-        let events = page["events"].as_array()?.clone();
-        let evicted = events.iter().any(|e| e["data"]["reason"] == "evicted");
-        let expired = events.iter().any(|e| e["data"]["reason"] == "expired");
-        (evicted && expired).then_some(())
-    })
+    assert_eq!(
+        post(&app, &[("mcp-session-id", &a)], list(5))
+            .await
+            .status(),
+        404,
+        "a expired"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "eviction and expiry events",
+        || async {
+            let (_, page) = app.get_json("/api/events?type=mcp.session").await;
+            let events = page["events"].as_array()?.clone();
+            let evicted = events.iter().any(|e| e["data"]["reason"] == "evicted");
+            let expired = events.iter().any(|e| e["data"]["reason"] == "expired");
+            (evicted && expired).then_some(())
+        },
+    )
     .await;
 }
 
@@ -465,15 +574,28 @@ async fn the_token_is_required_with_www_authenticate_and_foreign_origins_are_403
     assert_eq!(resp.status(), 401);
     let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
     assert!(challenge.starts_with("Bearer"), "{challenge}");
-    let resp = post(&app, &[("authorization", "Bearer wrong-token-000000000")], initialize_body("2025-11-25")).await;
+    let resp = post(
+        &app,
+        &[("authorization", "Bearer wrong-token-000000000")],
+        initialize_body("2025-11-25"),
+    )
+    .await;
     assert_eq!(resp.status(), 401);
     let bearer = format!("Bearer {TOKEN}");
-    let resp = post(&app, &[("authorization", &bearer)], initialize_body("2025-11-25")).await;
+    let resp = post(
+        &app,
+        &[("authorization", &bearer)],
+        initialize_body("2025-11-25"),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     // A foreign browser origin is refused before anything else (DNS rebinding).
     let resp = post(
         &app,
-        &[("authorization", &bearer), ("origin", "http://evil.example")],
+        &[
+            ("authorization", &bearer),
+            ("origin", "http://evil.example"),
+        ],
         initialize_body("2025-11-25"),
     )
     .await;
@@ -510,7 +632,12 @@ async fn notifications_cancelled_alone_aborts_the_call_and_frees_its_slots() {
     .await;
     let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                            "params": {"requestId": "slow-1", "reason": "test"}});
-    assert_eq!(post(&app, &[("mcp-session-id", &session)], cancelled).await.status(), 202);
+    assert_eq!(
+        post(&app, &[("mcp-session-id", &session)], cancelled)
+            .await
+            .status(),
+        202
+    );
     // No response is due for a cancelled request: the open request ends with 202.
     let resp = tokio::time::timeout(Duration::from_secs(5), pending)
         .await
@@ -519,9 +646,14 @@ async fn notifications_cancelled_alone_aborts_the_call_and_frees_its_slots() {
         .unwrap();
     assert_eq!(resp.status(), 202);
     let (_, health) = app.get_json("/health").await;
-    assert_eq!(health["components"]["mcp"]["calls_in_flight"], 0, "{health}");
-    eventually(Duration::from_secs(10), "the provider slot to be freed", || async {
-        (provider_in_flight(&app).await == 0).then_some(())
-    })
+    assert_eq!(
+        health["components"]["mcp"]["calls_in_flight"], 0,
+        "{health}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the provider slot to be freed",
+        || async { (provider_in_flight(&app).await == 0).then_some(()) },
+    )
     .await;
 }

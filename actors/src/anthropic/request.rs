@@ -473,7 +473,11 @@ mod tests {
             {"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}},
             {"type": "text", "text": "b"},
         ]}]}));
-        assert_eq!(out["messages"][0], json!({"role": "user", "content": "a\nb"}), "text alone is a string");
+        assert_eq!(
+            out["messages"][0],
+            json!({"role": "user", "content": "a\nb"}),
+            "text alone is a string"
+        );
     }
 
     #[test]
