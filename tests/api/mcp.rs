@@ -657,3 +657,41 @@ async fn notifications_cancelled_alone_aborts_the_call_and_frees_its_slots() {
     )
     .await;
 }
+
+#[test]
+fn the_mcp_settings_are_checked_and_shown_by_check_config() {
+    let run = |env: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = crate::helpers::exai_bin();
+        cmd.current_dir(dir.path()).arg("check-config");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+    for (key, bad) in [
+        ("EXAI_MCP_MAX_SESSIONS", "0"),
+        ("EXAI_MCP_SESSION_TTL", "-1"),
+    ] {
+        let (code, _, stderr) = run(&[(key, bad)]);
+        assert_eq!(code, Some(2), "{key}={bad}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("config error: ") && l.contains(key)),
+            "{stderr}"
+        );
+    }
+    let (code, stdout, stderr) = run(&[
+        ("EXAI_MCP_MAX_SESSIONS", "7"),
+        ("EXAI_MCP_SESSION_TTL", "90"),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let config: Value = serde_json::from_str(&stdout).unwrap();
+    let server = &config["server"];
+    assert_eq!(server["mcp_max_sessions"], 7, "{stdout}");
+    assert_eq!(server["mcp_session_ttl_s"], 90.0, "{stdout}");
+}
