@@ -45,6 +45,8 @@ pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 /// `_meta` key of the per-request client capabilities (2026-07-28).
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// How often expired sessions are swept and the health component refreshed.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// The health component of the MCP surface.
 pub const HEALTH_COMPONENT: &str = "mcp";
 
@@ -125,7 +127,7 @@ pub struct McpState {
 }
 
 impl McpState {
-    /// The state for `config`.
+    /// The state for `config`. Must run inside an actix `System` (it spawns the sweep).
     pub fn new(
         config: &Config,
         recorder: exai_actors::event::Recorder,
@@ -141,6 +143,18 @@ impl McpState {
             health,
         });
         state.publish();
+        // Expired sessions leave the count (and record their close) even when nothing asks.
+        let weak = Arc::downgrade(&state);
+        actix_rt::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                every.tick().await;
+                match weak.upgrade() {
+                    Some(state) => state.publish(),
+                    None => return,
+                }
+            }
+        });
         state
     }
 

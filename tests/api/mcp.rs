@@ -695,3 +695,42 @@ fn the_mcp_settings_are_checked_and_shown_by_check_config() {
     assert_eq!(server["mcp_max_sessions"], 7, "{stdout}");
     assert_eq!(server["mcp_session_ttl_s"], 90.0, "{stdout}");
 }
+
+#[actix_rt::test]
+async fn at_the_cap_with_every_session_busy_a_new_session_is_refused() {
+    let (app, _mock) = setup(&[("EXAI_MCP_MAX_SESSIONS", "1")]).await;
+    let session = open_session(&app).await;
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "chat", "arguments": {"prompt": "hang", "model": HANG}}});
+    let request = app
+        .client
+        .post(format!("{}/mcp", app.base))
+        .header("accept", "application/json")
+        .header("mcp-session-id", &session)
+        .json(&call)
+        .send();
+    let pending = actix_rt::spawn(request);
+    eventually(Duration::from_secs(10), "the call to start", || async {
+        let (_, health) = app.get_json("/health").await;
+        (health["components"]["mcp"]["calls_in_flight"] == 1).then_some(())
+    })
+    .await;
+    let resp = post(&app, &[], initialize_body("2025-11-25")).await;
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("EXAI_MCP_MAX_SESSIONS"),
+        "{body}"
+    );
+    // The busy session is still there.
+    assert_eq!(
+        post(&app, &[("mcp-session-id", &session)], list(10))
+            .await
+            .status(),
+        200
+    );
+    pending.abort();
+}
