@@ -172,9 +172,9 @@ async fn provider_in_flight(app: &TestApp) -> u64 {
 }
 
 /// Runs a cancelling script and checks the provider's slot is taken, then freed.
-async fn cancellation_frees_the_slot(venv: &str, script: &str) {
+async fn cancellation_frees_the_slot(venv: &str, script: &str, mode: &str) {
     let (app, _mock) = setup(&[("EXAI_WS_TOKEN", TOKEN)]).await;
-    let mut child = start_py(&app, venv, script, "cancel", TOKEN);
+    let mut child = start_py(&app, venv, script, mode, TOKEN);
     eventually(
         Duration::from_secs(20),
         "the call to take a slot",
@@ -254,12 +254,22 @@ async fn sdk_2x_over_stdio_through_exai_mcp() {
 
 #[actix_rt::test]
 async fn sdk_1x_notifications_cancelled_frees_the_provider_slot() {
-    cancellation_frees_the_slot("mcp1", "mcp1_client.py").await;
+    cancellation_frees_the_slot("mcp1", "mcp1_client.py", "cancel").await;
+}
+
+#[actix_rt::test]
+async fn sdk_1x_cancelling_over_stdio_frees_the_provider_slot() {
+    cancellation_frees_the_slot("mcp1", "mcp1_client.py", "cancel-stdio").await;
+}
+
+#[actix_rt::test]
+async fn sdk_2x_cancelling_over_stdio_frees_the_provider_slot() {
+    cancellation_frees_the_slot("mcp2", "mcp2_client.py", "cancel-stdio").await;
 }
 
 #[actix_rt::test]
 async fn sdk_2x_closing_the_stream_frees_the_provider_slot() {
-    cancellation_frees_the_slot("mcp2", "mcp2_client.py").await;
+    cancellation_frees_the_slot("mcp2", "mcp2_client.py", "cancel").await;
 }
 
 #[actix_rt::test]

@@ -1,7 +1,7 @@
 """The MCP Python SDK 1.x (spec 2025-11-25: initialize, Mcp-Session-Id) against exai's /mcp
 or `exai mcp` (stdio), driven by tests/api/mcp.rs. Prints one JSON document.
 
-usage: mcp1_client.py http|stdio|cancel
+usage: mcp1_client.py http|stdio|cancel|cancel-stdio
 env: EXAI_MCP_URL, EXAI_TOKEN, EXAI_MODEL, EXAI_SLOW_MODEL; for stdio EXAI_BIN, EXAI_WS_PORT.
 """
 
@@ -111,7 +111,10 @@ async def cancel(mode):
 
 async def main():
     mode = sys.argv[1]
-    out = await (cancel("http") if mode == "cancel" else basic(mode))
+    if mode.startswith("cancel"):
+        out = await cancel("stdio" if mode == "cancel-stdio" else "http")
+    else:
+        out = await basic(mode)
     print(json.dumps(out))
 
 

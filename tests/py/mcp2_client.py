@@ -2,7 +2,7 @@
 against exai's /mcp or `exai mcp` (stdio), driven by tests/api/mcp.rs. Prints one JSON
 document.
 
-usage: mcp2_client.py http|stdio|cancel
+usage: mcp2_client.py http|stdio|cancel|cancel-stdio
 env: EXAI_MCP_URL, EXAI_TOKEN, EXAI_MODEL, EXAI_SLOW_MODEL; for stdio EXAI_BIN, EXAI_WS_PORT.
 """
 
@@ -97,7 +97,10 @@ async def cancel(mode):
 
 async def main():
     mode = sys.argv[1]
-    out = await (cancel("http") if mode == "cancel" else basic(mode))
+    if mode.startswith("cancel"):
+        out = await cancel("stdio" if mode == "cancel-stdio" else "http")
+    else:
+        out = await basic(mode)
     print(json.dumps(out))
 
 
