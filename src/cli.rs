@@ -80,8 +80,12 @@ pub enum Command {
     /// (EXAI_WS_HOST:EXAI_WS_PORT, with EXAI_WS_TOKEN).
     Mcp {
         /// The daemon's MCP endpoint (default http://EXAI_WS_HOST:EXAI_WS_PORT/mcp).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "embedded")]
         url: Option<String>,
+        /// Start the gateway in this process (on a free loopback port) instead of using a
+        /// running daemon; the configuration is read as `exai serve` reads it.
+        #[arg(long)]
+        embedded: bool,
     },
     /// Run exai with a simulated provider and a light stream of traffic; no API keys needed.
     Demo(ServeArgs),

@@ -68,7 +68,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Mcp { url }) => mcp::stdio::run(url),
+        Some(Command::Mcp { url, embedded }) => {
+            if !embedded {
+                return mcp::stdio::run(url);
+            }
+            // A private gateway on a free loopback port; its logs go to stderr.
+            let overrides = CliOverrides {
+                host: Some("127.0.0.1".to_owned()),
+                port: Some(0),
+                ..CliOverrides::default()
+            };
+            let Some(config) = load_config(cli.config.as_deref(), &overrides) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            telemetry::init(&config.log);
+            mcp::stdio::run_embedded(config)
+        }
         Some(Command::Demo(args)) => {
             let overrides = args.over(&cli.serve).overrides();
             let Some(config) = load_config(cli.config.as_deref(), &overrides) else {

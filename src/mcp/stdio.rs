@@ -51,22 +51,62 @@ struct Bridge {
 
 /// Runs the bridge until stdin ends. Returns the process exit code.
 pub fn run(url: Option<String>) -> anyhow::Result<std::process::ExitCode> {
+    let token = std::env::var("EXAI_WS_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(bridge(url.unwrap_or_else(default_url)))
+    rt.block_on(bridge(url.unwrap_or_else(default_url), token))
 }
 
-async fn bridge(url: String) -> anyhow::Result<std::process::ExitCode> {
+/// `exai mcp --embedded`: starts the gateway from `config` on its own thread (the caller
+/// chose a free loopback port), bridges stdio to it, and shuts it down when stdin ends.
+pub fn run_embedded(config: crate::config::Config) -> anyhow::Result<std::process::ExitCode> {
+    use secrecy::ExposeSecret as _;
+    let token = config
+        .server
+        .token
+        .as_ref()
+        .map(|t| t.expose_secret().to_owned());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let gateway = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let app = match crate::startup::Application::build(config).await {
+                Ok(app) => app,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{e:#}")));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(Ok((app.addr(), app.shutdown_trigger())));
+            app.run_until_stopped().await
+        })
+    });
+    let (addr, trigger) = match rx.recv() {
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) => anyhow::bail!("the embedded gateway did not start: {e}"),
+        Err(_) => anyhow::bail!("the embedded gateway did not start"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let code = rt.block_on(bridge(format!("http://{addr}/mcp"), token));
+    trigger.trigger();
+    match gateway.join() {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!("the embedded gateway's thread panicked"),
+    }
+    code
+}
+
+async fn bridge(url: String, token: Option<String>) -> anyhow::Result<std::process::ExitCode> {
     // reqwest is built without a default TLS provider (as in start-up).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .build()
         .context("HTTP client")?;
-    let token = std::env::var("EXAI_WS_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
     let live = url.trim_end_matches("/mcp").to_owned() + "/health/live";
     if let Err(e) = client
         .get(&live)

@@ -744,3 +744,46 @@ async fn at_the_cap_with_every_session_busy_a_new_session_is_refused() {
     );
     pending.abort();
 }
+
+#[actix_rt::test]
+async fn sdk_1x_over_stdio_with_an_embedded_gateway() {
+    let mock = MockUpstream::start(MockSettings::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exai.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[providers]]\nname = \"mock\"\nkind = \"openai_compatible\"\nbase_url = \"{}\"\n\
+             models = [\"mock-echo\", \"{SLOW}\"]\nmax_retries = 0\n\n\
+             [registry]\ndefault_model = \"mock-echo\"\n",
+            mock.base_url()
+        ),
+    )
+    .unwrap();
+    let extra_env = json!({
+        "EXAI_CONFIG": config.display().to_string(),
+        "EXAI_DATA_DIR": dir.path().join("data").display().to_string(),
+        "EXAI_WS_PROGRESS_INTERVAL_MS": "150",
+        "EXAI_LOG": "warn",
+    });
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/mcp1_client.py");
+    let child = tokio::process::Command::new(python("mcp1"))
+        .arg(script)
+        .arg("stdio")
+        .env("EXAI_TOKEN", TOKEN)
+        .env("EXAI_MODEL", "mock-echo")
+        .env("EXAI_SLOW_MODEL", SLOW)
+        .env("EXAI_BIN", env!("CARGO_BIN_EXE_exai"))
+        // Nothing listens here: the embedded gateway must not need a daemon.
+        .env("EXAI_WS_PORT", "1")
+        .env("EXAI_MCP_EXTRA_ARGS", r#"["--embedded"]"#)
+        .env("EXAI_MCP_EXTRA_ENV", extra_env.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = finish_py(child, "mcp1_client.py stdio --embedded").await;
+    assert_basic(&out, "2025-11-25");
+}

@@ -25,7 +25,9 @@ def transport(mode):
             "EXAI_WS_PORT": os.environ["EXAI_WS_PORT"],
             "EXAI_WS_TOKEN": token,
         }
-        return stdio_client(StdioServerParameters(command=os.environ["EXAI_BIN"], args=["mcp"], env=env))
+        env.update(json.loads(os.environ.get("EXAI_MCP_EXTRA_ENV", "{}")))
+        args = ["mcp"] + json.loads(os.environ.get("EXAI_MCP_EXTRA_ARGS", "[]"))
+        return stdio_client(StdioServerParameters(command=os.environ["EXAI_BIN"], args=args, env=env))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return streamablehttp_client(os.environ["EXAI_MCP_URL"], headers=headers)
 

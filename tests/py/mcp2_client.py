@@ -25,7 +25,9 @@ def server(mode):
             "EXAI_WS_PORT": os.environ["EXAI_WS_PORT"],
             "EXAI_WS_TOKEN": token,
         }
-        return StdioServerParameters(command=os.environ["EXAI_BIN"], args=["mcp"], env=env)
+        env.update(json.loads(os.environ.get("EXAI_MCP_EXTRA_ENV", "{}")))
+        args = ["mcp"] + json.loads(os.environ.get("EXAI_MCP_EXTRA_ARGS", "[]"))
+        return StdioServerParameters(command=os.environ["EXAI_BIN"], args=args, env=env)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return streamable_http_client(os.environ["EXAI_MCP_URL"], http_client=create_mcp_http_client(headers=headers))
 
