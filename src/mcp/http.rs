@@ -515,6 +515,8 @@ async fn call(
         }
     }
     let guard = CallGuard {
+        mcp: mcp.clone(),
+        key: key.clone(),
         abort: task.abort_handle(),
         cancel,
         done,
@@ -563,6 +565,8 @@ enum Frame {
 
 /// Aborts a call whose response went away (the client closed the stream) and records it.
 struct CallGuard {
+    mcp: web::Data<McpState>,
+    key: String,
     abort: tokio::task::AbortHandle,
     cancel: Cancellation,
     done: Arc<AtomicBool>,
@@ -576,6 +580,10 @@ impl Drop for CallGuard {
     fn drop(&mut self) {
         if self.done.load(Ordering::Acquire) {
             return;
+        }
+        // An aborted call no longer keeps its session busy.
+        if let Some(session) = self.era.session_id() {
+            self.mcp.sessions.end_call(session, &self.key);
         }
         self.cancel.cancel();
         self.abort.abort();

@@ -787,3 +787,48 @@ async fn sdk_1x_over_stdio_with_an_embedded_gateway() {
     let out = finish_py(child, "mcp1_client.py stdio --embedded").await;
     assert_basic(&out, "2025-11-25");
 }
+
+#[actix_rt::test]
+async fn closing_a_calls_stream_cancels_it_and_leaves_its_session_idle() {
+    let (app, _mock) = setup(&[("EXAI_MCP_MAX_SESSIONS", "1")]).await;
+    let session = open_session(&app).await;
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+        "name": "chat", "arguments": {"prompt": "hang", "model": HANG}}});
+    let mut resp = post(&app, &[("mcp-session-id", &session)], call).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    // The first keep-alive shows the stream is live; then the client goes away.
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).starts_with(':'),
+        "{first:?}"
+    );
+    drop(resp);
+    eventually(
+        Duration::from_secs(10),
+        "the call to be cancelled",
+        || async {
+            let (_, health) = app.get_json("/health").await;
+            (health["components"]["mcp"]["calls_in_flight"] == 0).then_some(())
+        },
+    )
+    .await;
+    // The session has no call left, so at the cap a new session evicts it.
+    let resp = post(&app, &[], initialize_body("2025-11-25")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        post(&app, &[("mcp-session-id", &session)], list(6))
+            .await
+            .status(),
+        404
+    );
+    mcp_event(&app, "the cancelled call's event", |e| {
+        e["data"]["error_kind"] == "cancelled"
+    })
+    .await;
+}
