@@ -1,5 +1,5 @@
 //! The command line: `exai [serve]`, `exai check-config`, `exai migrate`, `exai mock-upstream`,
-//! `exai demo`.
+//! `exai demo`, `exai mcp`.
 
 use std::path::PathBuf;
 
@@ -75,6 +75,17 @@ pub enum Command {
         /// Added latency per response, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+    },
+    /// Speak MCP over stdin/stdout, bridged to the running daemon's `/mcp`
+    /// (EXAI_WS_HOST:EXAI_WS_PORT, with EXAI_WS_TOKEN).
+    Mcp {
+        /// The daemon's MCP endpoint (default http://EXAI_WS_HOST:EXAI_WS_PORT/mcp).
+        #[arg(long, conflicts_with = "embedded")]
+        url: Option<String>,
+        /// Start the gateway in this process (on a free loopback port) instead of using a
+        /// running daemon; the configuration is read as `exai serve` reads it.
+        #[arg(long)]
+        embedded: bool,
     },
     /// Run exai with a simulated provider and a light stream of traffic; no API keys needed.
     Demo(ServeArgs),

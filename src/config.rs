@@ -259,6 +259,10 @@ pub struct ServerConfig {
     pub conversation_capacity: u64,
     /// Idle lifetime of a conversation thread.
     pub conversation_ttl: Duration,
+    /// Idle lifetime of an MCP session (`/mcp`, spec eras up to 2025-11-25).
+    pub mcp_session_ttl: Duration,
+    /// MCP sessions kept at most; a new one evicts the longest idle one without running calls.
+    pub mcp_max_sessions: usize,
     /// Messages queued per dashboard client before it starts losing events.
     pub dashboard_client_queue: usize,
     /// Dashboard client disconnected after this many drops in a row.
@@ -839,6 +843,21 @@ impl Config {
             &["EXAI_CONVERSATION_TTL"],
             Duration::from_secs(3 * 3600),
         );
+        let mcp_session_ttl = r.secs(
+            "server.mcp_session_ttl_s",
+            &["EXAI_MCP_SESSION_TTL"],
+            Duration::from_secs(3600),
+        );
+        let mcp_max_sessions: usize = r.get(
+            "server.mcp_max_sessions",
+            &["EXAI_MCP_MAX_SESSIONS"],
+            1000,
+            "a positive integer",
+        );
+        if mcp_max_sessions == 0 {
+            let key = r.key_of("server.mcp_max_sessions", &["EXAI_MCP_MAX_SESSIONS"]);
+            r.error(key, "must be at least 1");
+        }
         let dashboard_client_queue: usize = r.get(
             "server.dashboard_client_queue",
             &["EXAI_DASHBOARD_CLIENT_QUEUE"],
@@ -1188,6 +1207,8 @@ impl Config {
                 progress_interval,
                 conversation_capacity,
                 conversation_ttl,
+                mcp_session_ttl,
+                mcp_max_sessions: mcp_max_sessions.max(1),
                 dashboard_client_queue: dashboard_client_queue.max(1),
                 dashboard_evict_after_dropped,
                 dashboard_evict_after_full,
@@ -1241,6 +1262,8 @@ impl Config {
                 "progress_interval_ms": self.server.progress_interval.as_millis() as u64,
                 "conversation_capacity": self.server.conversation_capacity,
                 "conversation_ttl_s": self.server.conversation_ttl.as_secs_f64(),
+                "mcp_session_ttl_s": self.server.mcp_session_ttl.as_secs_f64(),
+                "mcp_max_sessions": self.server.mcp_max_sessions,
                 "dashboard_client_queue": self.server.dashboard_client_queue,
                 "dashboard_evict_after_dropped": self.server.dashboard_evict_after_dropped,
                 "dashboard_evict_after_full_ms": self.server.dashboard_evict_after_full.as_millis() as u64,

@@ -38,8 +38,8 @@ use crate::config::ServerConfig;
 
 /// Headers a cross-origin page may send (answered in preflights).
 pub const ALLOWED_HEADERS: &str = "authorization, content-type, x-request-id, anthropic-version, \
-     anthropic-beta, x-api-key, mcp-session-id, mcp-protocol-version, last-event-id, \
-     cache-control, pragma";
+     anthropic-beta, x-api-key, mcp-session-id, mcp-protocol-version, mcp-method, mcp-name, \
+     last-event-id, cache-control, pragma";
 /// Methods a cross-origin page may use.
 pub const ALLOWED_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 /// Response headers a cross-origin page may read.

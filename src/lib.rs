@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod http_body;
 pub mod http_guard;
 pub mod lifecycle;
+pub mod mcp;
 pub mod mock_upstream;
 pub mod routes;
 pub mod startup;
@@ -67,6 +68,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::time::Duration::from_millis(latency_ms),
             ))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Mcp { url, embedded }) => {
+            if !embedded {
+                return mcp::stdio::run(url);
+            }
+            // A private gateway on a free loopback port; its logs go to stderr.
+            let overrides = CliOverrides {
+                host: Some("127.0.0.1".to_owned()),
+                port: Some(0),
+                ..CliOverrides::default()
+            };
+            let Some(config) = load_config(cli.config.as_deref(), &overrides) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            telemetry::init(&config.log);
+            mcp::stdio::run_embedded(config)
         }
         Some(Command::Demo(args)) => {
             let overrides = args.over(&cli.serve).overrides();

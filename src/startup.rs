@@ -135,6 +135,11 @@ impl Application {
             surface: surface.clone(),
         });
         let app_state = state.clone();
+        let mcp = web::Data::from(crate::mcp::McpState::new(
+            &config,
+            state.recorder.clone(),
+            state.health.clone(),
+        ));
         // One guard in front of every route: Origin, Host and CORS (issue 12 §1).
         let policy = web::Data::new(crate::http_guard::OriginPolicy::new(&config.server, addr));
         let bodies = web::Data::new(crate::http_body::BodyBudget::new(&config.server));
@@ -154,6 +159,8 @@ impl Application {
                 // Before the `/` redirect: a WebSocket upgrade of `/` speaks the tool protocol.
                 .app_data(surface.clone())
                 .configure(crate::surface::configure)
+                .app_data(mcp.clone())
+                .configure(crate::mcp::configure)
                 .route(
                     "/",
                     web::get().to(|| async {

@@ -255,8 +255,12 @@
     ]);
     const ws = s.ws || {};
     $('ws-sessions').textContent = fmt(ws.sessions, 0);
+    // MCP sessions and calls (issue 15), from /health's `mcp` component.
+    const mcp = ((state.health || {}).components || {}).mcp || {};
     setDl('ws-detail', [
       ['dashboard sessions', fmt(ws.dashboard_sessions, 0)],
+      ['MCP sessions', fmt(mcp.sessions, 0)],
+      ['MCP calls', fmt(mcp.calls_in_flight, 0)],
       ['instances', String(1 + [...state.instances.keys()].length)],
     ]);
     const p = s.pipeline || {};

@@ -14,6 +14,7 @@ mod hardening_http;
 mod helpers;
 mod history;
 mod kill9;
+mod mcp;
 mod outage_logs;
 mod pipeline;
 mod providers;

@@ -1,0 +1,741 @@
+//! The Streamable HTTP transport at `/mcp`, over rmcp's protocol model (see [`super`] for
+//! why it is exai's own).
+//!
+//! - `POST` carries one JSON-RPC message (batches are refused). The era is chosen per
+//!   request: `initialize` opens a session; a request whose `params._meta` names its
+//!   protocol version is stateless (2026-07-28); anything else needs `Mcp-Session-Id`.
+//!   A `tools/call` answers as an SSE stream (`text/event-stream`) when the client accepts
+//!   one — its `notifications/progress` (with a `progressToken`) or a keep-alive comment
+//!   every `EXAI_WS_PROGRESS_INTERVAL_MS`, then the response — else as one JSON response.
+//!   Every other request answers as JSON; notifications and client responses get `202`.
+//! - `GET` is `405`: exai sends nothing outside a request's own stream.
+//! - `DELETE` ends the session named by `Mcp-Session-Id`.
+//!
+//! Errors: a missing `Mcp-Session-Id` is `400`; an unknown or expired one `404`; an
+//! unsupported `MCP-Protocol-Version` header or `_meta` version `400` with JSON-RPC `-32022`
+//! naming the supported versions; a header that contradicts the body `400` with `-32020`.
+//! When `EXAI_WS_TOKEN` is set every method needs `Authorization: Bearer` (`401` with
+//! `WWW-Authenticate: Bearer`). Origin and Host are checked app-wide by
+//! [`crate::http_guard`]; bodies are read through [`BodyBudget`].
+//!
+//! A call's task runs on this worker; dropping the response (the client closed the stream)
+//! or `notifications/cancelled` aborts it, which drops the upstream request and frees its
+//! in-flight slots, exactly as `/ws`'s `cancel` does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::http::{StatusCode, header};
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use rmcp::model::{ErrorCode, ErrorData};
+use serde_json::{Map, Value, json};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use super::session::{MCP_SOURCE, RunningCall};
+use super::{Era, InFlight, McpState};
+use crate::error::GatewayError;
+use crate::files::Cancellation;
+use crate::http_body::BodyBudget;
+use crate::surface::SurfaceState;
+use crate::tools::{Silent, Tool, ToolContext};
+
+/// The session header.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+/// The protocol version header.
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+/// The method header (2026-07-28).
+pub const METHOD_HEADER: &str = "mcp-method";
+/// The name header (2026-07-28).
+pub const NAME_HEADER: &str = "mcp-name";
+/// Frames a call may queue for a slow reader before progress frames are dropped.
+const CALL_QUEUE: usize = 16;
+
+/// Registers `/mcp`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/mcp")
+            .route(web::post().to(post))
+            .route(web::get().to(get))
+            .route(web::delete().to(delete)),
+    );
+}
+
+/// An HTTP answer carrying a JSON-RPC message.
+fn rpc(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+/// An HTTP error carrying a JSON-RPC error.
+fn rpc_error(status: StatusCode, id: Option<&Value>, error: &ErrorData) -> HttpResponse {
+    rpc(status, &super::error_response(id, error))
+}
+
+fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `401` unless the request carries the client token (when one is configured).
+#[allow(clippy::result_large_err)] // the refusal is the response itself, made once per request
+fn check_auth(surface: &SurfaceState, req: &HttpRequest) -> Result<(), HttpResponse> {
+    if surface.authorized(crate::auth::bearer_token(req)) {
+        return Ok(());
+    }
+    Err(HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"exai\""))
+        .content_type("application/json")
+        .body(
+            super::error_response(
+                None,
+                &super::error_of(
+                    ErrorCode::INVALID_REQUEST,
+                    "missing or invalid bearer token (EXAI_WS_TOKEN)",
+                ),
+            )
+            .to_string(),
+        ))
+}
+
+/// `GET /mcp`: exai offers no stream outside a request.
+async fn get(req: HttpRequest, surface: web::Data<SurfaceState>) -> HttpResponse {
+    if let Err(refused) = check_auth(&surface, &req) {
+        return refused;
+    }
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, "POST, DELETE"))
+        .finish()
+}
+
+/// `DELETE /mcp`: ends a session.
+async fn delete(
+    req: HttpRequest,
+    surface: web::Data<SurfaceState>,
+    mcp: web::Data<McpState>,
+) -> HttpResponse {
+    if let Err(refused) = check_auth(&surface, &req) {
+        return refused;
+    }
+    let Some(id) = header_str(&req, SESSION_HEADER) else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &super::error_of(ErrorCode::INVALID_REQUEST, "Mcp-Session-Id header required"),
+        );
+    };
+    if mcp.sessions.close(id) {
+        mcp.publish();
+        HttpResponse::Ok().finish()
+    } else {
+        session_not_found()
+    }
+}
+
+fn session_not_found() -> HttpResponse {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        None,
+        &super::error_of(
+            ErrorCode(-32001),
+            "Session not found: unknown or expired Mcp-Session-Id; initialize again",
+        ),
+    )
+}
+
+/// Whether the client accepts an SSE answer.
+fn accepts_sse(req: &HttpRequest) -> bool {
+    header_str(req, "accept").is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// `params._meta[io.modelcontextprotocol/protocolVersion]`, if present.
+fn meta_version(message: &Value) -> Option<&Value> {
+    message
+        .get("params")?
+        .get("_meta")?
+        .get(super::META_PROTOCOL_VERSION)
+}
+
+/// The era of a non-`initialize` message, or the HTTP answer refusing it.
+#[allow(clippy::result_large_err)] // the refusal is the response itself, made once per request
+fn resolve_era(
+    req: &HttpRequest,
+    mcp: &McpState,
+    message: &Value,
+    method: &str,
+    id: Option<&Value>,
+) -> Result<Era, HttpResponse> {
+    let header_version = header_str(req, VERSION_HEADER);
+    if let Some(version) = meta_version(message) {
+        let Some(version) = version.as_str() else {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                &super::error_of(
+                    ErrorCode::INVALID_PARAMS,
+                    "_meta protocolVersion must be a string",
+                ),
+            ));
+        };
+        if !super::STATELESS_VERSIONS.contains(&version) {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                &super::unsupported_version(version),
+            ));
+        }
+        if header_version != Some(version) {
+            return Err(mismatch(
+                id,
+                "MCP-Protocol-Version header must equal the request's _meta protocolVersion",
+            ));
+        }
+        if header_str(req, METHOD_HEADER) != Some(method) {
+            return Err(mismatch(
+                id,
+                "Mcp-Method header must equal the body's method",
+            ));
+        }
+        if method == "tools/call" {
+            let name = message["params"]["name"].as_str();
+            if header_str(req, NAME_HEADER).is_none_or(|h| Some(h) != name) {
+                return Err(mismatch(id, "Mcp-Name header must equal params.name"));
+            }
+        }
+        return Ok(Era::Stateless {
+            version: version.to_owned(),
+        });
+    }
+    if let Some(version) = header_version {
+        if !super::is_supported(version) {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                &super::unsupported_version(version),
+            ));
+        }
+        if super::STATELESS_VERSIONS.contains(&version) && id.is_some() {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                &super::error_of(
+                    ErrorCode::INVALID_PARAMS,
+                    format!(
+                        "Invalid params: a {version} request carries \
+                         {} in params._meta",
+                        super::META_PROTOCOL_VERSION
+                    ),
+                ),
+            ));
+        }
+    }
+    if method == "server/discover" {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            &super::error_of(
+                ErrorCode::INVALID_PARAMS,
+                format!(
+                    "Invalid params: server/discover carries {} in params._meta",
+                    super::META_PROTOCOL_VERSION
+                ),
+            ),
+        ));
+    }
+    let Some(session) = header_str(req, SESSION_HEADER) else {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            &super::error_of(
+                ErrorCode::INVALID_REQUEST,
+                "Bad Request: Mcp-Session-Id header required (initialize first), or use \
+                 protocol 2026-07-28 with per-request _meta",
+            ),
+        ));
+    };
+    let Some(version) = mcp.sessions.touch(session) else {
+        return Err(session_not_found());
+    };
+    Ok(Era::Session {
+        id: session.to_owned(),
+        version,
+    })
+}
+
+fn mismatch(id: Option<&Value>, message: &str) -> HttpResponse {
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        id,
+        &super::error_of(ErrorCode::HEADER_MISMATCH, message),
+    )
+}
+
+/// `POST /mcp`: one JSON-RPC message.
+async fn post(
+    req: HttpRequest,
+    payload: web::Payload,
+    surface: web::Data<SurfaceState>,
+    mcp: web::Data<McpState>,
+    bodies: web::Data<BodyBudget>,
+) -> HttpResponse {
+    if let Err(refused) = check_auth(&surface, &req) {
+        return refused;
+    }
+    let bytes = match bodies.read(&req, payload, surface.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.response(false),
+    };
+    let message: Value = match serde_json::from_slice(&bytes) {
+        Ok(message) => message,
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                &ErrorData::parse_error(format!("Parse error: {e}"), None),
+            );
+        }
+    };
+    if message.is_array() {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &ErrorData::invalid_request("JSON-RPC batches are not supported", None),
+        );
+    }
+    let Some(method) = message.get("method").and_then(Value::as_str) else {
+        // A response or error from the client: exai sends no requests, so nothing waits.
+        return HttpResponse::Accepted().finish();
+    };
+    let method = method.to_owned();
+    let id = message.get("id").filter(|id| !id.is_null()).cloned();
+    if method == "initialize" {
+        return initialize(&mcp, &message, id.as_ref());
+    }
+    let era = match resolve_era(&req, &mcp, &message, &method, id.as_ref()) {
+        Ok(era) => era,
+        Err(refused) => return refused,
+    };
+    let Some(id) = id else {
+        notification(&mcp, &era, &method, &message);
+        return HttpResponse::Accepted().finish();
+    };
+    let params = message.get("params").cloned().unwrap_or(Value::Null);
+    match method.as_str() {
+        "ping" => {
+            let result = if era.stateless() {
+                json!({ "resultType": "complete" })
+            } else {
+                json!({})
+            };
+            rpc(StatusCode::OK, &super::response(&id, result))
+        }
+        "tools/list" => rpc(
+            StatusCode::OK,
+            &super::response(&id, super::list_tools_result(surface.tools.listing(), &era)),
+        ),
+        "server/discover" => rpc(
+            StatusCode::OK,
+            &super::response(&id, super::discover_result()),
+        ),
+        "tools/call" => call(&req, surface, mcp, era, id, &params).await,
+        other => rpc(
+            StatusCode::OK,
+            &super::error_response(
+                Some(&id),
+                &super::error_of(
+                    ErrorCode::METHOD_NOT_FOUND,
+                    format!("Method not found: {}", crate::tools::truncate(other, 64)),
+                ),
+            ),
+        ),
+    }
+}
+
+/// `initialize`: negotiate a handshake version and open a session.
+fn initialize(mcp: &McpState, message: &Value, id: Option<&Value>) -> HttpResponse {
+    let Some(id) = id else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &ErrorData::invalid_request("initialize is a request: it needs an id", None),
+        );
+    };
+    let params = &message["params"];
+    let (version, result) = super::initialize_result(params["protocolVersion"].as_str());
+    let client = params["clientInfo"]["name"].as_str();
+    match mcp.sessions.open(&version, client) {
+        Ok(session) => {
+            mcp.publish();
+            HttpResponse::Ok()
+                .insert_header((SESSION_HEADER, session))
+                .content_type("application/json")
+                .body(super::response(id, result).to_string())
+        }
+        Err(super::session::Full(max)) => rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(id),
+            &super::error_of(
+                ErrorCode::INTERNAL_ERROR,
+                format!(
+                    "too many MCP sessions ({max}, EXAI_MCP_MAX_SESSIONS), all with calls running"
+                ),
+            ),
+        ),
+    }
+}
+
+/// A notification: `notifications/cancelled` aborts the session's call; others are noted.
+fn notification(mcp: &McpState, era: &Era, method: &str, message: &Value) {
+    if method != "notifications/cancelled" {
+        return;
+    }
+    let Some(session) = era.session_id() else {
+        return;
+    };
+    let request = message["params"]["requestId"].to_string();
+    if mcp.sessions.cancel_call(session, &request) {
+        tracing::debug!(session, request, "mcp call cancelled by the client");
+    }
+}
+
+/// `tools/call`.
+async fn call(
+    req: &HttpRequest,
+    surface: web::Data<SurfaceState>,
+    mcp: web::Data<McpState>,
+    era: Era,
+    id: Value,
+    params: &Value,
+) -> HttpResponse {
+    let ok = |result: Value| rpc(StatusCode::OK, &super::response(&id, result));
+    let Some(name) = params.get("name").and_then(Value::as_str) else {
+        return rpc(
+            StatusCode::OK,
+            &super::error_response(
+                Some(&id),
+                &super::error_of(ErrorCode::INVALID_PARAMS, "params.name must be a string"),
+            ),
+        );
+    };
+    let arguments = match params.get("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(args)) => args.clone(),
+        Some(_) => {
+            return rpc(
+                StatusCode::OK,
+                &super::error_response(
+                    Some(&id),
+                    &super::error_of(
+                        ErrorCode::INVALID_PARAMS,
+                        "params.arguments must be an object",
+                    ),
+                ),
+            );
+        }
+    };
+    let tool = match surface.tools.prepare(name, &arguments) {
+        Ok(tool) => tool,
+        Err(GatewayError::ToolNotFound(name)) => {
+            return rpc(
+                StatusCode::OK,
+                &super::error_response(
+                    Some(&id),
+                    &super::error_of(ErrorCode::INVALID_PARAMS, format!("Unknown tool: {name}")),
+                ),
+            );
+        }
+        Err(error) => {
+            record(&surface, &era, name, Duration::ZERO, Err(&error), None);
+            return ok(super::call_error(&error, &era));
+        }
+    };
+    if *surface.shutdown.borrow() {
+        let error = GatewayError::Unavailable("the server is shutting down".to_owned());
+        return ok(super::call_error(&error, &era));
+    }
+    let Ok(permit) = surface.ws_inflight.clone().try_acquire_owned() else {
+        let max = surface.limits.global_max_inflight;
+        let error = GatewayError::OverCapacity(format!(
+            "{max} tool calls in flight across all sessions (limit {max})"
+        ));
+        record(
+            &surface,
+            &era,
+            tool.name(),
+            Duration::ZERO,
+            Err(&error),
+            None,
+        );
+        return ok(super::call_error(&error, &era));
+    };
+    let token = params
+        .get("_meta")
+        .and_then(|m| m.get("progressToken"))
+        .filter(|t| t.is_string() || t.is_number())
+        .cloned();
+    let (tx, mut rx) = mpsc::channel::<Frame>(CALL_QUEUE);
+    let cancel = Cancellation::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let key = id.to_string();
+    let task = actix_rt::spawn(run_call(CallTask {
+        surface: surface.clone(),
+        mcp: mcp.clone(),
+        in_flight: mcp.call_started(),
+        era: era.clone(),
+        id: id.clone(),
+        key: key.clone(),
+        tool: tool.clone(),
+        arguments,
+        token,
+        cancel: cancel.clone(),
+        permit,
+        tx,
+        done: done.clone(),
+        keep_alive: accepts_sse(req),
+    }));
+    // The task has not run yet (same worker, no await since the spawn).
+    if let Some(session) = era.session_id() {
+        let running = RunningCall {
+            abort: task.abort_handle(),
+            cancel: cancel.clone(),
+        };
+        if !mcp.sessions.add_call(session, &key, running) {
+            task.abort();
+            return rpc(
+                StatusCode::OK,
+                &super::error_response(
+                    Some(&id),
+                    &super::error_of(
+                        ErrorCode::INVALID_REQUEST,
+                        "a call with this id is already running in this session",
+                    ),
+                ),
+            );
+        }
+    }
+    let guard = CallGuard {
+        mcp: mcp.clone(),
+        key: key.clone(),
+        abort: task.abort_handle(),
+        cancel,
+        done,
+        surface: surface.clone(),
+        era: era.clone(),
+        tool: tool.name(),
+        started: Instant::now(),
+    };
+    if accepts_sse(req) {
+        let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+            let frame = rx.recv().await?;
+            let bytes = match frame {
+                Frame::Message(m) => Bytes::from(format!("event: message\ndata: {m}\n\n")),
+                Frame::KeepAlive => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            Some((Ok::<_, actix_web::Error>(bytes), (rx, guard)))
+        });
+        return HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .streaming(stream);
+    }
+    let _guard = guard;
+    let mut last = None;
+    while let Some(frame) = rx.recv().await {
+        if let Frame::Message(m) = frame
+            && m.get("id").is_some()
+        {
+            last = Some(m);
+        }
+    }
+    match last {
+        Some(m) => rpc(StatusCode::OK, &m),
+        // Cancelled by `notifications/cancelled`: no response is due; the stream just ends.
+        None => HttpResponse::Accepted().finish(),
+    }
+}
+
+/// What a call sends its response stream.
+enum Frame {
+    /// A JSON-RPC message.
+    Message(Value),
+    /// An SSE comment, so a closed stream is noticed.
+    KeepAlive,
+}
+
+/// Aborts a call whose response went away (the client closed the stream) and records it.
+struct CallGuard {
+    mcp: web::Data<McpState>,
+    key: String,
+    abort: tokio::task::AbortHandle,
+    cancel: Cancellation,
+    done: Arc<AtomicBool>,
+    surface: web::Data<SurfaceState>,
+    era: Era,
+    tool: &'static str,
+    started: Instant,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if self.done.load(Ordering::Acquire) {
+            return;
+        }
+        // An aborted call no longer keeps its session busy.
+        if let Some(session) = self.era.session_id() {
+            self.mcp.sessions.end_call(session, &self.key);
+        }
+        self.cancel.cancel();
+        self.abort.abort();
+        let error = GatewayError::ToolFailed("cancelled by the client".to_owned());
+        record(
+            &self.surface,
+            &self.era,
+            self.tool,
+            self.started.elapsed(),
+            Err(&error),
+            Some(json!({ "error_kind": "cancelled" })),
+        );
+        tracing::info!(tool = self.tool, "mcp tool call cancelled");
+    }
+}
+
+/// Records an MCP `tool.call` event.
+fn record(
+    surface: &SurfaceState,
+    era: &Era,
+    tool: &str,
+    latency: Duration,
+    result: Result<(), &GatewayError>,
+    extra: Option<Value>,
+) {
+    let (session, version) = match era {
+        Era::Session { id, version } => (Some(id.as_str()), version.as_str()),
+        Era::Stateless { version } => (None, version.as_str()),
+    };
+    let mut data = json!({
+        "tool": tool,
+        "surface": "mcp",
+        "session_id": session,
+        "protocol_version": version,
+        "ok": result.is_ok(),
+        "latency_ms": latency.as_secs_f64() * 1000.0,
+    });
+    if let Err(e) = result {
+        data["error_kind"] = json!(e.kind());
+    }
+    if let Some(Value::Object(extra)) = extra {
+        for (k, v) in extra {
+            data[k] = v;
+        }
+    }
+    surface.recorder.record(MCP_SOURCE, "tool.call", data);
+}
+
+/// What a call task needs.
+struct CallTask {
+    surface: web::Data<SurfaceState>,
+    mcp: web::Data<McpState>,
+    in_flight: InFlight,
+    era: Era,
+    id: Value,
+    key: String,
+    tool: Arc<dyn Tool>,
+    arguments: Map<String, Value>,
+    token: Option<Value>,
+    cancel: Cancellation,
+    permit: OwnedSemaphorePermit,
+    tx: mpsc::Sender<Frame>,
+    done: Arc<AtomicBool>,
+    keep_alive: bool,
+}
+
+/// Runs one call: progress (or a keep-alive) every interval, the tool timeout, the event,
+/// then the response.
+async fn run_call(task: CallTask) {
+    let CallTask {
+        surface,
+        mcp,
+        in_flight,
+        era,
+        id,
+        key,
+        tool,
+        arguments,
+        token,
+        cancel,
+        permit,
+        tx,
+        done,
+        keep_alive,
+    } = task;
+    let started = Instant::now();
+    let name = tool.name();
+    let limits = &surface.limits;
+    let request_id = format!("mcp-{}", uuid::Uuid::now_v7().simple());
+    let context = ToolContext {
+        services: &surface,
+        request_id: &request_id,
+        progress: &Silent,
+        cancel,
+    };
+    let work = tool.call(context, arguments);
+    tokio::pin!(work);
+    let deadline = tokio::time::sleep(limits.tool_timeout);
+    tokio::pin!(deadline);
+    let every = limits.progress_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut ticks = 0u64;
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            () = &mut deadline => break Err(GatewayError::Timeout(limits.tool_timeout)),
+            _ = ticker.tick() => {
+                ticks += 1;
+                let frame = match &token {
+                    Some(token) => Frame::Message(super::progress(
+                        token,
+                        ticks as f64,
+                        &format!("{name} running for {} ms", started.elapsed().as_millis()),
+                    )),
+                    None if keep_alive => Frame::KeepAlive,
+                    None => continue,
+                };
+                // A full queue means a slow reader: skip this beat rather than buffer.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(frame) {
+                    break Err(GatewayError::ToolFailed("the client went away".to_owned()));
+                }
+            }
+        }
+    };
+    drop(permit);
+    let latency = started.elapsed();
+    let (body, extra) = match &result {
+        Ok(out) => (
+            super::call_result(&out.text, &era),
+            Some(json!({ "model": out.model, "provider": out.provider, "cache": out.cache })),
+        ),
+        Err(error) => (super::call_error(error, &era), None),
+    };
+    record(
+        &surface,
+        &era,
+        name,
+        latency,
+        result.as_ref().map(|_| ()),
+        extra,
+    );
+    tracing::info!(
+        tool = name,
+        session_id = era.session_id().unwrap_or(""),
+        ok = result.is_ok(),
+        latency_ms = latency.as_millis() as u64,
+        "mcp tool call completed"
+    );
+    done.store(true, Ordering::Release);
+    if let Some(session) = era.session_id() {
+        mcp.sessions.end_call(session, &key);
+    }
+    drop(in_flight);
+    let _ = tx.send(Frame::Message(super::response(&id, body))).await;
+}
