@@ -15,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod gateway;
 pub mod http_body;
+pub(crate) mod http_call;
 pub mod http_guard;
 pub mod lifecycle;
 pub mod mcp;

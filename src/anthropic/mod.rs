@@ -13,21 +13,20 @@
 
 pub mod tokens;
 
-use std::time::Instant;
-
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
 use exai_actors::anthropic::{DIALECT_ANTHROPIC, DIALECT_FIELD};
-use exai_actors::cache_key::{self, CacheDirectives};
+use exai_actors::cache_key;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::{AnthropicError, GatewayError};
+use crate::http_call::{CallRecord, bool_field, cache_directives};
 use crate::routes::v1::{CACHE_AGE_HEADER, CACHE_HEADER, InflightGuard, PROVIDER_HEADER};
-use crate::surface::{SurfaceState, V1_SOURCE};
+use crate::surface::SurfaceState;
 
 /// The header that marks an Anthropic client.
 pub const VERSION_HEADER: &str = "anthropic-version";
@@ -129,60 +128,8 @@ fn parse_body(bytes: &[u8], count_only: bool) -> Result<(Value, bool), GatewayEr
             Some("max_tokens"),
         ));
     }
-    let stream = match fields.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(GatewayError::invalid(
-                "stream: must be a boolean",
-                Some("stream"),
-            ));
-        }
-    };
+    let stream = bool_field(fields, "stream", "stream: must be a boolean")?;
     Ok((body, stream))
-}
-
-/// Records the request's `tool.call` (with `surface: "anthropic"`) when dropped.
-struct CallRecord {
-    /// Where events go.
-    state: web::Data<SurfaceState>,
-    /// When the request arrived.
-    started: Instant,
-    /// Filled in as the request progresses.
-    data: Value,
-    /// `None` while running (a drop then means the client left).
-    outcome: Option<Result<(), &'static str>>,
-}
-
-impl CallRecord {
-    fn new(state: &web::Data<SurfaceState>, stream: bool) -> Self {
-        Self {
-            state: state.clone(),
-            started: Instant::now(),
-            data: json!({ "tool": "chat", "surface": "anthropic", "stream": stream }),
-            outcome: None,
-        }
-    }
-
-    fn answered(&mut self, model: &str, provider: Option<&str>, cache: CacheOutcome) {
-        self.data["model"] = json!(model);
-        self.data["provider"] = json!(provider);
-        self.data["cache"] = json!(cache.as_str());
-    }
-}
-
-impl Drop for CallRecord {
-    fn drop(&mut self) {
-        let outcome = self.outcome.unwrap_or(Err("cancelled"));
-        self.data["ok"] = json!(outcome.is_ok());
-        self.data["latency_ms"] = json!(self.started.elapsed().as_secs_f64() * 1000.0);
-        if let Err(kind) = outcome {
-            self.data["error_kind"] = json!(kind);
-        }
-        self.state
-            .recorder
-            .record(V1_SOURCE, "tool.call", self.data.take());
-    }
 }
 
 /// `POST /v1/messages`.
@@ -195,18 +142,12 @@ pub async fn messages(
     let inflight = InflightGuard::acquire(&state)?;
     let bytes = read_body(&req, payload, state.max_body_bytes).await?;
     let (mut body, stream) = parse_body(&bytes, false)?;
-    let header_value =
-        |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let directives = CacheDirectives::from_headers(
-        header_value(header::CACHE_CONTROL),
-        header_value(header::PRAGMA),
-    );
-    let bypass = cache_key::bypass(&body, directives);
+    let bypass = cache_key::bypass(&body, cache_directives(&req));
     if let Some(fields) = body.as_object_mut() {
         fields.remove("cache");
         fields.insert(DIALECT_FIELD.into(), json!(DIALECT_ANTHROPIC));
     }
-    let mut record = CallRecord::new(&state, stream);
+    let mut record = CallRecord::new(&state, "anthropic", stream);
     let fail = |record: &mut CallRecord, e: GatewayError| {
         record.outcome = Some(Err(e.kind()));
         AnthropicError(e)

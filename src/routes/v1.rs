@@ -17,19 +17,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
-use exai_actors::cache_key::{self, CacheDirectives};
+use exai_actors::cache_key;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::GatewayError;
 use crate::http_body::{BodyBudget, BodyError};
-use crate::surface::{SurfaceState, V1_SOURCE};
+use crate::http_call::{CallRecord, bool_field, cache_directives};
+use crate::surface::SurfaceState;
 
 /// Header telling the client how the cache answered.
 pub const CACHE_HEADER: &str = "x-exai-cache";
@@ -88,52 +88,6 @@ impl Drop for InflightGuard {
     }
 }
 
-/// Records the request's `tool.call` when dropped: at the end of the response, or when the
-/// client went away mid-stream.
-struct CallRecord {
-    /// Where events go.
-    state: web::Data<SurfaceState>,
-    /// When the request arrived.
-    started: Instant,
-    /// Streaming or not.
-    stream: bool,
-    /// Filled in as the request progresses.
-    data: Value,
-    /// Outcome: `None` while running (a drop then means the client left).
-    outcome: Option<Result<(), &'static str>>,
-}
-
-impl CallRecord {
-    fn new(state: &web::Data<SurfaceState>, stream: bool) -> Self {
-        Self {
-            state: state.clone(),
-            started: Instant::now(),
-            stream,
-            data: json!({ "tool": "chat", "surface": "v1", "stream": stream }),
-            outcome: None,
-        }
-    }
-}
-
-impl Drop for CallRecord {
-    fn drop(&mut self) {
-        let outcome = self.outcome.unwrap_or(Err("cancelled"));
-        self.data["ok"] = json!(outcome.is_ok());
-        self.data["latency_ms"] = json!(self.started.elapsed().as_secs_f64() * 1000.0);
-        if let Err(kind) = outcome {
-            self.data["error_kind"] = json!(kind);
-        }
-        tracing::debug!(
-            stream = self.stream,
-            ok = outcome.is_ok(),
-            "v1 chat completion"
-        );
-        self.state
-            .recorder
-            .record(V1_SOURCE, "tool.call", self.data.take());
-    }
-}
-
 /// Parses and checks the request body.
 fn parse_body(bytes: &[u8]) -> Result<(Value, bool), GatewayError> {
     let body: Value = serde_json::from_slice(bytes)
@@ -180,16 +134,7 @@ fn parse_body(bytes: &[u8]) -> Result<(Value, bool), GatewayError> {
             ));
         }
     }
-    let stream = match fields.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(GatewayError::invalid(
-                "stream must be a boolean",
-                Some("stream"),
-            ));
-        }
-    };
+    let stream = bool_field(fields, "stream", "stream must be a boolean")?;
     if fields
         .get("cache")
         .is_some_and(|v| !v.is_null() && !v.is_boolean())
@@ -222,20 +167,17 @@ pub async fn chat_completions(
     };
     let inflight = InflightGuard::acquire(&state)?;
     let (mut body, stream) = parse_body(&bytes)?;
-    let header_value =
-        |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let directives = CacheDirectives::from_headers(
-        header_value(header::CACHE_CONTROL),
-        header_value(header::PRAGMA),
-    );
-    let bypass = cache_key::bypass(&body, directives);
+    let bypass = cache_key::bypass(&body, cache_directives(&req));
     if let Some(fields) = body.as_object_mut() {
         for field in EXAI_FIELDS {
             fields.remove(*field);
         }
     }
-    let mut record = CallRecord::new(&state, stream);
-    if let Some(id) = header_value(header::HeaderName::from_static("x-request-id"))
+    let mut record = CallRecord::new(&state, "v1", stream);
+    if let Some(id) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
         .filter(|id| id.len() <= MAX_REQUEST_ID_BYTES)
     {
         record.data["request_id"] = json!(id);
@@ -248,9 +190,7 @@ pub async fn chat_completions(
                 return Err(e);
             }
         };
-        record.data["model"] = json!(answer.model);
-        record.data["provider"] = json!(answer.provider.as_deref());
-        record.data["cache"] = json!(answer.cache.as_str());
+        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
         let mut response = HttpResponse::Ok();
         response
             .content_type("text/event-stream")
@@ -272,9 +212,7 @@ pub async fn chat_completions(
                 return Err(e);
             }
         };
-        record.data["model"] = json!(answer.model);
-        record.data["provider"] = json!(answer.provider.as_deref());
-        record.data["cache"] = json!(answer.cache.as_str());
+        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
         record.outcome = Some(Ok(()));
         drop(inflight);
         let mut response = HttpResponse::Ok();
