@@ -476,15 +476,13 @@ impl ProviderHandle {
                         simulated: s.settings.simulated,
                     });
                 }
-                Err(error) => {
-                    guard.failed(&error, None);
-                    if error.is_retryable() && attempt <= s.settings.max_retries {
-                        tokio::time::sleep(self.retry_delay(&error, &mut backoff)).await;
-                        continue;
-                    }
-                    s.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    return Err(error);
-                }
+                Err(error) => match self
+                    .retry_or_give_up(guard, error, attempt, &mut backoff)
+                    .await
+                {
+                    None => continue,
+                    Some(error) => return Err(error),
+                },
             }
         }
     }
@@ -503,18 +501,10 @@ impl ProviderHandle {
         loop {
             attempt += 1;
             let guard = self.admit(model, attempt, true)?;
-            let result = tokio::time::timeout(s.settings.request_timeout, async {
-                let response = self
-                    .request(&client, s.completions_url.clone(), body.clone())
-                    .send()
-                    .await
-                    .map_err(|e| self.transport_error(e))?;
-                if response.status().is_success() {
-                    Ok(response)
-                } else {
-                    Err(self.status_error(response).await)
-                }
-            })
+            let result = tokio::time::timeout(
+                s.settings.request_timeout,
+                self.send(&client, s.completions_url.clone(), body.clone()),
+            )
             .await
             .unwrap_or_else(|_| Err(self.timeout(TimeoutKind::Request)));
             match result {
@@ -560,15 +550,13 @@ impl ProviderHandle {
                         inner: translation.stream(inner, &s.name),
                     });
                 }
-                Err(error) => {
-                    guard.failed(&error, None);
-                    if error.is_retryable() && attempt <= s.settings.max_retries {
-                        tokio::time::sleep(self.retry_delay(&error, &mut backoff)).await;
-                        continue;
-                    }
-                    s.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    return Err(error);
-                }
+                Err(error) => match self
+                    .retry_or_give_up(guard, error, attempt, &mut backoff)
+                    .await
+                {
+                    None => continue,
+                    Some(error) => return Err(error),
+                },
             }
         }
     }
@@ -606,14 +594,7 @@ impl ProviderHandle {
             attempt += 1;
             let guard = self.admit(label, attempt, false)?;
             let result = tokio::time::timeout(s.settings.request_timeout, async {
-                let response = self
-                    .request(&client, url.clone(), bytes.clone())
-                    .send()
-                    .await
-                    .map_err(|e| self.transport_error(e))?;
-                if !response.status().is_success() {
-                    return Err(self.status_error(response).await);
-                }
+                let response = self.send(&client, url.clone(), bytes.clone()).await?;
                 let body = response
                     .bytes()
                     .await
@@ -629,15 +610,13 @@ impl ProviderHandle {
                     guard.succeeded(Some(200), None, None);
                     return Ok(body);
                 }
-                Err(error) => {
-                    guard.failed(&error, None);
-                    if error.is_retryable() && attempt <= s.settings.max_retries {
-                        tokio::time::sleep(self.retry_delay(&error, &mut backoff)).await;
-                        continue;
-                    }
-                    s.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    return Err(error);
-                }
+                Err(error) => match self
+                    .retry_or_give_up(guard, error, attempt, &mut backoff)
+                    .await
+                {
+                    None => continue,
+                    Some(error) => return Err(error),
+                },
             }
         }
     }
@@ -871,6 +850,44 @@ impl ProviderHandle {
         self.publish_health();
     }
 
+    /// One `POST` of `body` to `url`: a transport error or a non-2xx status is an error.
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        url: reqwest::Url,
+        body: Bytes,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let response = self
+            .request(client, url, body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.status_error(response).await)
+        }
+    }
+
+    /// After failed attempt number `attempt`: `None` once the retry delay has passed (try
+    /// again), or the error to return (not retryable, or no retries left), counted as a
+    /// failed call.
+    async fn retry_or_give_up(
+        &self,
+        guard: AttemptGuard,
+        error: ProviderError,
+        attempt: u32,
+        backoff: &mut crate::retry::Backoff,
+    ) -> Option<ProviderError> {
+        guard.failed(&error, None);
+        if error.is_retryable() && attempt <= self.shared.settings.max_retries {
+            tokio::time::sleep(self.retry_delay(&error, backoff)).await;
+            return None;
+        }
+        self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        Some(error)
+    }
+
     /// One non-streaming attempt: the body and its usage.
     async fn attempt_complete(
         &self,
@@ -878,13 +895,8 @@ impl ProviderHandle {
         body: Bytes,
     ) -> Result<(Bytes, Option<Usage>), ProviderError> {
         let response = self
-            .request(client, self.shared.completions_url.clone(), body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        if !response.status().is_success() {
-            return Err(self.status_error(response).await);
-        }
+            .send(client, self.shared.completions_url.clone(), body)
+            .await?;
         let bytes = body::read_capped(response, self.shared.settings.max_body_bytes)
             .await
             .map_err(|e| self.body_error(e))?;
