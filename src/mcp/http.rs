@@ -39,7 +39,7 @@ use crate::error::GatewayError;
 use crate::files::Cancellation;
 use crate::http_body::BodyBudget;
 use crate::surface::SurfaceState;
-use crate::tools::{Silent, Tool, ToolContext};
+use crate::tools::{Silent, Tool, ToolContext, ToolOutput};
 
 /// The session header.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -606,24 +606,17 @@ fn record(
     era: &Era,
     tool: &str,
     latency: Duration,
-    result: Result<(), &GatewayError>,
+    result: Result<&ToolOutput, &GatewayError>,
     extra: Option<Value>,
 ) {
     let (session, version) = match era {
         Era::Session { id, version } => (Some(id.as_str()), version.as_str()),
         Era::Stateless { version } => (None, version.as_str()),
     };
-    let mut data = json!({
-        "tool": tool,
-        "surface": "mcp",
-        "session_id": session,
-        "protocol_version": version,
-        "ok": result.is_ok(),
-        "latency_ms": latency.as_secs_f64() * 1000.0,
-    });
-    if let Err(e) = result {
-        data["error_kind"] = json!(e.kind());
-    }
+    let mut data = crate::tools::call_event(tool, latency, result);
+    data["surface"] = json!("mcp");
+    data["session_id"] = json!(session);
+    data["protocol_version"] = json!(version);
     if let Some(Value::Object(extra)) = extra {
         for (k, v) in extra {
             data[k] = v;
@@ -679,52 +672,40 @@ async fn run_call(task: CallTask) {
         progress: &Silent,
         cancel,
     };
-    let work = tool.call(context, arguments);
-    tokio::pin!(work);
-    let deadline = tokio::time::sleep(limits.tool_timeout);
-    tokio::pin!(deadline);
-    let every = limits.progress_interval;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut ticks = 0u64;
-    let result = loop {
-        tokio::select! {
-            result = &mut work => break result,
-            () = &mut deadline => break Err(GatewayError::Timeout(limits.tool_timeout)),
-            _ = ticker.tick() => {
-                ticks += 1;
-                let frame = match &token {
-                    Some(token) => Frame::Message(super::progress(
-                        token,
-                        ticks as f64,
-                        &format!("{name} running for {} ms", started.elapsed().as_millis()),
-                    )),
-                    None if keep_alive => Frame::KeepAlive,
-                    None => continue,
-                };
-                // A full queue means a slow reader: skip this beat rather than buffer.
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(frame) {
-                    break Err(GatewayError::ToolFailed("the client went away".to_owned()));
+    let result = crate::tools::run_bounded(
+        tool.call(context, arguments),
+        limits.tool_timeout,
+        limits.progress_interval,
+        true,
+        || {
+            ticks += 1;
+            let frame = match &token {
+                Some(token) => Frame::Message(super::progress(
+                    token,
+                    ticks as f64,
+                    &format!("{name} running for {} ms", started.elapsed().as_millis()),
+                )),
+                None if keep_alive => Frame::KeepAlive,
+                None => return Ok(()),
+            };
+            // A full queue means a slow reader: skip this beat rather than buffer.
+            match tx.try_send(frame) {
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Err(GatewayError::ToolFailed("the client went away".to_owned()))
                 }
+                _ => Ok(()),
             }
-        }
-    };
+        },
+    )
+    .await;
     drop(permit);
     let latency = started.elapsed();
-    let (body, extra) = match &result {
-        Ok(out) => (
-            super::call_result(&out.text, &era),
-            Some(json!({ "model": out.model, "provider": out.provider, "cache": out.cache })),
-        ),
-        Err(error) => (super::call_error(error, &era), None),
+    let body = match &result {
+        Ok(out) => super::call_result(&out.text, &era),
+        Err(error) => super::call_error(error, &era),
     };
-    record(
-        &surface,
-        &era,
-        name,
-        latency,
-        result.as_ref().map(|_| ()),
-        extra,
-    );
+    record(&surface, &era, name, latency, result.as_ref(), None);
     tracing::info!(
         tool = name,
         session_id = era.session_id().unwrap_or(""),

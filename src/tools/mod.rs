@@ -28,6 +28,7 @@ pub mod provider_tools;
 pub mod workflow;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value, json};
@@ -223,6 +224,53 @@ pub fn normalise(name: &str) -> String {
         Some((_, canonical)) => (*canonical).to_owned(),
         None => lower,
     }
+}
+
+/// Runs one tool call on any transport: `work` bounded by `timeout`, with `tick` called
+/// every `every` while it runs (when `ticking`). An error from `tick` (the client went away)
+/// ends the call with that error.
+pub(crate) async fn run_bounded(
+    work: LocalBoxFuture<'_, Result<ToolOutput, GatewayError>>,
+    timeout: Duration,
+    every: Duration,
+    ticking: bool,
+    mut tick: impl FnMut() -> Result<(), GatewayError>,
+) -> Result<ToolOutput, GatewayError> {
+    tokio::pin!(work);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            () = &mut deadline => return Err(GatewayError::Timeout(timeout)),
+            _ = ticker.tick(), if ticking => tick()?,
+        }
+    }
+}
+
+/// The transport-neutral part of a `tool.call` event: `tool`, `ok`, `latency_ms`, then
+/// `model`, `provider` and `cache` on success or `error_kind` on failure. Each surface adds
+/// its own fields (`surface`, `session_id`, ...).
+pub(crate) fn call_event(
+    tool: &str,
+    latency: Duration,
+    result: Result<&ToolOutput, &GatewayError>,
+) -> Value {
+    let mut data = json!({
+        "tool": tool,
+        "ok": result.is_ok(),
+        "latency_ms": latency.as_secs_f64() * 1000.0,
+    });
+    match result {
+        Ok(out) => {
+            data["model"] = json!(out.model);
+            data["provider"] = json!(out.provider);
+            data["cache"] = json!(out.cache);
+        }
+        Err(e) => data["error_kind"] = json!(e.kind()),
+    }
+    data
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.

@@ -691,35 +691,27 @@ async fn run_call(task: CallTask) {
         progress: &reporter,
         cancel,
     };
-    let work = tool.call(context, arguments);
-    tokio::pin!(work);
-    let deadline = tokio::time::sleep(limits.tool_timeout);
-    tokio::pin!(deadline);
-    let every = limits.progress_interval;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let result = loop {
-        tokio::select! {
-            result = &mut work => break result,
-            () = &mut deadline => break Err(GatewayError::Timeout(limits.tool_timeout)),
-            _ = ticker.tick(), if call.live => {
-                addr.do_send(Outbound(protocol::progress(&request_id, name, started.elapsed().as_millis())));
-            }
-        }
-    };
+    let result = crate::tools::run_bounded(
+        tool.call(context, arguments),
+        limits.tool_timeout,
+        limits.progress_interval,
+        call.live,
+        || {
+            addr.do_send(Outbound(protocol::progress(
+                &request_id,
+                name,
+                started.elapsed().as_millis(),
+            )));
+            Ok(())
+        },
+    )
+    .await;
     drop(permit);
     let latency = started.elapsed();
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    let mut data = json!({
-        "tool": name,
-        "session_id": &*session_id,
-        "ok": result.is_ok(),
-        "latency_ms": latency_ms,
-    });
+    let mut data = crate::tools::call_event(name, latency, result.as_ref());
+    data["session_id"] = json!(&*session_id);
     let frame = match &result {
         Ok(out) => {
-            data["model"] = json!(out.model);
-            data["provider"] = json!(out.provider);
-            data["cache"] = json!(out.cache);
             // Per call, so `debug`: a busy editor makes many calls (DESIGN §1 rule 5).
             tracing::debug!(
                 tool = name,
@@ -734,7 +726,6 @@ async fn run_call(task: CallTask) {
             protocol::call_tool_ok(&call, &out.text, &out.outputs(), &out.metadata)
         }
         Err(error) => {
-            data["error_kind"] = json!(error.kind());
             tracing::debug!(
                 tool = name,
                 %session_id,
