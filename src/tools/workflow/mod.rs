@@ -267,24 +267,19 @@ pub struct Collected {
 impl Collected {
     /// Every `relevant_files` entry across the steps, first mention first.
     pub fn relevant_files(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for step in &self.steps {
-            for f in step["relevant_files"].as_array().into_iter().flatten() {
-                if let Some(f) = f.as_str()
-                    && !out.iter().any(|o| o == f)
-                {
-                    out.push(f.to_owned());
-                }
-            }
-        }
-        out
+        self.distinct_strings("relevant_files")
     }
 
     /// Every image across the steps, first mention first.
     pub fn images(&self) -> Vec<String> {
+        self.distinct_strings("images")
+    }
+
+    /// The strings of the array field `field` across the steps, first mention first.
+    fn distinct_strings(&self, field: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for step in &self.steps {
-            for f in step["images"].as_array().into_iter().flatten() {
+            for f in step[field].as_array().into_iter().flatten() {
                 if let Some(f) = f.as_str()
                     && !out.iter().any(|o| o == f)
                 {
