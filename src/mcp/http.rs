@@ -74,6 +74,21 @@ fn rpc_error(status: StatusCode, id: Option<&Value>, error: &ErrorData) -> HttpR
     rpc(status, &super::error_response(id, error))
 }
 
+/// `400`, invalid params: `what` must carry its protocol version in `params._meta`.
+fn meta_version_only(id: Option<&Value>, what: &str) -> HttpResponse {
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        id,
+        &super::error_of(
+            ErrorCode::INVALID_PARAMS,
+            format!(
+                "Invalid params: {what} carries {} in params._meta",
+                super::META_PROTOCOL_VERSION
+            ),
+        ),
+    )
+}
+
 fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -216,32 +231,11 @@ fn resolve_era(
             ));
         }
         if super::STATELESS_VERSIONS.contains(&version) && id.is_some() {
-            return Err(rpc_error(
-                StatusCode::BAD_REQUEST,
-                id,
-                &super::error_of(
-                    ErrorCode::INVALID_PARAMS,
-                    format!(
-                        "Invalid params: a {version} request carries \
-                         {} in params._meta",
-                        super::META_PROTOCOL_VERSION
-                    ),
-                ),
-            ));
+            return Err(meta_version_only(id, &format!("a {version} request")));
         }
     }
     if method == "server/discover" {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            id,
-            &super::error_of(
-                ErrorCode::INVALID_PARAMS,
-                format!(
-                    "Invalid params: server/discover carries {} in params._meta",
-                    super::META_PROTOCOL_VERSION
-                ),
-            ),
-        ));
+        return Err(meta_version_only(id, "server/discover"));
     }
     let Some(session) = header_str(req, SESSION_HEADER) else {
         return Err(rpc_error(
