@@ -276,6 +276,20 @@ fn openai_content_blocks(content: &Value) -> Vec<Value> {
     }
 }
 
+/// The Anthropic `tool_use` block of an OpenAI `tool_calls` entry, with `id`.
+pub fn tool_use_block(call: &Value, id: Value) -> Value {
+    let arguments = call
+        .pointer("/function/arguments")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    json!({
+        "type": "tool_use",
+        "id": id,
+        "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
+        "input": arguments_input(arguments),
+    })
+}
+
 /// A tool call's `arguments` string as a `tool_use` input: the parsed object, or the raw
 /// string under [`RAW_ARGUMENTS_KEY`] when it is not a JSON object.
 pub fn arguments_input(arguments: &str) -> Value {
@@ -336,16 +350,11 @@ pub fn to_anthropic(body: &Value) -> Value {
                     .into_iter()
                     .flatten()
                 {
-                    let arguments = call
-                        .pointer("/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": call.get("id").cloned().unwrap_or_else(|| json!(super::fresh_id("toolu_"))),
-                        "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
-                        "input": arguments_input(arguments),
-                    }));
+                    let id = call
+                        .get("id")
+                        .cloned()
+                        .unwrap_or_else(|| json!(super::fresh_id("toolu_")));
+                    blocks.push(tool_use_block(call, id));
                 }
                 push_turn(&mut messages, "assistant", blocks);
             }

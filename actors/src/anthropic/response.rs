@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::fresh_id;
-use super::request::arguments_input;
+use super::request::tool_use_block;
 
 /// The Anthropic `stop_reason` of an OpenAI `finish_reason`. `stop` is `end_turn` unless
 /// the upstream named the stop sequence it hit (vLLM's `stop_reason`), then `stop_sequence`.
@@ -106,16 +106,11 @@ pub fn to_anthropic(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
         .into_iter()
         .flatten()
     {
-        let arguments = call
-            .pointer("/function/arguments")
+        let id = call
+            .get("id")
             .and_then(Value::as_str)
-            .unwrap_or("");
-        content.push(json!({
-            "type": "tool_use",
-            "id": call.get("id").and_then(Value::as_str).map_or_else(|| fresh_id("toolu_"), str::to_owned),
-            "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
-            "input": arguments_input(arguments),
-        }));
+            .map_or_else(|| fresh_id("toolu_"), str::to_owned);
+        content.push(tool_use_block(call, json!(id)));
     }
     let matched = choice.get("stop_reason").and_then(Value::as_str);
     let stop = stop_reason(choice.get("finish_reason").and_then(Value::as_str), matched);
