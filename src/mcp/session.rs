@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use exai_actors::event::Recorder;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::files::Cancellation;
 
@@ -110,24 +110,25 @@ impl SessionStore {
     }
 
     fn closed(&self, id: &str, s: &Session, reason: &str) {
-        self.recorder.record(
-            MCP_SOURCE,
-            "mcp.session",
-            json!({
-                "ok": true,
-                "surface": "mcp",
+        self.session_event(json!({
                 "action": "closed",
                 "reason": reason,
                 "session_id": id,
                 "protocol_version": s.version,
                 "duration_ms": s.opened.elapsed().as_millis() as u64,
                 "calls": s.calls_started,
-            }),
-        );
+        }));
         for call in s.calls.values() {
             call.cancel.cancel();
             call.abort.abort();
         }
+    }
+
+    /// Records an `mcp.session` event: `data` with `ok` and `surface`.
+    fn session_event(&self, mut data: Value) {
+        data["ok"] = json!(true);
+        data["surface"] = json!("mcp");
+        self.recorder.record(MCP_SOURCE, "mcp.session", data);
     }
 
     /// A new session for `version`; at the cap, evicts the longest idle one without calls.
@@ -159,19 +160,13 @@ impl SessionStore {
         );
         let open = map.len();
         drop(map);
-        self.recorder.record(
-            MCP_SOURCE,
-            "mcp.session",
-            json!({
-                "ok": true,
-                "surface": "mcp",
+        self.session_event(json!({
                 "action": "opened",
                 "session_id": id,
                 "protocol_version": version,
                 "client": client,
                 "sessions": open,
-            }),
-        );
+        }));
         Ok(id)
     }
 
