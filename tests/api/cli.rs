@@ -66,11 +66,7 @@ async fn migrate_creates_the_postgres_schema() {
 #[actix_rt::test]
 async fn demo_serves_simulated_traffic_without_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut child = exai_bin()
         .current_dir(dir.path())
         .args(["demo", "--port", &port.to_string()])
@@ -124,11 +120,7 @@ async fn demo_serves_simulated_traffic_without_keys() {
 fn startup_lines_name_providers_store_and_redis_without_colour() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut child = exai_bin()
         .current_dir(dir.path())
         .env("EXAI_WS_PORT", port.to_string())
@@ -201,11 +193,7 @@ fn startup_lines_name_providers_store_and_redis_without_colour() {
 fn startup_warns_when_no_provider_is_configured() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut child = exai_bin()
         .current_dir(dir.path())
         .env("EXAI_WS_PORT", port.to_string())

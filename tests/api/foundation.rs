@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{eventually, exai_bin, spawn_app};
+use crate::helpers::{eventually, exai_bin, free_port, spawn_app};
 
 /// A token long enough to be accepted, recognisable if it leaks.
 const SECRET_TOKEN: &str = "tok-SECRET-4f9a1b2c3d";
@@ -320,14 +320,6 @@ async fn start_binary(
     })
     .await;
     (child, started.elapsed())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn sigterm(child: &Running) {

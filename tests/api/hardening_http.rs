@@ -474,11 +474,7 @@ fn serve_flags_apply_before_or_after_the_subcommand() {
 #[actix_rt::test]
 async fn port_before_serve_is_where_it_listens() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut child = exai_bin()
         .current_dir(dir.path())
         .args(["--port", &port.to_string(), "serve"])

@@ -251,6 +251,15 @@ impl Drop for TestDb {
     }
 }
 
+/// A free loopback TCP port (bound, then let go) for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The `exai` binary built for these tests.
 pub fn exai_bin() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_exai"));

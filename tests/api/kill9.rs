@@ -12,22 +12,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestDb, eventually, exai_bin, http};
+use crate::helpers::{TestDb, eventually, exai_bin, free_port, http};
 use crate::proxy::TcpProxy;
 use crate::ws::mock;
 use exai::mock_upstream::MockUpstream;
 
 /// Concurrent clients per round.
 const CLIENTS: usize = 6;
-
-/// A free TCP port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A random number below `n` (the kill moment).
 fn random_below(n: u64) -> u64 {

@@ -275,11 +275,7 @@ async fn sdk_2x_closing_the_stream_frees_the_provider_slot() {
 #[actix_rt::test]
 async fn exai_mcp_without_a_daemon_exits_with_one_line_naming_exai_serve() {
     // A port nothing listens on: bind, note it, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_exai"))
         .arg("mcp")
         .env("EXAI_WS_HOST", "127.0.0.1")

@@ -23,11 +23,7 @@ async fn a_database_outage_loses_nothing_and_logs_a_handful_of_lines() {
     let upstream = mock();
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("exai.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut child = exai_bin()
         .current_dir(dir.path())
         .env("EXAI_WS_PORT", port.to_string())

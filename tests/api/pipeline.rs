@@ -693,11 +693,7 @@ fn kill_child_spiller() {
         return;
     };
     // A port nothing listens on: the store fails fast.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     actix_rt::System::new().block_on(async move {
         let store = open_store_with(
             &format!("postgres://postgres@127.0.0.1:{port}/none"),

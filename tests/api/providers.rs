@@ -620,11 +620,7 @@ async fn a_model_breaker_opens_rejects_then_probes_and_closes_while_other_models
 #[actix_rt::test]
 async fn a_provider_refusing_connections_trips_the_provider_wide_breaker() {
     // A port nobody listens on: bind one, then let it go.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let mut s = ProviderSettings::openai_compatible("down", format!("http://127.0.0.1:{port}/v1"));
     s.max_retries = 0;
     s.breaker = BreakerSettings {
