@@ -15,21 +15,13 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
 
+import exai_mcp_env
+
 
 def transport(mode):
-    token = os.environ.get("EXAI_TOKEN", "")
     if mode == "stdio":
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "EXAI_WS_HOST": "127.0.0.1",
-            "EXAI_WS_PORT": os.environ["EXAI_WS_PORT"],
-            "EXAI_WS_TOKEN": token,
-        }
-        env.update(json.loads(os.environ.get("EXAI_MCP_EXTRA_ENV", "{}")))
-        args = ["mcp"] + json.loads(os.environ.get("EXAI_MCP_EXTRA_ARGS", "[]"))
-        return stdio_client(StdioServerParameters(command=os.environ["EXAI_BIN"], args=args, env=env))
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return streamablehttp_client(os.environ["EXAI_MCP_URL"], headers=headers)
+        return stdio_client(StdioServerParameters(**exai_mcp_env.stdio_server()))
+    return streamablehttp_client(os.environ["EXAI_MCP_URL"], headers=exai_mcp_env.http_headers())
 
 
 def text_of(result):

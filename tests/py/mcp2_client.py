@@ -15,21 +15,15 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+import exai_mcp_env
+
 
 def server(mode):
-    token = os.environ.get("EXAI_TOKEN", "")
     if mode == "stdio":
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "EXAI_WS_HOST": "127.0.0.1",
-            "EXAI_WS_PORT": os.environ["EXAI_WS_PORT"],
-            "EXAI_WS_TOKEN": token,
-        }
-        env.update(json.loads(os.environ.get("EXAI_MCP_EXTRA_ENV", "{}")))
-        args = ["mcp"] + json.loads(os.environ.get("EXAI_MCP_EXTRA_ARGS", "[]"))
-        return StdioServerParameters(command=os.environ["EXAI_BIN"], args=args, env=env)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return streamable_http_client(os.environ["EXAI_MCP_URL"], http_client=create_mcp_http_client(headers=headers))
+        return StdioServerParameters(**exai_mcp_env.stdio_server())
+    return streamable_http_client(
+        os.environ["EXAI_MCP_URL"], http_client=create_mcp_http_client(headers=exai_mcp_env.http_headers())
+    )
 
 
 def text_of(result):
