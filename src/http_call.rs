@@ -1,7 +1,7 @@
 //! What the two HTTP chat surfaces, `/v1/chat/completions` ([`crate::routes::v1`]) and
 //! `/v1/messages` ([`crate::anthropic`]), share: the `tool.call` record of a request, the
-//! cache directives from its headers and the check of a boolean body field. Each surface
-//! keeps its own error shape and messages.
+//! cache directives from its headers, exai's answer headers and the check of a boolean body
+//! field. Each surface keeps its own error shape and messages.
 
 use std::time::Instant;
 
@@ -14,6 +14,13 @@ use serde_json::{Map, Value, json};
 use crate::chat::CacheOutcome;
 use crate::error::GatewayError;
 use crate::surface::{SurfaceState, V1_SOURCE};
+
+/// Header telling the client how the cache answered.
+pub const CACHE_HEADER: &str = "x-exai-cache";
+/// Response header: age of a cached answer in milliseconds (hits only).
+pub const CACHE_AGE_HEADER: &str = "x-exai-cache-age-ms";
+/// Header naming the provider that answered.
+pub const PROVIDER_HEADER: &str = "x-exai-provider";
 
 /// Records the request's `tool.call` (with its `surface`) when dropped: at the end of the
 /// response, or when the client went away mid-stream.
@@ -82,6 +89,22 @@ pub(crate) fn cache_directives(req: &HttpRequest) -> CacheDirectives {
         header_value(header::CACHE_CONTROL),
         header_value(header::PRAGMA),
     )
+}
+
+/// exai's headers on an answer: how the cache answered, the provider, a hit's age.
+pub(crate) fn answer_headers(
+    response: &mut actix_web::HttpResponseBuilder,
+    cache: CacheOutcome,
+    provider: Option<&str>,
+    age_ms: Option<u64>,
+) {
+    response.insert_header((CACHE_HEADER, cache.as_str()));
+    if let Some(p) = provider {
+        response.insert_header((PROVIDER_HEADER, p));
+    }
+    if let Some(age) = age_ms {
+        response.insert_header((CACHE_AGE_HEADER, age.to_string()));
+    }
 }
 
 /// The boolean body field `name` (absent or `null`: `false`); anything else is a validation

@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 
 use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::{AnthropicError, GatewayError};
-use crate::http_call::{CallRecord, bool_field, cache_directives};
-use crate::routes::v1::{CACHE_AGE_HEADER, CACHE_HEADER, InflightGuard, PROVIDER_HEADER};
+use crate::http_call::{CallRecord, answer_headers, bool_field, cache_directives};
+use crate::routes::v1::InflightGuard;
 use crate::surface::SurfaceState;
 
 /// The header that marks an Anthropic client.
@@ -164,7 +164,7 @@ pub async fn messages(
             .content_type("text/event-stream")
             .insert_header((header::CACHE_CONTROL, "no-cache"))
             .insert_header(("x-accel-buffering", "no"));
-        headers(
+        answer_headers(
             &mut response,
             answer.cache,
             answer.provider.as_deref(),
@@ -181,7 +181,7 @@ pub async fn messages(
         record.outcome = Some(Ok(()));
         drop(inflight);
         response.content_type("application/json");
-        headers(
+        answer_headers(
             &mut response,
             answer.cache,
             answer.provider.as_deref(),
@@ -191,22 +191,6 @@ pub async fn messages(
             response.insert_header((header::CACHE_CONTROL, "no-store"));
         }
         Ok(response.body(answer.body))
-    }
-}
-
-/// exai's own response headers, as on `/v1/chat/completions`.
-fn headers(
-    response: &mut actix_web::HttpResponseBuilder,
-    cache: CacheOutcome,
-    provider: Option<&str>,
-    age_ms: Option<u64>,
-) {
-    response.insert_header((CACHE_HEADER, cache.as_str()));
-    if let Some(p) = provider {
-        response.insert_header((PROVIDER_HEADER, p));
-    }
-    if let Some(age) = age_ms {
-        response.insert_header((CACHE_AGE_HEADER, age.to_string()));
     }
 }
 

@@ -28,15 +28,10 @@ use serde_json::{Value, json};
 use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::GatewayError;
 use crate::http_body::{BodyBudget, BodyError};
-use crate::http_call::{CallRecord, bool_field, cache_directives};
+pub use crate::http_call::{CACHE_AGE_HEADER, CACHE_HEADER, PROVIDER_HEADER};
+use crate::http_call::{CallRecord, answer_headers, bool_field, cache_directives};
 use crate::surface::SurfaceState;
 
-/// Header telling the client how the cache answered.
-pub const CACHE_HEADER: &str = "x-exai-cache";
-/// Response header: age of a cached answer in milliseconds (hits only).
-pub const CACHE_AGE_HEADER: &str = "x-exai-cache-age-ms";
-/// Header naming the provider that answered.
-pub const PROVIDER_HEADER: &str = "x-exai-provider";
 /// Fields that steer exai and are not sent upstream.
 const EXAI_FIELDS: &[&str] = &[
     "cache",
@@ -195,14 +190,13 @@ pub async fn chat_completions(
         response
             .content_type("text/event-stream")
             .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .insert_header(("x-accel-buffering", "no"))
-            .insert_header((CACHE_HEADER, answer.cache.as_str()));
-        if let Some(p) = &answer.provider {
-            response.insert_header((PROVIDER_HEADER, &**p));
-        }
-        if let Some(age) = answer.cache_age_ms {
-            response.insert_header((CACHE_AGE_HEADER, age.to_string()));
-        }
+            .insert_header(("x-accel-buffering", "no"));
+        answer_headers(
+            &mut response,
+            answer.cache,
+            answer.provider.as_deref(),
+            answer.cache_age_ms,
+        );
         Ok(response.streaming(sse(answer.chunks, record, inflight)))
     } else {
         let answer = match state.chat.complete(body, bypass).await {
@@ -216,15 +210,13 @@ pub async fn chat_completions(
         record.outcome = Some(Ok(()));
         drop(inflight);
         let mut response = HttpResponse::Ok();
-        response
-            .content_type("application/json")
-            .insert_header((CACHE_HEADER, answer.cache.as_str()));
-        if let Some(p) = &answer.provider {
-            response.insert_header((PROVIDER_HEADER, &**p));
-        }
-        if let Some(age) = answer.cache_age_ms {
-            response.insert_header((CACHE_AGE_HEADER, age.to_string()));
-        }
+        response.content_type("application/json");
+        answer_headers(
+            &mut response,
+            answer.cache,
+            answer.provider.as_deref(),
+            answer.cache_age_ms,
+        );
         if answer.cache == CacheOutcome::Bypass {
             response.insert_header((header::CACHE_CONTROL, "no-store"));
         }
