@@ -1,8 +1,10 @@
 //! What the two HTTP chat surfaces, `/v1/chat/completions` ([`crate::routes::v1`]) and
-//! `/v1/messages` ([`crate::anthropic`]), share: the `tool.call` record of a request, the
-//! cache directives from its headers, exai's answer headers and the check of a boolean body
-//! field. Each surface keeps its own error shape and messages.
+//! `/v1/messages` ([`crate::anthropic`]), share: the in-flight bound, the `tool.call` record
+//! of a request, the cache directives from its headers, exai's answer headers and the check
+//! of a boolean body field. Each surface keeps its own error shape and messages.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix_web::HttpRequest;
@@ -104,6 +106,30 @@ pub(crate) fn answer_headers(
     }
     if let Some(age) = age_ms {
         response.insert_header((CACHE_AGE_HEADER, age.to_string()));
+    }
+}
+
+/// A place among the `/v1` requests in flight (`/v1/messages` included); released when
+/// dropped.
+pub(crate) struct InflightGuard(Arc<AtomicUsize>);
+
+impl InflightGuard {
+    pub(crate) fn acquire(state: &SurfaceState) -> Result<Self, GatewayError> {
+        let now = state.v1_inflight.fetch_add(1, Ordering::AcqRel);
+        if now >= state.v1_max_inflight {
+            state.v1_inflight.fetch_sub(1, Ordering::AcqRel);
+            return Err(GatewayError::OverCapacity(format!(
+                "{} requests in flight (limit {})",
+                now, state.v1_max_inflight
+            )));
+        }
+        Ok(Self(state.v1_inflight.clone()))
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

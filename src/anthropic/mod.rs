@@ -24,8 +24,7 @@ use serde_json::{Value, json};
 
 use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::{AnthropicError, GatewayError};
-use crate::http_call::{CallRecord, answer_headers, bool_field, cache_directives};
-use crate::routes::v1::InflightGuard;
+use crate::http_call::{CallRecord, InflightGuard, answer_headers, bool_field, cache_directives};
 use crate::surface::SurfaceState;
 
 /// The header that marks an Anthropic client.

@@ -15,9 +15,6 @@
 //! bytes are returned as they are, and nothing is logged per request above `debug`. Each
 //! stream chunk is written as soon as it arrives.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
@@ -29,7 +26,7 @@ use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::GatewayError;
 use crate::http_body::{BodyBudget, BodyError};
 pub use crate::http_call::{CACHE_AGE_HEADER, CACHE_HEADER, PROVIDER_HEADER};
-use crate::http_call::{CallRecord, answer_headers, bool_field, cache_directives};
+use crate::http_call::{CallRecord, InflightGuard, answer_headers, bool_field, cache_directives};
 use crate::surface::SurfaceState;
 
 /// Fields that steer exai and are not sent upstream.
@@ -56,30 +53,6 @@ fn check_auth(req: &HttpRequest, state: &SurfaceState) -> Result<(), GatewayErro
         Ok(())
     } else {
         Err(GatewayError::Unauthorized)
-    }
-}
-
-/// A place among the `/v1` requests in flight (`/v1/messages` included); released when
-/// dropped.
-pub(crate) struct InflightGuard(Arc<AtomicUsize>);
-
-impl InflightGuard {
-    pub(crate) fn acquire(state: &SurfaceState) -> Result<Self, GatewayError> {
-        let now = state.v1_inflight.fetch_add(1, Ordering::AcqRel);
-        if now >= state.v1_max_inflight {
-            state.v1_inflight.fetch_sub(1, Ordering::AcqRel);
-            return Err(GatewayError::OverCapacity(format!(
-                "{} requests in flight (limit {})",
-                now, state.v1_max_inflight
-            )));
-        }
-        Ok(Self(state.v1_inflight.clone()))
-    }
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
