@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::{AnthropicError, GatewayError};
+use crate::http_body::{BodyBudget, BodyError};
 use crate::http_call::{CallRecord, InflightGuard, answer_headers, bool_field, cache_directives};
 use crate::surface::SurfaceState;
 
@@ -45,14 +46,10 @@ pub fn is_anthropic_client(req: &HttpRequest) -> bool {
 /// configured.
 fn check_auth(req: &HttpRequest, state: &SurfaceState) -> Result<(), AnthropicError> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let offered = header("x-api-key").map(str::trim).or_else(|| {
-        header(header::AUTHORIZATION.as_str())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-    });
+    // The Bearer scheme in any case (RFC 9110), through the one helper every surface uses.
+    let offered = header("x-api-key")
+        .map(str::trim)
+        .or_else(|| crate::auth::bearer_token(req));
     if state.authorized(offered) {
         Ok(())
     } else {
@@ -60,26 +57,37 @@ fn check_auth(req: &HttpRequest, state: &SurfaceState) -> Result<(), AnthropicEr
     }
 }
 
-/// Reads the body up to the `/v1` limit.
+/// Reads the body through the app's [`BodyBudget`] (within `EXAI_HTTP_BODY_TIMEOUT_MS` and
+/// the shared byte budget), up to the `/v1` limit. A body that does not arrive in time is 408,
+/// a spent budget 503 (`retry-after: 1`), both in Anthropic's error shape.
 async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
+    bodies: &BodyBudget,
     limit: usize,
-) -> Result<Bytes, GatewayError> {
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(GatewayError::invalid(
-            format!("cannot read the request body: {e}"),
-            None,
-        )),
-        Err(_) => Err(GatewayError::TooLarge {
-            size: req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(limit + 1),
-            limit,
-        }),
+) -> Result<Result<Bytes, HttpResponse>, AnthropicError> {
+    match bodies.read(req, payload, limit).await {
+        Ok(bytes) => Ok(Ok(bytes)),
+        Err(BodyError::TooLarge { size, limit }) => {
+            Err(GatewayError::TooLarge { size, limit }.into())
+        }
+        Err(e) => {
+            let kind = match e {
+                BodyError::Busy { .. } => "overloaded_error",
+                _ => "invalid_request_error",
+            };
+            let mut response = HttpResponse::build(e.status());
+            if matches!(e, BodyError::Busy { .. }) {
+                response.insert_header(("retry-after", "1"));
+            }
+            if matches!(e, BodyError::Timeout(_)) {
+                response.insert_header((header::CONNECTION, "close"));
+            }
+            Ok(Err(response.json(json!({
+                "type": "error",
+                "error": { "type": kind, "message": e.to_string() },
+            }))))
+        }
     }
 }
 
@@ -136,10 +144,15 @@ pub async fn messages(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<SurfaceState>,
+    bodies: web::Data<BodyBudget>,
 ) -> Result<HttpResponse, AnthropicError> {
     check_auth(&req, &state)?;
+    // The body first; the in-flight place only once it is in (issue 12 §4), as on /v1.
+    let bytes = match read_body(&req, payload, &bodies, state.max_body_bytes).await? {
+        Ok(bytes) => bytes,
+        Err(refusal) => return Ok(refusal),
+    };
     let inflight = InflightGuard::acquire(&state)?;
-    let bytes = read_body(&req, payload, state.max_body_bytes).await?;
     let (mut body, stream) = parse_body(&bytes, false)?;
     let bypass = cache_key::bypass(&body, cache_directives(&req));
     if let Some(fields) = body.as_object_mut() {
@@ -265,9 +278,13 @@ pub async fn count_tokens(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<SurfaceState>,
+    bodies: web::Data<BodyBudget>,
 ) -> Result<HttpResponse, AnthropicError> {
     check_auth(&req, &state)?;
-    let bytes = read_body(&req, payload, state.max_body_bytes).await?;
+    let bytes = match read_body(&req, payload, &bodies, state.max_body_bytes).await? {
+        Ok(bytes) => bytes,
+        Err(refusal) => return Ok(refusal),
+    };
     let (body, _) = parse_body(&bytes, true)?;
     let count = web::block(move || tokens::estimate(&body))
         .await

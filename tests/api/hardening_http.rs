@@ -82,9 +82,14 @@ async fn get_with_host(app: &TestApp, path: &str, host: &str) -> String {
 
 /// A connection that announces a `/v1` body of `length` bytes and sends only `sent` of them.
 async fn slow_body(app: &TestApp, length: usize, sent: usize) -> TcpStream {
+    slow_body_to(app, "/v1/chat/completions", length, sent).await
+}
+
+/// A POST to `path` that announces `length` bytes and sends only `sent` of them.
+async fn slow_body_to(app: &TestApp, path: &str, length: usize, sent: usize) -> TcpStream {
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
          Content-Length: {length}\r\n\r\n",
         app.addr
     );
@@ -375,6 +380,46 @@ async fn a_body_that_does_not_arrive_in_time_is_408() {
     assert!(answer.contains("body_timeout"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(mock.requests(), 0);
+}
+
+/// `/v1/messages` reads its body under the same bounds as `/v1/chat/completions`: trickling
+/// clients hold no in-flight place, and a body that does not arrive in time is 408 in
+/// Anthropic's error shape.
+#[actix_rt::test]
+async fn messages_bodies_are_bounded_like_v1_bodies() {
+    let mock = mock();
+    let app = app_with_mock(
+        &mock,
+        &[
+            ("EXAI_V1_MAX_INFLIGHT", "2"),
+            ("EXAI_HTTP_BODY_TIMEOUT_MS", "1500"),
+        ],
+    )
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        slow.push(slow_body_to(&app, "/v1/messages", 100_000, 10).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let message = json!({"model": "mock-echo", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "normal"}]});
+    for _ in 0..2 {
+        let resp = app
+            .client
+            .post(format!("{}/v1/messages", app.base))
+            .json(&message)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow[0].read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""type":"error""#), "{answer}");
+    assert!(answer.contains("invalid_request_error"), "{answer}");
+    drop(slow);
 }
 
 #[actix_rt::test]
