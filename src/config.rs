@@ -590,10 +590,7 @@ impl<'a> Reader<'a> {
                     self.report_unknown(&path, t)
                 }
                 _ => {
-                    let message = match self.closest_known(&path) {
-                        Some(near) => format!("unknown key in exai.toml (did you mean `{near}`?)"),
-                        None => "unknown key in exai.toml".to_owned(),
-                    };
+                    let message = unknown_key_text(self.closest_known(&path).as_deref());
                     self.error(path, message)
                 }
             }
@@ -605,16 +602,53 @@ impl Reader<'_> {
     /// The known key in the same section closest to `path`, if it is a plausible typo.
     fn closest_known(&self, path: &str) -> Option<String> {
         let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
-        self.known
-            .iter()
-            .filter_map(|k| {
+        nearest(
+            key,
+            self.known.iter().filter_map(|k| {
                 let (s, name) = k.rsplit_once('.').unwrap_or(("", k.as_str()));
                 (s == section).then_some(name)
-            })
-            .map(|name| (strsim::levenshtein(key, name), name))
-            .filter(|(d, name)| *d <= 2.max(name.len() / 4))
-            .min()
-            .map(|(_, name)| name.to_owned())
+            }),
+        )
+        .map(str::to_owned)
+    }
+}
+
+/// Keys a `[[providers]]` entry takes.
+const PROVIDER_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "base_url",
+    "api_key",
+    "models",
+    "max_concurrency",
+    "max_queue",
+    "connect_timeout_s",
+    "request_timeout_s",
+    "stream_idle_timeout_s",
+    "stream_max_s",
+    "max_retries",
+    "simulated",
+];
+
+/// The candidate closest to `key`, if it is near enough to be a plausible typo.
+fn nearest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|name| (strsim::levenshtein(key, name), name))
+        .filter(|(d, name)| *d <= 2.max(name.len() / 4))
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// "unknown key in exai.toml", with the nearest of `candidates` when there is one.
+fn unknown_key_message<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    unknown_key_text(nearest(key, candidates))
+}
+
+/// "unknown key in exai.toml", suggesting `near` when there is one.
+fn unknown_key_text(near: Option<&str>) -> String {
+    match near {
+        Some(near) => format!("unknown key in exai.toml (did you mean `{near}`?)"),
+        None => "unknown key in exai.toml".to_owned(),
     }
 }
 
@@ -1594,24 +1628,8 @@ fn read_providers(r: &mut Reader<'_>) -> Vec<ProviderConfig> {
                 continue;
             };
             for k in t.keys() {
-                if ![
-                    "name",
-                    "kind",
-                    "base_url",
-                    "api_key",
-                    "models",
-                    "max_concurrency",
-                    "max_queue",
-                    "connect_timeout_s",
-                    "request_timeout_s",
-                    "stream_idle_timeout_s",
-                    "stream_max_s",
-                    "max_retries",
-                    "simulated",
-                ]
-                .contains(&k.as_str())
-                {
-                    r.error(at(k), "unknown key in exai.toml");
+                if !PROVIDER_KEYS.contains(&k.as_str()) {
+                    r.error(at(k), unknown_key_message(k, PROVIDER_KEYS.iter().copied()));
                 }
             }
             let str_of = |k: &str| t.get(k).and_then(|v| v.as_str()).map(str::to_owned);
@@ -1840,6 +1858,19 @@ mod tests {
         assert!(prot.message.contains("did you mean `port`?"), "{prot:?}");
         let far = errors.iter().find(|e| e.key == "cache.zzzzzz").unwrap();
         assert!(!far.message.contains("did you mean"), "{far:?}");
+        let errors = load(
+            &[],
+            Some("[[providers]]\nkind = \"openai_compatible\"\nbase_url = \"http://h/v1\"\nbase_ulr = 1\n"),
+        )
+        .unwrap_err();
+        let typo = errors
+            .iter()
+            .find(|e| e.key == "providers[0].base_ulr")
+            .unwrap();
+        assert!(
+            typo.message.contains("did you mean `base_url`?"),
+            "{typo:?}"
+        );
     }
 
     #[test]

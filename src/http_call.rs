@@ -93,6 +93,15 @@ pub(crate) fn cache_directives(req: &HttpRequest) -> CacheDirectives {
     )
 }
 
+/// The head of a streamed answer: SSE, never stored by caches, not buffered by proxies (nginx
+/// honours `x-accel-buffering`).
+pub(crate) fn event_stream_headers(response: &mut actix_web::HttpResponseBuilder) {
+    response
+        .content_type("text/event-stream")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"));
+}
+
 /// exai's headers on an answer: how the cache answered, the provider, a hit's age.
 pub(crate) fn answer_headers(
     response: &mut actix_web::HttpResponseBuilder,

@@ -21,7 +21,8 @@
 //!   `text/plain` without a preflight, a JSON body under another type is not a client of
 //!   this API.
 //!
-//! Refusals use the surface's error shape: OpenAI's on `/v1`, `{"error","param"}` elsewhere.
+//! Refusals use the surface's error shape: Anthropic's on `/v1/messages`, OpenAI's on the rest of
+//! `/v1`, `{"error","param"}` elsewhere.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -196,17 +197,41 @@ impl OriginPolicy {
 /// Which surface a request is for, to answer in its error shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Surface {
-    /// `/v1/*`: OpenAI's shape.
+    /// `/v1/messages*`: Anthropic's shape.
+    Anthropic,
+    /// The rest of `/v1/*`: OpenAI's shape.
     V1,
     /// Everything else: `{"error", "param"}`.
     Other,
 }
 
 fn surface_of(path: &str) -> Surface {
-    if path == "/v1" || path.starts_with("/v1/") {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        Surface::Anthropic
+    } else if path == "/v1" || path.starts_with("/v1/") {
         Surface::V1
     } else {
         Surface::Other
+    }
+}
+
+/// A refusal of the guard in `surface`'s error shape; `kind` is the error type, which OpenAI's
+/// and Anthropic's shapes share for these refusals (`permission_error`,
+/// `invalid_request_error`).
+fn refuse(
+    surface: Surface,
+    status: StatusCode,
+    kind: &str,
+    code: &str,
+    param: Option<&str>,
+    message: &str,
+) -> HttpResponse {
+    match surface {
+        Surface::Anthropic => HttpResponse::build(status)
+            .insert_header((header::VARY, "Origin"))
+            .json(json!({"type": "error", "error": {"type": kind, "message": message}})),
+        Surface::V1 => refusal(status, kind, code, param, message, true),
+        Surface::Other => refusal(status, kind, code, param, message, false),
     }
 }
 
@@ -264,7 +289,8 @@ pub async fn guard(
         // Not wired with a policy (unit tests of single routes): nothing to enforce.
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let v1 = surface_of(req.path()) == Surface::V1;
+    let surface = surface_of(req.path());
+    let v1 = surface != Surface::Other;
     let headers = req.headers();
     let host = header_str(headers, header::HOST);
     let origin = header_str(headers, header::ORIGIN).map(str::to_owned);
@@ -274,13 +300,13 @@ pub async fn guard(
              EXAI_ALLOWED_ORIGINS to serve other names",
             host.unwrap_or_default()
         );
-        let response = refusal(
+        let response = refuse(
+            surface,
             StatusCode::FORBIDDEN,
             "permission_error",
             "forbidden_host",
             None,
             &message,
-            v1,
         );
         return Ok(req.into_response(response).map_into_right_body());
     }
@@ -289,13 +315,13 @@ pub async fn guard(
             "cross-origin request refused: origin {:?} is not allowed (EXAI_ALLOWED_ORIGINS)",
             origin.as_deref().unwrap_or_default()
         );
-        let response = refusal(
+        let response = refuse(
+            surface,
             StatusCode::FORBIDDEN,
             "permission_error",
             "forbidden_origin",
             None,
             &message,
-            v1,
         );
         return Ok(req.into_response(response).map_into_right_body());
     }
@@ -312,13 +338,13 @@ pub async fn guard(
         return Ok(req.into_response(response).map_into_right_body());
     }
     if v1 && req.method() == Method::POST && !is_json(header_str(headers, header::CONTENT_TYPE)) {
-        let mut response = refusal(
+        let mut response = refuse(
+            surface,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request_error",
             "unsupported_media_type",
             Some("content-type"),
             "request body must be JSON: send Content-Type: application/json",
-            true,
         );
         if let Some(origin) = &origin {
             add_cors(response.headers_mut(), origin);

@@ -25,7 +25,9 @@ use serde_json::{Value, json};
 use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::{AnthropicError, GatewayError};
 use crate::http_body::{BodyBudget, BodyError};
-use crate::http_call::{CallRecord, InflightGuard, answer_headers, bool_field, cache_directives};
+use crate::http_call::{
+    CallRecord, InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
+};
 use crate::surface::SurfaceState;
 
 /// The header that marks an Anthropic client.
@@ -172,10 +174,7 @@ pub async fn messages(
             .await
             .map_err(|e| fail(&mut record, e))?;
         record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
-        response
-            .content_type("text/event-stream")
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .insert_header(("x-accel-buffering", "no"));
+        event_stream_headers(&mut response);
         answer_headers(
             &mut response,
             answer.cache,

@@ -26,7 +26,9 @@ use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::GatewayError;
 use crate::http_body::{BodyBudget, BodyError};
 pub use crate::http_call::{CACHE_AGE_HEADER, CACHE_HEADER, PROVIDER_HEADER};
-use crate::http_call::{CallRecord, InflightGuard, answer_headers, bool_field, cache_directives};
+use crate::http_call::{
+    CallRecord, InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
+};
 use crate::surface::SurfaceState;
 
 /// Fields that steer exai and are not sent upstream.
@@ -160,10 +162,7 @@ pub async fn chat_completions(
         };
         record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
         let mut response = HttpResponse::Ok();
-        response
-            .content_type("text/event-stream")
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .insert_header(("x-accel-buffering", "no"));
+        event_stream_headers(&mut response);
         answer_headers(
             &mut response,
             answer.cache,

@@ -382,6 +382,42 @@ async fn a_body_that_does_not_arrive_in_time_is_408() {
     assert_eq!(mock.requests(), 0);
 }
 
+/// A foreign page's request to the Messages API is refused in Anthropic's error shape, which
+/// is what its SDKs parse, and never reaches the upstream.
+#[actix_rt::test]
+async fn messages_refusals_use_anthropics_shape() {
+    let mock = mock();
+    let app = app_with_mock(&mock, &[]).await;
+    let message = json!({"model": "mock-echo", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "from a hostile page"}]});
+    let resp = app
+        .client
+        .post(format!("{}/v1/messages", app.base))
+        .header("origin", EVIL)
+        .header("content-type", "text/plain")
+        .body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "permission_error", "{body}");
+    let resp = app
+        .client
+        .post(format!("{}/v1/messages", app.base))
+        .header("content-type", "text/plain")
+        .body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(mock.requests(), 0);
+}
+
 /// `/v1/messages` reads its body under the same bounds as `/v1/chat/completions`: trickling
 /// clients hold no in-flight place, and a body that does not arrive in time is 408 in
 /// Anthropic's error shape.
