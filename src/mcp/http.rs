@@ -590,7 +590,7 @@ impl Drop for CallGuard {
             Err(&error),
             Some(json!({ "error_kind": "cancelled" })),
         );
-        tracing::info!(tool = self.tool, "mcp tool call cancelled");
+        tracing::debug!(tool = self.tool, "mcp tool call cancelled");
     }
 }
 
@@ -700,7 +700,8 @@ async fn run_call(task: CallTask) {
         Err(error) => super::call_error(error, &era),
     };
     record(&surface, &era, name, latency, result.as_ref(), None);
-    tracing::info!(
+    // Per call, so `debug` (DESIGN §1 rule 5), as on /ws.
+    tracing::debug!(
         tool = name,
         session_id = era.session_id().unwrap_or(""),
         ok = result.is_ok(),
