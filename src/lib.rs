@@ -20,6 +20,8 @@ pub mod http_guard;
 pub mod lifecycle;
 pub mod mcp;
 pub mod mock_upstream;
+pub mod pricing;
+pub mod prometheus;
 pub mod routes;
 pub mod startup;
 pub mod surface;

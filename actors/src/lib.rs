@@ -18,6 +18,7 @@ pub mod journal;
 pub mod metrics_buffer;
 pub mod provider;
 pub mod registry;
+pub mod request;
 pub mod retry;
 pub mod store;
 pub mod supervisor;
