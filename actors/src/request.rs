@@ -10,6 +10,16 @@
 //! Absent facts are absent, not zero: a call that made no upstream call has no `provider`,
 //! an upstream that reported no usage gives no token counts, and a model without a price has
 //! no `cost_usd`.
+//!
+//! What only the layers below a surface know — the attempts the providers made, which
+//! candidate answered, the usage, the time upstream — they add to the call's [`CallContext`],
+//! which the surface opens around its call ([`CallContext::scope`]) and reads when it records
+//! the event. It travels as a task-local, so the dispatcher's and providers' signatures stay
+//! as they are and a tool that asks several models adds every call up; the provider also
+//! sends its `request_id` upstream as `x-request-id`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -221,6 +231,117 @@ impl RequestEvent {
     }
 }
 
+/// What the layers below a surface learned about one call. See the module docs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    /// Upstream attempts admitted (retries and fallbacks included).
+    pub attempts: u32,
+    /// The provider that answered last (or was tried last).
+    pub provider: Option<String>,
+    /// The canonical model that answered.
+    pub resolved_model: Option<String>,
+    /// The resolved model a fallback stood in for.
+    pub fallback_from: Option<String>,
+    /// Time spent waiting on upstreams.
+    pub upstream: Duration,
+    /// Usage the upstreams reported, summed.
+    pub tokens: Option<Tokens>,
+    /// How the cache answered (the last model call's).
+    pub cache: Option<CacheLabel>,
+}
+
+impl Tally {
+    /// Adds one report of usage.
+    pub fn add_tokens(&mut self, tokens: Tokens) {
+        self.tokens = Some(self.tokens.map_or(tokens, |t| t.add(tokens)));
+    }
+}
+
+tokio::task_local! {
+    /// The call the current task works for, when a surface opened one.
+    static CALL: Arc<CallContext>;
+}
+
+/// One client call's context: its request id and its [`Tally`]. Shared (`Arc`) between the
+/// surface and whatever outlives the scope on its behalf (a stream being forwarded).
+#[derive(Debug, Default)]
+pub struct CallContext {
+    /// The call's request id, sent upstream as `x-request-id`.
+    request_id: String,
+    /// What was learned so far.
+    tally: Mutex<Tally>,
+}
+
+impl CallContext {
+    /// A context for the call `request_id`.
+    pub fn new(request_id: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            request_id: request_id.into(),
+            tally: Mutex::new(Tally::default()),
+        })
+    }
+
+    /// Runs `work` with `context` as the current call.
+    pub async fn scope<F: std::future::Future>(context: Arc<Self>, work: F) -> F::Output {
+        CALL.scope(context, work).await
+    }
+
+    /// The current call's context, if a surface opened one.
+    pub fn current() -> Option<Arc<Self>> {
+        CALL.try_with(Arc::clone).ok()
+    }
+
+    /// Applies `f` to the current call's tally, if there is a current call.
+    pub fn note(f: impl FnOnce(&mut Tally)) {
+        if let Ok(context) = CALL.try_with(Arc::clone) {
+            context.update(f);
+        }
+    }
+
+    /// The request id.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Applies `f` to this call's tally.
+    pub fn update(&self, f: impl FnOnce(&mut Tally)) {
+        f(&mut self.tally.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// A copy of the tally so far.
+    pub fn tally(&self) -> Tally {
+        self.tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl RequestEvent {
+    /// Takes in what the layers below learned (`tally`): routing, attempts, upstream time,
+    /// usage and cache outcome. Fields already set by the surface are kept when the tally
+    /// has nothing for them.
+    pub fn absorb(&mut self, tally: &Tally) {
+        self.attempts = tally.attempts;
+        if tally.provider.is_some() {
+            self.provider.clone_from(&tally.provider);
+        }
+        if tally.resolved_model.is_some() {
+            self.resolved_model.clone_from(&tally.resolved_model);
+        }
+        self.fallback_from.clone_from(&tally.fallback_from);
+        if tally.attempts > 0 || !tally.upstream.is_zero() {
+            self.upstream_ms = Some(tally.upstream.as_secs_f64() * 1000.0);
+        }
+        if let Some(tokens) = tally.tokens {
+            self.set_tokens(tokens);
+        }
+        if tally.cache.is_some() {
+            self.cache = tally.cache;
+        }
+    }
+}
+
 /// What readers (folds, metrics) take from a `request` event's data; every other field is
 /// skipped without being built.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -330,6 +451,37 @@ mod tests {
         assert_eq!(facts.cost_usd, Some(0.5));
         let back: RequestEvent = serde_json::from_value(data).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[tokio::test]
+    async fn the_context_reaches_the_layers_below_and_adds_up() {
+        assert!(CallContext::current().is_none());
+        CallContext::note(|t| t.attempts += 1); // no call: nothing happens
+        let context = CallContext::new("req-1");
+        CallContext::scope(context.clone(), async {
+            let here = CallContext::current().unwrap();
+            assert_eq!(here.request_id(), "req-1");
+            for _ in 0..2 {
+                CallContext::note(|t| {
+                    t.attempts += 1;
+                    t.add_tokens(Tokens {
+                        prompt: 3,
+                        completion: 1,
+                        cached: None,
+                    });
+                    t.provider = Some("p".into());
+                });
+            }
+        })
+        .await;
+        let tally = context.tally();
+        assert_eq!(tally.attempts, 2);
+        assert_eq!(tally.tokens.map(|t| t.prompt), Some(6));
+        let mut event = RequestEvent::begin(Surface::Ws, "req-1".into(), "i");
+        event.absorb(&tally);
+        assert_eq!(event.provider.as_deref(), Some("p"));
+        assert_eq!(event.completion_tokens, Some(2));
+        assert!(event.upstream_ms.is_some());
     }
 
     #[test]
