@@ -6,6 +6,7 @@
 pub mod anthropic;
 pub mod auth;
 pub mod banner;
+pub mod call_record;
 pub mod chat;
 pub mod cli;
 pub mod config;
