@@ -19,6 +19,7 @@ pub mod metrics_buffer;
 pub mod provider;
 pub mod registry;
 pub mod request;
+pub mod request_window;
 pub mod retry;
 pub mod store;
 pub mod supervisor;
