@@ -49,6 +49,9 @@ pub struct CallRecord {
     context: Arc<CallContext>,
     /// The event so far.
     event: RequestEvent,
+    /// Why the call failed, as the surface knows it when its answer is only a status (a
+    /// refusal built before any error value existed).
+    error_hint: Option<&'static str>,
     /// Set once recorded.
     done: bool,
 }
@@ -75,6 +78,7 @@ impl CallRecord {
             started: Instant::now(),
             context: CallContext::new(request_id.clone()),
             event: RequestEvent::begin(surface, request_id, recorder.instance()),
+            error_hint: None,
             done: false,
         }
     }
@@ -103,11 +107,22 @@ impl CallRecord {
         }
     }
 
-    /// The call ended with `status`; `error_kind` says why when it failed. Records the event.
+    /// Notes why the call is failing, for a [`CallRecord::finish`] that is given only a
+    /// status.
+    pub fn hint_error(&mut self, kind: &'static str) {
+        self.error_hint = Some(kind);
+    }
+
+    /// The call ended with `status`; `error_kind` says why when it failed (else the hint,
+    /// else `http_<status>` for a status of 400 or more). Records the event.
     pub fn finish(mut self, status: u16, error_kind: Option<&str>) {
+        let kind = error_kind
+            .map(str::to_owned)
+            .or_else(|| self.error_hint.map(str::to_owned))
+            .or_else(|| (status >= 400).then(|| format!("http_{status}")));
         self.event.status = status;
-        self.event.ok = error_kind.is_none() && status < 400;
-        self.event.error_kind = error_kind.map(str::to_owned);
+        self.event.ok = kind.is_none();
+        self.event.error_kind = kind;
         self.record();
     }
 

@@ -23,6 +23,7 @@ pub mod mcp;
 pub mod mock_upstream;
 pub mod pricing;
 pub mod prometheus;
+pub mod request_id;
 pub mod routes;
 pub mod startup;
 pub mod surface;

@@ -147,6 +147,9 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::http_guard::guard))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::request_id::middleware,
+                ))
                 .app_data(policy.clone())
                 .app_data(bodies.clone())
                 .app_data(app_state.clone())

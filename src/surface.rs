@@ -21,14 +21,13 @@ use crate::chat::ChatService;
 use crate::config::Config;
 use crate::files::FileRoots;
 use crate::lifecycle::Lifecycle;
+use crate::pricing::PriceTable;
 use crate::tools::Registry;
 use crate::tools::conversation::ConversationStore;
 use crate::ws::limits::{ConnectionTracker, WsLimits};
 
 /// `source` of the events the surfaces record for `/ws`.
 pub const WS_SOURCE: &str = "ws";
-/// `source` of the events the surfaces record for `/v1`.
-pub const V1_SOURCE: &str = "v1";
 
 /// Everything `/ws` and `/v1` need.
 pub struct SurfaceState {
@@ -66,6 +65,8 @@ pub struct SurfaceState {
     pub(crate) max_body_bytes: usize,
     /// Turns true when shutdown begins: sessions finish their calls, then close with 1001.
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+    /// Model prices, for the `cost_usd` of `request` events.
+    pub(crate) prices: Arc<PriceTable>,
 }
 
 impl std::fmt::Debug for SurfaceState {
@@ -129,6 +130,7 @@ impl SurfaceState {
             instance: config.instance.clone(),
             max_body_bytes: limits.max_message_bytes,
             shutdown: tokio::sync::watch::Sender::new(false),
+            prices: Arc::new(PriceTable::builtin()),
             limits,
         }
     }
@@ -139,6 +141,15 @@ impl SurfaceState {
         self.history = Some(store);
         self.lifecycle = Some(lifecycle);
         self
+    }
+
+    /// Starts the `request` event of a call on `surface`.
+    pub(crate) fn start_call(
+        &self,
+        surface: exai_actors::request::Surface,
+        request_id: String,
+    ) -> crate::call_record::CallRecord {
+        crate::call_record::CallRecord::start(&self.recorder, &self.prices, surface, request_id)
     }
 
     /// The `/health` document and its overall status.

@@ -18,15 +18,17 @@ use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
 use exai_actors::anthropic::{DIALECT_ANTHROPIC, DIALECT_FIELD};
 use exai_actors::cache_key;
+use exai_actors::request::{CallContext, Surface};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::call_record::CallRecord;
 use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::{AnthropicError, GatewayError};
 use crate::http_body::{BodyBudget, BodyError};
 use crate::http_call::{
-    CallRecord, InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
+    InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
 };
 use crate::surface::SurfaceState;
 
@@ -141,39 +143,63 @@ fn parse_body(bytes: &[u8], count_only: bool) -> Result<(Value, bool), GatewayEr
     Ok((body, stream))
 }
 
-/// `POST /v1/messages`.
+/// `POST /v1/messages`: one `request` event per call, whatever the outcome.
 pub async fn messages(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<SurfaceState>,
     bodies: web::Data<BodyBudget>,
+) -> HttpResponse {
+    let mut record = Some(state.start_call(Surface::Anthropic, crate::request_id::of(&req)));
+    let context = record
+        .as_ref()
+        .map(CallRecord::context)
+        .unwrap_or_else(|| CallContext::new(String::new()));
+    let result = CallContext::scope(
+        context,
+        serve_messages(&req, payload, &state, &bodies, &mut record),
+    )
+    .await;
+    let (response, kind) = match result {
+        Ok(response) => (response, None),
+        Err(e) => (e.error_response(), Some(e.0.kind())),
+    };
+    // A stream took the record with it; anything else ends here.
+    if let Some(record) = record {
+        record.finish(response.status().as_u16(), kind);
+    }
+    response
+}
+
+/// The call itself; a streamed answer takes `record` along.
+async fn serve_messages(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &web::Data<SurfaceState>,
+    bodies: &BodyBudget,
+    record: &mut Option<CallRecord>,
 ) -> Result<HttpResponse, AnthropicError> {
-    check_auth(&req, &state)?;
+    check_auth(req, state)?;
     // The body first; the in-flight place only once it is in (issue 12 §4), as on /v1.
-    let bytes = match read_body(&req, payload, &bodies, state.max_body_bytes).await? {
+    let bytes = match read_body(req, payload, bodies, state.max_body_bytes).await? {
         Ok(bytes) => bytes,
         Err(refusal) => return Ok(refusal),
     };
-    let inflight = InflightGuard::acquire(&state)?;
+    let inflight = InflightGuard::acquire(state)?;
     let (mut body, stream) = parse_body(&bytes, false)?;
-    let bypass = cache_key::bypass(&body, cache_directives(&req));
+    if let Some(r) = record.as_mut() {
+        let event = r.event();
+        event.stream = stream;
+        event.model = body.get("model").and_then(Value::as_str).map(str::to_owned);
+    }
+    let bypass = cache_key::bypass(&body, cache_directives(req));
     if let Some(fields) = body.as_object_mut() {
         fields.remove("cache");
         fields.insert(DIALECT_FIELD.into(), json!(DIALECT_ANTHROPIC));
     }
-    let mut record = CallRecord::new(&state, "anthropic", stream);
-    let fail = |record: &mut CallRecord, e: GatewayError| {
-        record.outcome = Some(Err(e.kind()));
-        AnthropicError(e)
-    };
     let mut response = HttpResponse::Ok();
     if stream {
-        let answer = state
-            .chat
-            .stream(body, bypass)
-            .await
-            .map_err(|e| fail(&mut record, e))?;
-        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
+        let answer = state.chat.stream(body, bypass).await?;
         event_stream_headers(&mut response);
         answer_headers(
             &mut response,
@@ -181,15 +207,12 @@ pub async fn messages(
             answer.provider.as_deref(),
             answer.cache_age_ms,
         );
+        let Some(record) = record.take() else {
+            return Err(GatewayError::Internal("the call has no record".to_owned()).into());
+        };
         Ok(response.streaming(sse(answer.chunks, record, inflight)))
     } else {
-        let answer = state
-            .chat
-            .complete(body, bypass)
-            .await
-            .map_err(|e| fail(&mut record, e))?;
-        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
-        record.outcome = Some(Ok(()));
+        let answer = state.chat.complete(body, bypass).await?;
         drop(inflight);
         response.content_type("application/json");
         answer_headers(
@@ -250,21 +273,21 @@ fn sse(
                     .unwrap_or_else(|_| "message".to_owned());
                 let bytes = frame(&kind, &chunk);
                 if kind == "error" {
-                    record.outcome = Some(Err("upstream_error_event"));
+                    record.finish(200, Some("upstream_error_event"));
                     return Some((Ok(bytes), Sse::Closed));
                 }
-                if kind == "message_stop" {
-                    record.outcome = Some(Ok(()));
+                if kind == "content_block_delta" {
+                    record.first_byte();
                 }
                 Some((Ok(bytes), Sse::Open(chunks, record, inflight)))
             }
             None => {
-                record.outcome.get_or_insert(Ok(()));
+                record.finish(200, None);
                 None
             }
             Some(Err(e)) => {
                 let error = GatewayError::from(e);
-                record.outcome = Some(Err(error.kind()));
+                record.finish(200, Some(error.kind()));
                 let payload = error.anthropic_json().to_string();
                 Some((Ok(frame("error", payload.as_bytes())), Sse::Closed))
             }
