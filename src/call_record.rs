@@ -133,8 +133,15 @@ impl CallRecord {
         }
         self.done = true;
         self.event.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        self.event.absorb(&self.context.tally());
-        let tokens = self.context.tally().tokens;
+        let tally = self.context.tally();
+        self.event.absorb(&tally);
+        if self.event.ttft_ms.is_none()
+            && let Some(at) = tally.first_byte
+        {
+            let ttft = at.saturating_duration_since(self.started);
+            self.event.ttft_ms = Some(ttft.as_secs_f64() * 1000.0);
+        }
+        let tokens = tally.tokens;
         self.event.cost_usd = match (self.event.resolved_model.as_deref(), tokens) {
             (Some(model), Some(tokens)) => self.prices.cost(model, tokens),
             _ => None,

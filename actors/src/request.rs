@@ -19,7 +19,7 @@
 //! sends its `request_id` upstream as `x-request-id`.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -248,6 +248,8 @@ pub struct Tally {
     pub tokens: Option<Tokens>,
     /// How the cache answered (the last model call's).
     pub cache: Option<CacheLabel>,
+    /// When the first content was handed towards the client (streams).
+    pub first_byte: Option<Instant>,
 }
 
 impl Tally {

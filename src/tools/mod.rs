@@ -249,30 +249,6 @@ pub(crate) async fn run_bounded(
     }
 }
 
-/// The transport-neutral part of a `tool.call` event: `tool`, `ok`, `latency_ms`, then
-/// `model`, `provider` and `cache` on success or `error_kind` on failure. Each surface adds
-/// its own fields (`surface`, `session_id`, ...).
-pub(crate) fn call_event(
-    tool: &str,
-    latency: Duration,
-    result: Result<&ToolOutput, &GatewayError>,
-) -> Value {
-    let mut data = json!({
-        "tool": tool,
-        "ok": result.is_ok(),
-        "latency_ms": latency.as_secs_f64() * 1000.0,
-    });
-    match result {
-        Ok(out) => {
-            data["model"] = json!(out.model);
-            data["provider"] = json!(out.provider);
-            data["cache"] = json!(out.cache);
-        }
-        Err(e) => data["error_kind"] = json!(e.kind()),
-    }
-    data
-}
-
 /// At most `max` bytes of `s`, cut at a character boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
