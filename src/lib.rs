@@ -3,30 +3,23 @@
 //! This crate is the HTTP and WebSocket layer, configuration, start-up and the CLI; the
 //! actors live in `exai-actors`.
 
-pub mod anthropic;
+pub mod app;
 pub mod auth;
 pub mod banner;
-pub mod chat;
 pub mod cli;
 pub mod config;
-pub mod dashboard_ws;
 pub mod demo;
 pub mod error;
 pub mod files;
 pub mod gateway;
-pub mod http_body;
-pub(crate) mod http_call;
-pub mod http_guard;
+pub mod http;
 pub mod lifecycle;
 pub mod mcp;
-pub mod mock_upstream;
-pub mod routes;
-pub mod startup;
-pub mod surface;
+pub mod service;
+pub mod state;
 pub mod telemetry;
 pub mod tools;
 pub mod ws;
-pub mod ws_glue;
 
 use std::process::ExitCode;
 
@@ -64,7 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 filter: std::env::var("EXAI_LOG").unwrap_or_else(|_| "warn".to_owned()),
                 format: config::LogFormat::Pretty,
             });
-            actix_rt::System::new().block_on(mock_upstream::run(
+            actix_rt::System::new().block_on(exai_testkit::mock_upstream::run(
                 port.or(cli.serve.port).unwrap_or(9090),
                 std::time::Duration::from_millis(latency_ms),
             ))?;
@@ -137,7 +130,7 @@ fn serve(file: Option<&std::path::Path>, cli: &CliOverrides) -> anyhow::Result<E
     };
     telemetry::init(&config.log);
     actix_rt::System::new().block_on(async move {
-        let app = startup::Application::build(config).await?;
+        let app = app::Application::build(config).await?;
         app.run_until_stopped().await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -72,7 +72,7 @@ pub fn run_embedded(config: crate::config::Config) -> anyhow::Result<std::proces
     let (tx, rx) = std::sync::mpsc::channel();
     let gateway = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let app = match crate::startup::Application::build(config).await {
+            let app = match crate::app::Application::build(config).await {
                 Ok(app) => app,
                 Err(e) => {
                     let _ = tx.send(Err(format!("{e:#}")));
@@ -229,7 +229,7 @@ async fn forward(bridge: &Bridge, message: Value) {
     if let Some(token) = &bridge.token {
         post = post.bearer_auth(token);
     }
-    let meta_version = message["params"]["_meta"][super::META_PROTOCOL_VERSION]
+    let meta_version = message["params"]["_meta"][super::protocol::META_PROTOCOL_VERSION]
         .as_str()
         .map(str::to_owned);
     if let Some(version) = &meta_version {

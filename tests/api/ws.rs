@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use exai::mock_upstream::{MockSettings, MockUpstream};
+use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -14,7 +14,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use actix_web::{App, HttpServer, web};
 use exai::gateway::Gateway;
-use exai::surface::SurfaceState;
+use exai::state::SurfaceState;
 use exai::ws::limits::WsLimits;
 use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
@@ -915,7 +915,7 @@ async fn custom_server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .configure(exai::surface::configure)
+            .configure(exai::app::configure_surfaces)
     })
     .workers(1)
     .disable_signals()
