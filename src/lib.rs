@@ -77,7 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             telemetry::init(&config.log);
-            mcp::stdio::run_embedded(config)
+            mcp_embedded(config)
         }
         Some(Command::Demo(args)) => {
             let overrides = args.over(&cli.serve).overrides();
@@ -89,6 +89,43 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `exai mcp --embedded`: starts the gateway from `config` on its own thread (the caller
+/// chose a free loopback port), bridges stdio to it, and shuts it down when stdin ends.
+fn mcp_embedded(config: Config) -> anyhow::Result<std::process::ExitCode> {
+    use secrecy::ExposeSecret as _;
+    let token = config
+        .server
+        .token
+        .as_ref()
+        .map(|t| t.expose_secret().to_owned());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let gateway = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let app = match app::Application::build(config).await {
+                Ok(app) => app,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{e:#}")));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(Ok((app.addr(), app.shutdown_trigger())));
+            app.run_until_stopped().await
+        })
+    });
+    let (addr, trigger) = match rx.recv() {
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) => anyhow::bail!("the embedded gateway did not start: {e}"),
+        Err(_) => anyhow::bail!("the embedded gateway did not start"),
+    };
+    let code = mcp::stdio::run_to(format!("http://{addr}/mcp"), token);
+    trigger.trigger();
+    match gateway.join() {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!("the embedded gateway's thread panicked"),
+    }
+    code
 }
 
 /// Applies the embedded migrations to the configured database.
