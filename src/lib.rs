@@ -1,7 +1,8 @@
 //! exai: a gateway daemon for AI model providers.
 //!
 //! This crate is the HTTP and WebSocket layer, configuration, start-up and the CLI; the
-//! actors live in `exai-actors`.
+//! actors live in `exai-actors`, the mock upstream and the test helpers in `exai-testkit`. The
+//! module map is in `docs/architecture.md`.
 
 pub mod app;
 pub mod auth;
