@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use exai::startup::ShutdownTrigger;
+use exai::app::ShutdownTrigger;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use exai::mock_upstream::MockUpstream;
+use exai_testkit::mock_upstream::MockUpstream;
 
 use crate::helpers::test_config;
 use crate::ws::{mock, mock_toml};

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually, spawn_app_with};
 use crate::ws::{call, mock, mock_toml, session};
-use exai::mock_upstream::MockUpstream;
+use exai_testkit::mock_upstream::MockUpstream;
 
 /// The mock model's price (USD per million tokens).
 const PRICES: &str = "mock-echo=2/4";

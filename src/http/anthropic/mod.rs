@@ -3,7 +3,7 @@
 //! Anthropic shape of `GET /v1/models` (when the request carries `anthropic-version`).
 //!
 //! A request is checked, marked as Anthropic-dialect ([`exai_actors::anthropic`]) and sent
-//! down the one chat path ([`crate::chat`]): the same resolution (aliases, `claude-*`
+//! down the one chat path ([`crate::service`]): the same resolution (aliases, `claude-*`
 //! fallback), cache and single-flight, provider calls, retries, breakers and fallbacks as
 //! `/v1/chat/completions`. The provider translates for OpenAI-compatible upstreams and
 //! passes the request through untranslated to an `anthropic` provider. Errors use
@@ -24,13 +24,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::call_record::CallRecord;
-use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::{AnthropicError, GatewayError};
-use crate::http_body::{BodyBudget, BodyError};
-use crate::http_call::{
+use crate::http::body::{BodyBudget, BodyError};
+use crate::http::call::{
     InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
 };
-use crate::surface::SurfaceState;
+use crate::service::{CacheOutcome, ChunkStream};
+use crate::state::SurfaceState;
 
 /// The header that marks an Anthropic client.
 pub const VERSION_HEADER: &str = "anthropic-version";
@@ -150,7 +150,7 @@ pub async fn messages(
     state: web::Data<SurfaceState>,
     bodies: web::Data<BodyBudget>,
 ) -> HttpResponse {
-    let mut record = Some(state.start_call(Surface::Anthropic, crate::request_id::of(&req)));
+    let mut record = Some(state.start_call(Surface::Anthropic, crate::http::request_id::of(&req)));
     let context = record
         .as_ref()
         .map(CallRecord::context)

@@ -1,7 +1,7 @@
-//! What the two HTTP chat surfaces, `/v1/chat/completions` ([`crate::routes::v1`]) and
-//! `/v1/messages` ([`crate::anthropic`]), share: the in-flight bound, the cache directives
-//! from its headers, exai's answer headers and the check of a boolean body field. Each
-//! surface keeps its own error shape and messages; both record their calls' `request`
+//! What the two HTTP chat surfaces, `/v1/chat/completions` ([`crate::http::v1`]) and
+//! `/v1/messages` ([`crate::http::anthropic`]), share: the in-flight bound, the cache
+//! directives from its headers, exai's answer headers and the check of a boolean body field.
+//! Each surface keeps its own error shape and messages; both record their calls' `request`
 //! events through [`crate::call_record`].
 
 use std::sync::Arc;
@@ -12,9 +12,9 @@ use actix_web::http::header;
 use exai_actors::cache_key::CacheDirectives;
 use serde_json::{Map, Value};
 
-use crate::chat::CacheOutcome;
 use crate::error::GatewayError;
-use crate::surface::SurfaceState;
+use crate::service::CacheOutcome;
+use crate::state::SurfaceState;
 
 /// Header telling the client how the cache answered.
 pub const CACHE_HEADER: &str = "x-exai-cache";
