@@ -124,8 +124,15 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     /// `exai_cost_usd_total`.
     cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
-    /// Which model names may be label values.
-    known: KnownModel,
+    /// Which model names may be label values, once the registry is built (until then: the
+    /// built-in catalog's).
+    known: std::sync::OnceLock<KnownModel>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,8 +142,9 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Empty series; `known` bounds the model label.
-    pub fn new(known: KnownModel) -> Self {
+    /// Empty series, with the built-in catalog bounding the model label until
+    /// [`Metrics::set_known_models`].
+    pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -184,14 +192,23 @@ impl Metrics {
             attempts,
             tokens,
             cost,
-            known,
+            known: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets which model names may be label values (the registry's, once it is built).
+    pub fn set_known_models(&self, known: KnownModel) {
+        let _ = self.known.set(known);
     }
 
     /// The label value for `model`.
     fn model_label(&self, model: Option<&str>) -> String {
+        let known = |m: &str| match self.known.get() {
+            Some(known) => known(m),
+            None => exai_actors::catalog::find(m).is_some_and(|c| c.id == m),
+        };
         match model {
-            Some(m) if (self.known)(m) => m.to_owned(),
+            Some(m) if known(m) => m.to_owned(),
             _ => OTHER_MODEL.to_owned(),
         }
     }
@@ -342,13 +359,12 @@ fn breaker_value(state: &str) -> i64 {
 
 impl ScrapeFacts {
     /// Reads the facts off a health snapshot and the recorder's counters. `serving` is false
-    /// once shutdown has begun; `dashboard_clients` comes from the broadcaster.
+    /// once shutdown has begun.
     pub fn read(
         snapshot: &HealthSnapshot,
         recorder: RecorderStats,
         serving: bool,
         ws_sessions: usize,
-        dashboard_clients: usize,
     ) -> Self {
         let detail = |name: &str| snapshot.components.get(name).map(|c| &c.detail);
         let number =
@@ -413,7 +429,7 @@ impl ScrapeFacts {
             events_lost: recorder.dropped + number(pipeline, "rejected").unwrap_or(0),
             journal_bytes: number(pipeline, "journal_bytes").unwrap_or(0),
             ws_sessions: ws_sessions as u64,
-            dashboard_clients: dashboard_clients as u64,
+            dashboard_clients: number(detail("dashboard"), "clients").unwrap_or(0),
             actor_restarts: snapshot
                 .actors
                 .iter()
@@ -555,7 +571,9 @@ mod tests {
     use serde_json::json;
 
     fn metrics() -> Metrics {
-        Metrics::new(Arc::new(|m: &str| m == "glm-4.6"))
+        let m = Metrics::new();
+        m.set_known_models(Arc::new(|m: &str| m == "glm-4.6"));
+        m
     }
 
     fn request(model: &str, status: u16, cache: CacheLabel) -> Event {

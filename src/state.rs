@@ -48,6 +48,8 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     /// The client surfaces (`/ws`, `/v1`); shutdown drains their sessions.
     pub surface: web::Data<SurfaceState>,
+    /// The Prometheus series of `/metrics`, fed by the recorder.
+    pub metrics: Arc<crate::prometheus::Metrics>,
 }
 
 /// The `/health` document (also served by the `health` tool) and its overall status.

@@ -86,6 +86,10 @@ impl Event {
     }
 }
 
+/// A synchronous observer of every recorded event (the Prometheus series): called on the
+/// recording thread, so it must be cheap and must not block.
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
 /// An event as live subscribers receive it: one shared copy for every subscriber. It is
 /// not serialised here: recording stays cheap on the request path, and the subscriber (the
 /// dashboard) encodes it only if someone is watching.
@@ -131,6 +135,8 @@ struct Inner {
     journal: OnceLock<Arc<Journal>>,
     /// Live feed for the dashboard.
     live: broadcast::Sender<LiveEvent>,
+    /// Sees every event as it is recorded, once installed.
+    observer: OnceLock<Observer>,
     /// Counter: events recorded.
     recorded: AtomicU64,
     /// Counter: events lost without a journal.
@@ -159,6 +165,7 @@ impl Recorder {
                 notify: Notify::new(),
                 journal: OnceLock::new(),
                 live,
+                observer: OnceLock::new(),
                 recorded: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
             }),
@@ -180,6 +187,9 @@ impl Recorder {
     pub fn record_event(&self, event: Event) {
         let inner = &self.inner;
         inner.recorded.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = inner.observer.get() {
+            observer(&event);
+        }
         if inner.live.receiver_count() > 0 {
             // A send error only means every subscriber left meanwhile.
             let _ = inner.live.send(Arc::new(event.clone()));
@@ -210,6 +220,12 @@ impl Recorder {
         if queue.len() >= inner.wake_at.load(Ordering::Relaxed) {
             inner.notify.notify_one();
         }
+    }
+
+    /// Installs the observer that sees every event recorded from now on (one per recorder;
+    /// a second one is refused).
+    pub fn observe(&self, observer: Observer) -> Result<(), Observer> {
+        self.inner.observer.set(observer)
     }
 
     /// Installs the journal (the metrics pipeline's). Events queued so far move into it.
