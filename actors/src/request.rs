@@ -135,6 +135,9 @@ pub struct RequestEvent {
     /// The `/ws` or MCP session, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// MCP: the protocol version (spec era) the call was made in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
     /// The process that served it.
     pub instance: String,
     /// Who called ([`ANONYMOUS_CLIENT`] until client keys exist).
@@ -196,6 +199,7 @@ impl RequestEvent {
             surface,
             tool: None,
             session_id: None,
+            protocol_version: None,
             instance: instance.to_owned(),
             client: ANONYMOUS_CLIENT.to_owned(),
             model: None,

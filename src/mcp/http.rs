@@ -415,6 +415,7 @@ async fn call(
     {
         let event = record.event();
         event.session_id = era.session_id().map(str::to_owned);
+        event.protocol_version = Some(era.version().to_owned());
         event.tool = params.get("name").and_then(Value::as_str).map(|n| {
             crate::tools::truncate(&crate::tools::normalise(n), MAX_TOOL_NAME_BYTES).to_owned()
         });
