@@ -112,7 +112,7 @@ async fn v1_calls_record_one_request_event_each_with_the_request_id_in_out_and_u
     let text = resp.text().await.unwrap();
     assert!(!text.contains("usage"), "the client got usage it did not ask for: {text}");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    let sent = &mock.recorded().last().unwrap().body;
+    let sent = mock.recorded().last().unwrap().body.clone();
     assert_eq!(sent["stream_options"]["include_usage"], true, "{sent}");
     // 3. Streaming with include_usage: the client gets the usage chunk as it asked.
     let mut asked = body("six", true);
