@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 
 use exai_actors::cache::{CacheHandle, CacheSettings, ResponseCache};
-use exai_actors::dispatch::Dispatcher;
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
+use exai_actors::pipeline::event::Recorder;
 use exai_actors::provider::{Provider, ProviderError, ProviderHandle, ProviderSettings};
+use exai_actors::registry::dispatch::Dispatcher;
 use exai_actors::registry::{Registry, RegistryHandle, RegistrySettings};
 use exai_actors::supervisor::ChildSpec;
 

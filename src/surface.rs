@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::web;
 use exai_actors::cache::CacheHandle;
-use exai_actors::dispatch::Dispatcher;
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
+use exai_actors::pipeline::event::Recorder;
+use exai_actors::registry::dispatch::Dispatcher;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
 
-use exai_actors::store::EventStore;
+use exai_actors::pipeline::store::EventStore;
 
 use crate::chat::ChatService;
 use crate::config::Config;

@@ -1,8 +1,8 @@
 //! `GET /health`, `/health/live` and `/health/ready` (DESIGN §7).
 
 use actix_web::{HttpResponse, web};
-use exai_actors::event::Recorder;
 use exai_actors::health::{HealthBoard, Status};
+use exai_actors::pipeline::event::Recorder;
 use serde_json::json;
 
 use crate::lifecycle::Lifecycle;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use exai::mock_upstream::{MockSettings, MockUpstream};
-use exai_actors::breaker::BreakerState;
+use exai_actors::policy::breaker::BreakerState;
 use exai_actors::provider::{ProviderError, ProviderKind};
 use exai_actors::registry::{
     ListModels, ModelSource, Register, Registry, RegistryHandle, RegistrySettings, Resolve,

@@ -16,8 +16,8 @@ use actix_web::{App, HttpServer, web};
 use exai::gateway::Gateway;
 use exai::surface::SurfaceState;
 use exai::ws::limits::WsLimits;
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
+use exai_actors::pipeline::event::Recorder;
 
 use crate::helpers::{TestApp, eventually, spawn_app_with, test_config};
 

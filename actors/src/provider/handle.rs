@@ -36,13 +36,13 @@ use super::error::{ErrorLabels, ProviderError, TimeoutKind};
 
 use super::settings::ProviderSettings;
 use super::sse::{SseEvent, SseParser};
-use crate::breaker::{
+use crate::health::{HealthBoard, Status};
+use crate::pipeline::event::Recorder;
+use crate::policy::breaker::{
     BreakerSet, BreakerState, MAX_MODEL_BREAKERS, Outcome, Probes, Scope, SetPermit, Transition,
 };
-use crate::event::Recorder;
-use crate::failure_log::FailureLog;
-use crate::health::{HealthBoard, Status};
-use crate::retry::parse_retry_after;
+use crate::policy::failure_log::FailureLog;
+use crate::policy::retry::parse_retry_after;
 
 /// `source` of every event a provider records.
 pub const EVENT_SOURCE: &str = "provider";
@@ -877,7 +877,7 @@ impl ProviderHandle {
         guard: AttemptGuard,
         error: ProviderError,
         attempt: u32,
-        backoff: &mut crate::retry::Backoff,
+        backoff: &mut crate::policy::retry::Backoff,
     ) -> Option<ProviderError> {
         guard.failed(&error, None);
         if error.is_retryable() && attempt <= self.shared.settings.max_retries {
@@ -993,7 +993,11 @@ impl ProviderHandle {
 
     /// The delay before the next retry: the upstream's `Retry-After` when it sent one
     /// (already capped), else the next backoff step.
-    fn retry_delay(&self, error: &ProviderError, backoff: &mut crate::retry::Backoff) -> Duration {
+    fn retry_delay(
+        &self,
+        error: &ProviderError,
+        backoff: &mut crate::policy::retry::Backoff,
+    ) -> Duration {
         let step = backoff.next_delay();
         error.retry_after().unwrap_or(step)
     }

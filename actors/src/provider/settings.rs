@@ -9,8 +9,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::BreakerSettings;
-use crate::retry::RetryPolicy;
+use crate::policy::breaker::BreakerSettings;
+use crate::policy::retry::RetryPolicy;
 
 /// Default base URL of Moonshot's Kimi API.
 pub const KIMI_BASE_URL: &str = "https://api.moonshot.ai/v1";

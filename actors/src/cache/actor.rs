@@ -14,7 +14,7 @@
 //! callers, 11 ms against 80 ms in total.
 //!
 //! The [`Cache`] actor keeps what is policy and background work: it (re)connects to Redis
-//! with backoff from [`crate::retry`], publishes the `cache` component (status and
+//! with backoff from [`crate::policy::retry`], publishes the `cache` component (status and
 //! [`CacheStats`]) to the [`HealthBoard`] every [`DEFAULT_HEALTH_INTERVAL`], and answers
 //! [`Lookup`], [`Store`] and [`Stats`] for callers that prefer messages — each delegates to the
 //! handle. The state lives in the `Arc` the child factory captures, so a restart of the actor
@@ -82,11 +82,11 @@ use tokio::sync::{Notify, watch};
 
 pub use bytes::Bytes;
 
-use crate::cache_key::CacheKey;
-use crate::event::Recorder;
-use crate::failure_log::{FailureLog, Transition};
+use crate::cache::key::CacheKey;
 use crate::health::{HealthBoard, Status};
-use crate::retry::RetryPolicy;
+use crate::pipeline::event::Recorder;
+use crate::policy::failure_log::{FailureLog, Transition};
+use crate::policy::retry::RetryPolicy;
 use crate::supervisor::{ChildSpec, Slot};
 
 /// The supervisor child's name.

@@ -71,10 +71,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedMutexGuard, broadcast, mpsc, oneshot};
 
-use crate::event::{Event, LiveEvent, Recorder};
-use crate::failure_log::FailureLog;
 use crate::health::{HealthBoard, HealthSnapshot, Status};
-use crate::retry::RetryPolicy;
+use crate::pipeline::event::{Event, LiveEvent, Recorder};
+use crate::policy::failure_log::FailureLog;
+use crate::policy::retry::RetryPolicy;
 use crate::supervisor::{ChildSpec, Slot};
 
 /// The supervisor child name, as shown in `/health`.
@@ -972,7 +972,7 @@ impl DashboardBroadcast {
     /// The `stats` tick.
     fn tick(&mut self) {
         self.evict_stale();
-        let now = crate::store::now_ms();
+        let now = crate::pipeline::store::now_ms();
         let stats = self.shared.build_stats(now);
         let text: Outbound = stats.to_string().into();
         *self
@@ -1029,7 +1029,7 @@ impl DashboardBroadcast {
         let message = json!({
             "type": "health",
             "instance": self.shared.recorder.instance(),
-            "ts": crate::store::now_ms(),
+            "ts": crate::pipeline::store::now_ms(),
             "health": snapshot,
         });
         self.deliver(&message.to_string().into());
@@ -1050,7 +1050,7 @@ impl DashboardBroadcast {
         out.push_str(&Value::String(shared.recorder.instance().to_owned()).to_string());
         out.push_str(&format!(
             r#","ts":{},"health":{health},"stats":"#,
-            crate::store::now_ms()
+            crate::pipeline::store::now_ms()
         ));
         out.push_str(stats.as_deref().unwrap_or("null"));
         out.push_str(r#","events":["#);
@@ -1283,7 +1283,7 @@ async fn listen_loop(weak: Weak<DashboardShared>, fanout: FanoutSettings) {
             Err(error) => {
                 failures.failure(&error);
                 set_state("down");
-                gap_since.get_or_insert_with(crate::store::now_ms);
+                gap_since.get_or_insert_with(crate::pipeline::store::now_ms);
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
@@ -1295,11 +1295,11 @@ async fn listen_loop(weak: Weak<DashboardShared>, fanout: FanoutSettings) {
             resync(&weak, since).await;
         }
         // Unix ms of the last notification: nothing is known lost before it.
-        let mut last_seen = crate::store::now_ms();
+        let mut last_seen = crate::pipeline::store::now_ms();
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
-                    last_seen = crate::store::now_ms();
+                    last_seen = crate::pipeline::store::now_ms();
                     let Some(shared) = weak.upgrade() else {
                         return;
                     };

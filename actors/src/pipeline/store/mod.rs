@@ -9,7 +9,7 @@
 //! and re-delivering a batch changes no count.
 //!
 //! History queries read rollups (summary, timeseries) or raw rows (events) and merge the
-//! rollups' latency histograms ([`crate::histogram`]), so percentiles carry the histogram's
+//! rollups' latency histograms ([`crate::pipeline::histogram`]), so percentiles carry the histogram's
 //! stated relative-error bound for any window.
 
 use std::collections::BTreeMap;
@@ -22,8 +22,8 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::event::Event;
-use crate::histogram::Histogram;
+use crate::pipeline::event::Event;
+use crate::pipeline::histogram::Histogram;
 
 pub mod postgres;
 pub mod sqlite;

@@ -18,7 +18,7 @@ use super::{
     Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow, StoreError,
     StoreResult, StoreSettings, to_u64,
 };
-use crate::event::Event;
+use crate::pipeline::event::Event;
 
 /// Migrations for this backend, embedded at compile time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");

@@ -3,7 +3,7 @@
 //! Everything that happens — an upstream attempt, a cache lookup, a connection, a breaker
 //! change, an actor fault — becomes an [`Event`] through [`Recorder::record`]. Recording
 //! never awaits and never touches the database: it writes the event to the journal (one
-//! `write(2)`, see [`crate::journal`]) and keeps a copy in the journal's bounded memory for
+//! `write(2)`, see [`crate::pipeline::journal`]) and keeps a copy in the journal's bounded memory for
 //! the flusher, then hands the event to live subscribers (the dashboard). So by the time
 //! `record` returns, the event survives a `kill -9` of the process.
 //!
@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
-use crate::journal::{Appended, Journal};
+use crate::pipeline::journal::{Appended, Journal};
 
 /// Capacity of the live broadcast channel. A subscriber that falls further behind than this
 /// is told how many events it missed (`RecvError::Lagged`) instead of slowing recording.
@@ -338,8 +338,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("exai-rec-{}", Uuid::new_v4()));
         let rec = Recorder::new("t", 2);
         rec.record("s", "x", json!({ "n": 0 }));
-        let journal =
-            Arc::new(Journal::open(crate::journal::JournalSettings::new(&dir), 2).unwrap());
+        let journal = Arc::new(
+            Journal::open(crate::pipeline::journal::JournalSettings::new(&dir), 2).unwrap(),
+        );
         assert!(rec.set_journal(journal.clone()).is_ok());
         assert!(rec.set_journal(journal.clone()).is_err(), "one journal");
         assert!(
@@ -351,11 +352,11 @@ mod tests {
         }
         let stats = rec.stats();
         assert_eq!((stats.queued, stats.spilled, stats.dropped), (2, 3, 0));
-        let on_disk: usize = crate::journal::list_segments(&dir)
+        let on_disk: usize = crate::pipeline::journal::list_segments(&dir)
             .unwrap()
             .iter()
             .map(|s| {
-                crate::journal::read_segment_file(&s.path)
+                crate::pipeline::journal::read_segment_file(&s.path)
                     .unwrap()
                     .events
                     .len()

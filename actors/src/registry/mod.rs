@@ -5,16 +5,19 @@
 //! [`Resolve`] maps a model name, alias, `<provider>/<model>` or `auto` to its candidates;
 //! [`ListModels`] returns the merged catalog with each model's breaker state.
 //!
-//! The catalog merges the built-in entries ([`crate::catalog`]) for each provider's kind,
+//! The catalog merges the built-in entries ([`crate::registry::catalog`]) for each provider's kind,
 //! its configured models and what its `GET /models` discovered. Discovery results are cached
 //! for the TTL (`REGISTRY_CACHE_TTL`, default 300 s). Every registration invalidates the
 //! cache, and [`StartupComplete`] invalidates it once more, so a caller that listed models
 //! while start-up was still registering cannot freeze a partial list.
 //!
 //! The hot path never waits here: the resolved tables are published as an immutable
-//! `Arc<Tables>` that [`crate::dispatch::Dispatcher`] reads directly, and every registration
+//! `Arc<Tables>` that [`crate::registry::dispatch::Dispatcher`] reads directly, and every registration
 //! or refresh swaps in a new one. All state lives in [`RegistryHandle`]'s `Arc`, which the
 //! child factory captures, so a restart loses no registration.
+
+pub mod catalog;
+pub mod dispatch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,11 +27,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::breaker::BreakerState;
-use crate::catalog::{self, Capabilities};
-use crate::dispatch::Dispatcher;
+use crate::policy::breaker::BreakerState;
 use crate::provider::{ProviderError, ProviderHandle, RemoteModel};
 use crate::supervisor::{ChildSpec, Slot};
+use catalog::Capabilities;
+use dispatch::Dispatcher;
 
 /// Default catalog cache TTL (`REGISTRY_CACHE_TTL`).
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -673,8 +676,8 @@ impl Handler<ListModels> for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Recorder;
     use crate::health::HealthBoard;
+    use crate::pipeline::event::Recorder;
     use crate::provider::{ProviderKind, ProviderSettings};
 
     fn provider(name: &str, kind: ProviderKind, models: &[&str]) -> ProviderHandle {

@@ -16,7 +16,7 @@
 //!
 //! **Failure.** A batch the store did not take is not kept in memory: the journal forgets its
 //! copies and the flusher reads those events back from disk ([`Journal::backlog`]) on the
-//! next attempt, after an exponential backoff with jitter ([`crate::retry`]). After
+//! next attempt, after an exponential backoff with jitter ([`crate::policy::retry`]). After
 //! `breaker.failure_threshold` consecutive failures the breaker opens: memory copies are
 //! dropped and no new ones are kept while it stays open, so memory stays empty and the
 //! outage's events wait on disk. When the cool-down ends a single probe (`ping`) is let
@@ -53,13 +53,13 @@ use actix::prelude::*;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::breaker::{Breaker, BreakerSettings, BreakerState, Permit, Transition};
-use crate::event::{Event, Recorder};
-use crate::failure_log::{DEFAULT_SUMMARY_EVERY, FailureLog};
 use crate::health::{HealthBoard, Status, rfc3339};
-use crate::journal::{FsyncPolicy, Journal, JournalSettings, Taken};
-use crate::retry::{Backoff, RetryPolicy};
-use crate::store::{EventStore, RetentionSettings, StoreError, now_ms};
+use crate::pipeline::event::{Event, Recorder};
+use crate::pipeline::journal::{FsyncPolicy, Journal, JournalSettings, Taken};
+use crate::pipeline::store::{EventStore, RetentionSettings, StoreError, now_ms};
+use crate::policy::breaker::{Breaker, BreakerSettings, BreakerState, Permit, Transition};
+use crate::policy::failure_log::{DEFAULT_SUMMARY_EVERY, FailureLog};
+use crate::policy::retry::{Backoff, RetryPolicy};
 use crate::supervisor::{ChildSpec, Slot};
 
 /// The supervisor child name, as shown in `/health`.

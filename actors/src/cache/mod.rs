@@ -1,0 +1,4 @@
+mod actor;
+pub mod key;
+
+pub use actor::*;

@@ -1,0 +1,3 @@
+mod actor;
+
+pub use actor::*;
