@@ -33,7 +33,7 @@ use exai_actors::dashboard::{
     Unsubscribe,
 };
 use exai_actors::health::HealthBoard;
-use exai_actors::pipeline::event::Recorder;
+use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::supervisor::{ChildSpec, FAULT_INJECTION, Slot};
 use rust_embed::RustEmbed;
 use secrecy::{ExposeSecret, SecretString};

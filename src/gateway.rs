@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use exai_actors::cache::{CacheHandle, CacheSettings, ResponseCache};
 use exai_actors::health::HealthBoard;
-use exai_actors::pipeline::event::Recorder;
+use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::provider::{Provider, ProviderError, ProviderHandle, ProviderSettings};
 use exai_actors::registry::dispatch::Dispatcher;
 use exai_actors::registry::{Registry, RegistryHandle, RegistrySettings};

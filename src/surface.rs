@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use actix_web::web;
 use exai_actors::cache::CacheHandle;
 use exai_actors::health::HealthBoard;
-use exai_actors::pipeline::event::Recorder;
+use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::registry::dispatch::Dispatcher;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;

@@ -27,7 +27,7 @@ use actix::prelude::*;
 use serde_json::json;
 
 use crate::health::{ActorState, HealthBoard, HealthSnapshot, rfc3339};
-use crate::pipeline::event::Recorder;
+use crate::pipeline::recorder::Recorder;
 use crate::policy::retry::RetryPolicy;
 
 /// How the supervisor watches and restarts children.

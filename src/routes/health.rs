@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use exai_actors::health::{HealthBoard, Status};
-use exai_actors::pipeline::event::Recorder;
+use exai_actors::pipeline::recorder::Recorder;
 use serde_json::json;
 
 use crate::lifecycle::Lifecycle;

@@ -14,7 +14,7 @@ use exai_actors::cache::{
     ResponseCache, StoreOutcome,
 };
 use exai_actors::health::{HealthBoard, Status};
-use exai_actors::pipeline::event::Recorder;
+use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::policy::retry::RetryPolicy;
 use secrecy::SecretString;
 use serde_json::json;

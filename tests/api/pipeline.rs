@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use actix::Actor as _;
 use exai_actors::health::HealthBoard;
-use exai_actors::pipeline::event::{Event, Recorder};
+use exai_actors::pipeline::event::Event;
 use exai_actors::pipeline::flusher::{
     CHILD_NAME, Flush, MetricsBuffer, MetricsPipeline, PipelineSettings,
 };
 use exai_actors::pipeline::histogram::{Histogram, RELATIVE_ERROR};
 use exai_actors::pipeline::journal::{FsyncPolicy, list_segments, read_segment_file};
+use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::pipeline::store::{
     Bucket, EventQuery, EventStore, RollupRow, StoreError, StoreSettings, open_store,
     open_store_with, rollups_of,

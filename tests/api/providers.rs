@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use exai::mock_upstream::{MockSettings, MockUpstream};
 use exai_actors::health::{HealthBoard, Status};
-use exai_actors::pipeline::event::{Event, Recorder};
+use exai_actors::pipeline::event::Event;
+use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::policy::breaker::{BreakerSettings, BreakerState};
 use exai_actors::policy::retry::RetryPolicy;
 use exai_actors::provider::{

@@ -17,7 +17,7 @@ use exai::gateway::Gateway;
 use exai::surface::SurfaceState;
 use exai::ws::limits::WsLimits;
 use exai_actors::health::HealthBoard;
-use exai_actors::pipeline::event::Recorder;
+use exai_actors::pipeline::recorder::Recorder;
 
 use crate::helpers::{TestApp, eventually, spawn_app_with, test_config};
 

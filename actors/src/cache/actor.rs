@@ -84,7 +84,7 @@ pub use bytes::Bytes;
 
 use crate::cache::key::CacheKey;
 use crate::health::{HealthBoard, Status};
-use crate::pipeline::event::Recorder;
+use crate::pipeline::recorder::Recorder;
 use crate::policy::failure_log::{FailureLog, Transition};
 use crate::policy::retry::RetryPolicy;
 use crate::supervisor::{ChildSpec, Slot};

@@ -72,7 +72,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedMutexGuard, broadcast, mpsc, oneshot};
 
 use crate::health::{HealthBoard, HealthSnapshot, Status};
-use crate::pipeline::event::{Event, LiveEvent, Recorder};
+use crate::pipeline::event::{Event, LiveEvent};
+use crate::pipeline::recorder::Recorder;
 use crate::policy::failure_log::FailureLog;
 use crate::policy::retry::RetryPolicy;
 use crate::supervisor::{ChildSpec, Slot};

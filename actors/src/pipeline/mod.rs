@@ -7,4 +7,5 @@ pub mod event;
 pub mod flusher;
 pub mod histogram;
 pub mod journal;
+pub mod recorder;
 pub mod store;

@@ -37,7 +37,7 @@ use super::error::{ErrorLabels, ProviderError, TimeoutKind};
 use super::settings::ProviderSettings;
 use super::sse::{SseEvent, SseParser};
 use crate::health::{HealthBoard, Status};
-use crate::pipeline::event::Recorder;
+use crate::pipeline::recorder::Recorder;
 use crate::policy::breaker::{
     BreakerSet, BreakerState, MAX_MODEL_BREAKERS, Outcome, Probes, Scope, SetPermit, Transition,
 };

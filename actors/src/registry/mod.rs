@@ -677,7 +677,7 @@ impl Handler<ListModels> for Registry {
 mod tests {
     use super::*;
     use crate::health::HealthBoard;
-    use crate::pipeline::event::Recorder;
+    use crate::pipeline::recorder::Recorder;
     use crate::provider::{ProviderKind, ProviderSettings};
 
     fn provider(name: &str, kind: ProviderKind, models: &[&str]) -> ProviderHandle {

@@ -54,8 +54,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::health::{HealthBoard, Status, rfc3339};
-use crate::pipeline::event::{Event, Recorder};
+use crate::pipeline::event::Event;
 use crate::pipeline::journal::{FsyncPolicy, Journal, JournalSettings, Taken};
+use crate::pipeline::recorder::Recorder;
 use crate::pipeline::store::{EventStore, RetentionSettings, StoreError, now_ms};
 use crate::policy::breaker::{Breaker, BreakerSettings, BreakerState, Permit, Transition};
 use crate::policy::failure_log::{DEFAULT_SUMMARY_EVERY, FailureLog};
