@@ -12,8 +12,8 @@
 //! while start-up was still registering cannot freeze a partial list.
 //!
 //! The hot path never waits here: the resolved tables are published as an immutable
-//! `Arc<Tables>` that [`crate::registry::dispatch::Dispatcher`] reads directly, and every registration
-//! or refresh swaps in a new one. All state lives in [`RegistryHandle`]'s `Arc`, which the
+//! `Arc<Tables>` that [`dispatch::Dispatcher`] reads directly, and every registration or
+//! refresh swaps in a new one. All state lives in [`RegistryHandle`]'s `Arc`, which the
 //! child factory captures, so a restart loses no registration.
 
 pub mod catalog;

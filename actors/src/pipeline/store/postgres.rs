@@ -14,7 +14,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 
-use super::{
+use super::model::{
     Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow, StoreError,
     StoreResult, StoreSettings, to_u64,
 };

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{
+use super::model::{
     Bucket, EventQuery, EventStore, Fold, Page, Pruned, RetentionSettings, RollupRow,
     SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, opt_max, opt_min, to_i64, to_u64,
 };
