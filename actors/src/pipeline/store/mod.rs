@@ -9,8 +9,11 @@
 //! and re-delivering a batch changes no count.
 //!
 //! History queries read rollups (summary, timeseries) or raw rows (events) and merge the
-//! rollups' latency histograms ([`crate::pipeline::histogram`]), so percentiles carry the histogram's
-//! stated relative-error bound for any window.
+//! rollups' latency histograms ([`crate::pipeline::histogram`]), so percentiles carry the
+//! histogram's stated relative-error bound for any window.
+//!
+//! The contract both backends implement lives in `model.rs`; this module re-exports it and
+//! opens the backend a database URL names.
 
 pub mod postgres;
 pub mod sqlite;
