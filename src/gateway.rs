@@ -93,7 +93,7 @@ impl Gateway {
 
     /// The dispatcher over the registry.
     pub fn dispatcher(&self) -> Dispatcher {
-        self.registry.dispatcher()
+        Dispatcher::new(self.registry.clone())
     }
 
     /// The cache's request-path handle, when enabled.
