@@ -16,22 +16,27 @@
 //! in the handle's `Arc`, which the child factory captures.
 
 mod anthropic;
+mod attempt;
 pub mod body;
+mod call;
 mod error;
 mod handle;
 mod settings;
+mod shared;
 pub mod sse;
+mod stream;
+mod upstream;
 
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::Value;
 
-pub use error::{ErrorLabels, ProviderError, TimeoutKind};
-pub use handle::{
-    ChatStream, Completion, EVENT_SOURCE, ProviderHandle, REQUEST_EVENT, RemoteModel, Usage,
-    health_component,
+pub use call::{
+    ChatStream, Completion, EVENT_SOURCE, REQUEST_EVENT, RemoteModel, Usage, health_component,
 };
+pub use error::{ErrorLabels, ProviderError, TimeoutKind};
+pub use handle::ProviderHandle;
 pub use settings::{
     ANTHROPIC_BASE_URL, DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_FAILURE_THRESHOLD,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DISCOVERY_TIMEOUT, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE,
