@@ -71,6 +71,9 @@
 //! `key.rs` (the request fingerprint), `l1.rs` (moka), `redis.rs` (the L2 value format and
 //! connection), `flight.rs` (single-flight), `handle.rs` (the request path) and `actor.rs`
 //! (the supervised actor and [`ResponseCache`], which builds both).
+//!
+//! [`HealthBoard`]: crate::health::HealthBoard
+//! [`FailureLog`]: crate::policy::failure_log::FailureLog
 
 mod actor;
 mod flight;

@@ -77,7 +77,7 @@ pub struct CacheHit {
     pub age_ms: u64,
 }
 
-/// What [`CacheHandle::store`] did.
+/// What [`CacheHandle::store`](super::CacheHandle::store) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
     /// Stored in L1 (and written to L2 when it is up).
@@ -123,7 +123,7 @@ impl Origin {
     }
 }
 
-/// The answer of [`CacheHandle::get_or_fetch`].
+/// The answer of [`CacheHandle::get_or_fetch`](super::CacheHandle::get_or_fetch).
 #[derive(Debug, Clone)]
 pub struct CacheReply {
     /// The complete JSON response.

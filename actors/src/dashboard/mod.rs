@@ -63,6 +63,11 @@
 //! **Files:** `settings.rs` (names, limits, settings, counters), `actor.rs` (the actor, its
 //! messages and [`DashboardShared`]), `clients.rs` (delivery and eviction), `stats.rs` (the
 //! sliding window and the `stats` message) and `fanout.rs` (LISTEN/NOTIFY).
+//!
+//! [`Recorder::subscribe`]: crate::pipeline::recorder::Recorder::subscribe
+//! [`LiveEvent`]: crate::pipeline::event::LiveEvent
+//! [`HealthBoard`]: crate::health::HealthBoard
+//! [`Slot`]: crate::supervisor::Slot
 
 mod actor;
 mod clients;

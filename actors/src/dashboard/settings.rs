@@ -138,7 +138,7 @@ pub enum DashboardError {
     UnknownClient(ClientId),
 }
 
-/// What [`GetStats`] answers.
+/// What [`GetStats`](super::GetStats) answers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DashboardStats {
     /// Sessions subscribed now.

@@ -44,7 +44,7 @@ pub(super) struct StreamState {
     pub(super) guard: Option<AttemptGuard>,
     /// The concurrency slot, released when the stream ends or is dropped.
     pub(super) slot: Option<OwnedSemaphorePermit>,
-    /// Usage, shared with the [`ChatStream`].
+    /// Usage, shared with the [`ChatStream`](super::ChatStream).
     pub(super) usage: Arc<Mutex<Option<Usage>>>,
     /// Time to the first data chunk.
     pub(super) first_chunk: Option<Duration>,

@@ -44,6 +44,8 @@
 //!
 //! **Retention:** a background job prunes the store per [`RetentionSettings`] once at start
 //! and then every `retention_interval`.
+//!
+//! [`RetentionSettings`]: crate::pipeline::store::RetentionSettings
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

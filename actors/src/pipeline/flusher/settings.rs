@@ -99,7 +99,7 @@ pub enum PipelineError {
     },
 }
 
-/// The pipeline's counters, for `/health`, the dashboard and [`Stats`].
+/// The pipeline's counters, for `/health`, the dashboard and [`Stats`](super::Stats).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PipelineStats {
     /// Events in memory, waiting for the flusher.
