@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use exai::mock_upstream::{MockSettings, MockUpstream};
 use exai_actors::health::{HealthBoard, Status};
 use exai_actors::pipeline::event::Event;
 use exai_actors::pipeline::recorder::Recorder;
@@ -14,6 +13,7 @@ use exai_actors::provider::{
     Complete, ListRemoteModels, Provider, ProviderError, ProviderHandle, ProviderSettings,
     TimeoutKind, health_component,
 };
+use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 use futures_util::StreamExt as _;
 use secrecy::SecretString;
 use serde_json::{Value, json};

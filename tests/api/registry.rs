@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use exai::mock_upstream::{MockSettings, MockUpstream};
 use exai_actors::policy::breaker::BreakerState;
 use exai_actors::provider::{ProviderError, ProviderKind};
 use exai_actors::registry::dispatch::Dispatcher;
@@ -13,6 +12,7 @@ use exai_actors::registry::{
     ListModels, ModelSource, Register, Registry, RegistryHandle, RegistrySettings, Resolve,
     StartupComplete,
 };
+use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 

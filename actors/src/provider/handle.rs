@@ -35,7 +35,7 @@ use super::attempt::{AttemptGuard, QueueGuard};
 use super::body;
 use super::call::{ChatStream, Completion, RemoteModel, Usage};
 use super::error::{ProviderError, TimeoutKind};
-use super::settings::ProviderSettings;
+use super::settings::{ProviderKind, ProviderSettings};
 use super::shared::{Counters, Shared};
 use super::sse::SseParser;
 use super::stream::StreamState;
@@ -298,7 +298,7 @@ impl ProviderHandle {
                         usage: usage.clone(),
                         first_chunk: None,
                         deadline,
-                        ends_on_message_stop: s.settings.kind == super::ProviderKind::Anthropic,
+                        ends_on_message_stop: s.settings.kind == ProviderKind::Anthropic,
                     };
                     let inner = Box::pin(futures_util::stream::unfold(state, StreamState::next));
                     return Ok(ChatStream {
@@ -609,7 +609,7 @@ impl ProviderHandle {
         if let Some(error) = parsed.error {
             return Err(self.shared.reported_error(&error));
         }
-        let anthropic_upstream = self.shared.settings.kind == super::ProviderKind::Anthropic;
+        let anthropic_upstream = self.shared.settings.kind == ProviderKind::Anthropic;
         let is_answer = if anthropic_upstream {
             parsed.content.is_some()
         } else {
