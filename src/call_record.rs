@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use exai_actors::event::Recorder;
-use exai_actors::request::{CallContext, REQUEST_EVENT, RequestEvent, Surface};
+use exai_actors::pipeline::recorder::Recorder;
+use exai_actors::pipeline::request::{CallContext, REQUEST_EVENT, RequestEvent, Surface};
 use uuid::Uuid;
 
 use crate::pricing::PriceTable;
@@ -173,7 +173,7 @@ impl Drop for CallRecord {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use exai_actors::request::Tokens;
+    use exai_actors::pipeline::request::Tokens;
 
     #[test]
     fn request_ids_are_kept_or_generated() {

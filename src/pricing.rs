@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use exai_actors::request::Tokens;
+use exai_actors::pipeline::request::Tokens;
 
 /// When the built-in prices were read (from the providers' public price lists).
 pub const DEFAULT_PRICES_READ_ON: &str = "2025-11-01";

@@ -18,9 +18,10 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use exai_actors::event::{Event, RecorderStats};
 use exai_actors::health::{HealthSnapshot, Status};
-use exai_actors::request::{REQUEST_EVENT, RequestFacts};
+use exai_actors::pipeline::event::Event;
+use exai_actors::pipeline::recorder::RecorderStats;
+use exai_actors::pipeline::request::{REQUEST_EVENT, RequestFacts};
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -205,7 +206,7 @@ impl Metrics {
     fn model_label(&self, model: Option<&str>) -> String {
         let known = |m: &str| match self.known.get() {
             Some(known) => known(m),
-            None => exai_actors::catalog::find(m).is_some_and(|c| c.id == m),
+            None => exai_actors::registry::catalog::find(m).is_some_and(|c| c.id == m),
         };
         match model {
             Some(m) if known(m) => m.to_owned(),
@@ -567,7 +568,7 @@ impl ScrapeFacts {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use exai_actors::request::{CacheLabel, RequestEvent, Surface, Tokens};
+    use exai_actors::pipeline::request::{CacheLabel, RequestEvent, Surface, Tokens};
     use serde_json::json;
 
     fn metrics() -> Metrics {

@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::web::Bytes;
+use exai_actors::cache::key::CacheKey;
 use exai_actors::cache::{CacheHandle, Origin};
-use exai_actors::cache_key::CacheKey;
-use exai_actors::dispatch::Dispatcher;
+use exai_actors::pipeline::request::{CacheLabel, CallContext, Tokens};
 use exai_actors::provider::{ProviderError, Usage};
-use exai_actors::request::{CacheLabel, CallContext, Tokens};
+use exai_actors::registry::dispatch::Dispatcher;
 use futures_util::Stream;
 use serde_json::{Value, json};
 

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use actix::Addr;
 use actix_web::web;
 use exai_actors::cache::CacheHandle;
-use exai_actors::dispatch::Dispatcher;
-use exai_actors::event::Recorder;
 use exai_actors::health::{HealthBoard, Status};
-use exai_actors::metrics_buffer::MetricsPipeline;
-use exai_actors::store::EventStore;
+use exai_actors::pipeline::flusher::MetricsPipeline;
+use exai_actors::pipeline::recorder::Recorder;
+use exai_actors::pipeline::store::EventStore;
+use exai_actors::registry::dispatch::Dispatcher;
 use exai_actors::supervisor::Supervisor;
 use secrecy::SecretString;
 use serde_json::json;
@@ -193,7 +193,7 @@ impl SurfaceState {
     /// Starts the `request` event of a call on `surface`.
     pub(crate) fn start_call(
         &self,
-        surface: exai_actors::request::Surface,
+        surface: exai_actors::pipeline::request::Surface,
         request_id: String,
     ) -> crate::call_record::CallRecord {
         crate::call_record::CallRecord::start(&self.recorder, &self.prices, surface, request_id)

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
-use exai_actors::cache_key::CacheDirectives;
+use exai_actors::cache::key::CacheDirectives;
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;

@@ -18,8 +18,8 @@
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
-use exai_actors::cache_key;
-use exai_actors::request::{CallContext, Surface};
+use exai_actors::cache::key as cache_key;
+use exai_actors::pipeline::request::{CallContext, Surface};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 

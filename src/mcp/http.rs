@@ -42,7 +42,7 @@ use crate::files::Cancellation;
 use crate::http::body::BodyBudget;
 use crate::state::SurfaceState;
 use crate::tools::{Silent, Tool, ToolContext};
-use exai_actors::request::{CallContext, Surface};
+use exai_actors::pipeline::request::{CallContext, Surface};
 
 /// The session header.
 pub const SESSION_HEADER: &str = "mcp-session-id";

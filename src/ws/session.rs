@@ -39,7 +39,7 @@ use crate::ws::glue::{CloseCode, CloseReason, WsContext, WsItem, WsMessage, WsPr
 
 /// `source` of the events `/ws` records.
 pub const WS_SOURCE: &str = "ws";
-use exai_actors::request::{CallContext, Surface};
+use exai_actors::pipeline::request::{CallContext, Surface};
 
 /// A frame for the client, from a call task.
 #[derive(Message)]

@@ -61,7 +61,10 @@ async fn check_history(app: &TestApp) {
     let completion = row["completion_tokens"].as_u64().unwrap();
     assert!(prompt >= N as u64 && completion >= N as u64, "{row}");
     let cost = (prompt as f64 * 2.0 + completion as f64 * 4.0) / 1e6;
-    assert!((row["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-9, "{row}");
+    assert!(
+        (row["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-9,
+        "{row}"
+    );
     // Per model across surfaces, and the totals of every request row.
     let model = body["models"]
         .as_array()
@@ -167,7 +170,10 @@ async fn history_api_on_postgres() {
     let db = TestDb::create().await;
     let mock = mock();
     let app = spawn_app_with(
-        &[("EXAI_DATABASE_URL", db.url.as_str()), ("EXAI_PRICES", PRICES)],
+        &[
+            ("EXAI_DATABASE_URL", db.url.as_str()),
+            ("EXAI_PRICES", PRICES),
+        ],
         Some(&mock_toml(&mock, "")),
     )
     .await;

@@ -20,7 +20,10 @@ async fn scrape(app: &TestApp) -> Vec<Sample> {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     let text = resp.text().await.unwrap();
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     Scrape::parse(lines).unwrap().samples
@@ -59,7 +62,11 @@ async fn metrics_are_prometheus_text_with_the_request_token_cost_and_process_ser
     assert_eq!(chat("mock-echo", "one two").await.unwrap().status(), 200);
     assert_eq!(chat("mock-echo", "one two").await.unwrap().status(), 200); // an L1 hit
     let failed = chat("mock-500", "x").await.unwrap().status().as_u16();
-    let unknown = chat("a-name-no-catalog-knows", "x").await.unwrap().status().as_u16();
+    let unknown = chat("a-name-no-catalog-knows", "x")
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
 
     let samples = eventually(Duration::from_secs(10), "the request series", || async {
         let samples = scrape(&app).await;
@@ -75,23 +82,39 @@ async fn metrics_are_prometheus_text_with_the_request_token_cost_and_process_ser
     })
     .await;
     let v = |name: &str, labels: &[(&str, &str)]| value(&samples, name, labels);
-    let ok = [("surface", "v1"), ("model", "mock-echo"), ("provider", "mock")];
+    let ok = [
+        ("surface", "v1"),
+        ("model", "mock-echo"),
+        ("provider", "mock"),
+    ];
     assert_eq!(
-        v("exai_requests_total", &[ok[0], ok[1], ok[2], ("status", "200"), ("cache", "miss")]),
+        v(
+            "exai_requests_total",
+            &[ok[0], ok[1], ok[2], ("status", "200"), ("cache", "miss")]
+        ),
         Some(1.0)
     );
     assert_eq!(
-        v("exai_requests_total", &[ok[0], ok[1], ("status", "200"), ("cache", "l1")]),
+        v(
+            "exai_requests_total",
+            &[ok[0], ok[1], ("status", "200"), ("cache", "l1")]
+        ),
         Some(1.0)
     );
     let failed = failed.to_string();
     assert_eq!(
-        v("exai_requests_total", &[("model", "mock-500"), ("status", failed.as_str())]),
+        v(
+            "exai_requests_total",
+            &[("model", "mock-500"), ("status", failed.as_str())]
+        ),
         Some(1.0)
     );
     let unknown = unknown.to_string();
     assert_eq!(
-        v("exai_requests_total", &[("model", "other"), ("status", unknown.as_str())]),
+        v(
+            "exai_requests_total",
+            &[("model", "other"), ("status", unknown.as_str())]
+        ),
         Some(1.0),
         "a model the catalog does not know counts as other"
     );
@@ -104,7 +127,9 @@ async fn metrics_are_prometheus_text_with_the_request_token_cost_and_process_ser
     // Histograms: every call is in the duration histogram's +Inf bucket.
     let duration = samples
         .iter()
-        .find(|s| s.metric == "exai_request_duration_seconds" && s.labels.get("surface") == Some("v1"))
+        .find(|s| {
+            s.metric == "exai_request_duration_seconds" && s.labels.get("surface") == Some("v1")
+        })
         .unwrap();
     let Metric::Histogram(buckets) = &duration.value else {
         panic!("not a histogram: {duration:?}")
@@ -120,24 +145,54 @@ async fn metrics_are_prometheus_text_with_the_request_token_cost_and_process_ser
     );
     // Upstream attempts: one answered, the failures as `failed`.
     assert_eq!(
-        v("exai_upstream_attempts_total", &[("provider", "mock"), ("model", "mock-echo"), ("outcome", "ok")]),
+        v(
+            "exai_upstream_attempts_total",
+            &[
+                ("provider", "mock"),
+                ("model", "mock-echo"),
+                ("outcome", "ok")
+            ]
+        ),
         Some(1.0)
     );
     assert!(
-        v("exai_upstream_attempts_total", &[("provider", "mock"), ("outcome", "failed")])
-            .is_some_and(|n| n >= 1.0)
+        v(
+            "exai_upstream_attempts_total",
+            &[("provider", "mock"), ("outcome", "failed")]
+        )
+        .is_some_and(|n| n >= 1.0)
     );
     // Tokens and cost of the one upstream answer.
-    let prompt = v("exai_tokens_total", &[("model", "mock-echo"), ("kind", "prompt")]).unwrap();
-    let completion = v("exai_tokens_total", &[("model", "mock-echo"), ("kind", "completion")]).unwrap();
+    let prompt = v(
+        "exai_tokens_total",
+        &[("model", "mock-echo"), ("kind", "prompt")],
+    )
+    .unwrap();
+    let completion = v(
+        "exai_tokens_total",
+        &[("model", "mock-echo"), ("kind", "completion")],
+    )
+    .unwrap();
     assert!(prompt > 0.0 && completion > 0.0);
     let cost = v("exai_cost_usd_total", &[("model", "mock-echo")]).unwrap();
-    assert!((cost - (prompt * 2.0 + completion * 4.0) / 1e6).abs() < 1e-12, "{cost}");
+    assert!(
+        (cost - (prompt * 2.0 + completion * 4.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
     // Cache, breakers, pipeline, process.
-    assert_eq!(v("exai_cache_operations_total", &[("level", "l1"), ("result", "hit")]), Some(1.0));
+    assert_eq!(
+        v(
+            "exai_cache_operations_total",
+            &[("level", "l1"), ("result", "hit")]
+        ),
+        Some(1.0)
+    );
     assert_eq!(v("exai_cache_entries", &[]), Some(1.0));
     assert!(v("exai_cache_bytes", &[]).is_some_and(|b| b > 0.0));
-    assert_eq!(v("exai_breaker_state", &[("provider", "mock"), ("model", "")]), Some(0.0));
+    assert_eq!(
+        v("exai_breaker_state", &[("provider", "mock"), ("model", "")]),
+        Some(0.0)
+    );
     assert!(v("exai_events_recorded_total", &[]).is_some_and(|n| n >= 4.0));
     for name in [
         "exai_events_persisted_total",
@@ -150,7 +205,10 @@ async fn metrics_are_prometheus_text_with_the_request_token_cost_and_process_ser
         assert!(v(name, &[]).is_some(), "{name} missing");
     }
     assert_eq!(v("exai_events_lost_total", &[]), Some(0.0));
-    assert_eq!(v("exai_actor_restarts_total", &[("actor", "dashboard")]), Some(0.0));
+    assert_eq!(
+        v("exai_actor_restarts_total", &[("actor", "dashboard")]),
+        Some(0.0)
+    );
     assert_eq!(v("exai_up", &[]), Some(1.0));
     assert_eq!(
         v("exai_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),

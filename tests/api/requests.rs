@@ -66,7 +66,10 @@ fn assert_answered(event: &Value, surface: &str, stream: bool) -> Value {
         (d["cost_usd"].as_f64().unwrap_or(-1.0) - cost).abs() < 1e-12,
         "{d}"
     );
-    assert!(d["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{d}");
+    assert!(
+        d["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{d}"
+    );
     d
 }
 
@@ -91,7 +94,10 @@ async fn v1_calls_record_one_request_event_each_with_the_request_id_in_out_and_u
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-request-id"], "client-id-1");
     assert_eq!(
-        mock.recorded().last().and_then(|r| r.request_id.clone()).as_deref(),
+        mock.recorded()
+            .last()
+            .and_then(|r| r.request_id.clone())
+            .as_deref(),
         Some("client-id-1"),
         "the id went upstream"
     );
@@ -110,7 +116,10 @@ async fn v1_calls_record_one_request_event_each_with_the_request_id_in_out_and_u
         7
     );
     let text = resp.text().await.unwrap();
-    assert!(!text.contains("usage"), "the client got usage it did not ask for: {text}");
+    assert!(
+        !text.contains("usage"),
+        "the client got usage it did not ask for: {text}"
+    );
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     let sent = mock.recorded().last().unwrap().body.clone();
     assert_eq!(sent["stream_options"]["include_usage"], true, "{sent}");
@@ -148,7 +157,10 @@ async fn v1_calls_record_one_request_event_each_with_the_request_id_in_out_and_u
     assert!(first.get("ttft_ms").is_none(), "{first}");
     let streamed = assert_answered(&events[1], "v1", true);
     assert_eq!(streamed["request_id"], generated.as_str());
-    assert!(streamed["ttft_ms"].as_f64().is_some_and(|t| t > 0.0), "{streamed}");
+    assert!(
+        streamed["ttft_ms"].as_f64().is_some_and(|t| t > 0.0),
+        "{streamed}"
+    );
     assert_answered(&events[2], "v1", true);
     let failed = events[3]["data"].clone();
     assert_eq!(failed["status"], failed_status, "{failed}");
@@ -226,9 +238,18 @@ async fn ws_tool_calls_record_one_request_event_with_the_tool() {
     assert!(d["session_id"].is_string(), "{d}");
     // A tool that calls no model: no routing, no usage, no cache.
     let v = &events[1]["data"];
-    assert_eq!((v["tool"].as_str(), v["status"].as_u64()), (Some("version"), Some(200)));
+    assert_eq!(
+        (v["tool"].as_str(), v["status"].as_u64()),
+        (Some("version"), Some(200))
+    );
     assert_eq!(v["attempts"], 0);
-    for absent in ["provider", "resolved_model", "cache", "prompt_tokens", "cost_usd"] {
+    for absent in [
+        "provider",
+        "resolved_model",
+        "cache",
+        "prompt_tokens",
+        "cost_usd",
+    ] {
         assert!(v.get(absent).is_none(), "{absent}: {v}");
     }
 }
