@@ -94,7 +94,7 @@ pub fn tokens_of(usage: Usage) -> Tokens {
     Tokens {
         prompt: usage.prompt_tokens,
         completion: usage.completion_tokens,
-        cached: None,
+        cached: usage.cached_tokens,
     }
 }
 
@@ -177,6 +177,8 @@ impl ChatService {
     pub async fn complete(&self, body: Value, bypass: bool) -> Result<ChatAnswer, GatewayError> {
         let asked = model_of(&body)?;
         let resolved = self.dispatcher.resolve(&asked).await?;
+        // The dispatcher names the answering candidate; a failed call keeps this one.
+        CallContext::note(|t| t.resolved_model = Some(resolved.model.clone()));
         let preferred: Option<Arc<str>> = resolved.provider().map(Arc::from);
         let cache = match &self.cache {
             Some(cache) if !bypass => cache,
@@ -237,9 +239,11 @@ impl ChatService {
     pub async fn stream(&self, mut body: Value, bypass: bool) -> Result<ChatChunks, GatewayError> {
         let asked = model_of(&body)?;
         let resolved = self.dispatcher.resolve(&asked).await?;
+        // The dispatcher names the answering candidate; a failed call keeps this one.
+        CallContext::note(|t| t.resolved_model = Some(resolved.model.clone()));
         if let Some(cache) = self.cache.as_ref().filter(|_| !bypass) {
             let key = CacheKey::derive(&body, &resolved.model);
-            if let Some(hit) = cache.lookup(&key, &resolved.model).await {
+            if let Some(hit) = cache.lookup(&key).await {
                 let outcome = if matches!(hit.level, exai_actors::cache::CacheLevel::L1) {
                     CacheOutcome::L1
                 } else {

@@ -24,8 +24,6 @@ use crate::supervisor::{ChildSpec, Slot};
 pub struct Lookup {
     /// The request's key.
     pub key: CacheKey,
-    /// The resolved model, for the `cache.miss` event.
-    pub model: String,
 }
 
 /// Stores a complete successful response.
@@ -128,7 +126,7 @@ impl Handler<Lookup> for Cache {
 
     fn handle(&mut self, msg: Lookup, _: &mut Self::Context) -> Self::Result {
         let handle = self.handle.clone();
-        Box::pin(async move { Ok(handle.lookup(&msg.key, &msg.model).await) })
+        Box::pin(async move { Ok(handle.lookup(&msg.key).await) })
     }
 }
 

@@ -33,7 +33,7 @@ use actix::prelude::*;
 use serde_json::Value;
 
 pub use call::{
-    ChatStream, Completion, EVENT_SOURCE, REQUEST_EVENT, RemoteModel, Usage, health_component,
+    ATTEMPT_EVENT, ChatStream, Completion, EVENT_SOURCE, RemoteModel, Usage, health_component,
 };
 pub use error::{ErrorLabels, ProviderError, TimeoutKind};
 pub use handle::ProviderHandle;
