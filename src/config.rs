@@ -49,7 +49,7 @@ pub enum LogFormat {
 }
 
 /// How journal appends reach the disk (owned by the journal module).
-pub use exai_actors::journal::FsyncPolicy;
+pub use exai_actors::pipeline::journal::FsyncPolicy;
 
 /// Provider kinds exai knows how to talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
