@@ -46,8 +46,9 @@ pub fn markdown() -> String {
          Everything is validated before anything starts, and **every** problem is reported, \
          one line each, naming its key (the environment variable when one is set, else the \
          `exai.toml` key): `EXAI_WS_PORT: expected a port number…`, \
-         `server.prot: unknown key in exai.toml (did you mean `port`?)`, or for a syntax error \
-         the file, line and column, `exai.toml:3:1: not valid TOML: duplicate key (at `port`)`. \
+         `` server.prot: unknown key in exai.toml (did you mean `port`?) ``, or for a syntax \
+         error the file, line and column, \
+         `` exai.toml:3:1: not valid TOML: duplicate key (at `port`) ``. \
          Then exai exits with status 2. `exai check-config` prints the effective configuration \
          as JSON, secrets as `[redacted]` and URLs with their credentials and query values \
          replaced. Tokens need at least {MIN_TOKEN_LEN} characters. Binding a non-loopback \
@@ -97,8 +98,9 @@ pub fn markdown() -> String {
     out.push_str(
         "\nKind `anthropic` speaks Anthropic's Messages API (`POST <base_url>/messages` with \
          `x-api-key` and `anthropic-version`); it also fits Kimi's and GLM's \
-         Anthropic-compatible endpoints, e.g. `https://api.moonshot.ai/anthropic/v1`. The \
-         upstream limits of `[upstream]` apply to every provider.\n\n\
+         Anthropic-compatible endpoints, e.g. `https://api.moonshot.ai/anthropic/v1` (the base URL \
+         without the trailing `/messages`). It is not configured from the environment; list its \
+         models in `models`. The limits of `[upstream]` apply to every provider.\n\n\
          The original daemon's variables configure these providers too (one already in \
          `exai.toml` under the same name is left as it is):\n\n\
          | environment | provider | meaning |\n\

@@ -26,8 +26,8 @@ use exai_actors::store::RetentionSettings;
 use exai_actors::supervisor::SupervisorSettings;
 
 use super::kind::{
-    Aliases, Bytes, Chains, Count, Days, Flag, Format, Fsync, Kind, Maybe, Millis, NonNegative, Origins, Paths,
-    Port, Positive, RedisSchemes, Seconds, SecretUrl, StoreSchemes, Text, Token,
+    Aliases, Bytes, Chains, Count, Days, Flag, Format, Fsync, Kind, Maybe, Millis, NonNegative,
+    Origins, Paths, Port, Positive, RedisSchemes, Seconds, SecretUrl, StoreSchemes, Text, Token,
 };
 use super::raw::RawFile;
 use super::{DEFAULT_PORT, FsyncPolicy, LogFormat};
@@ -103,6 +103,8 @@ pub trait Entry: Sync {
     fn default_doc(&self) -> String;
     /// What it is.
     fn about(&self) -> &'static str;
+    /// The default as `exai check-config` shows it, when it is a fixed value.
+    fn default_shown(&self) -> Option<serde_json::Value>;
 }
 
 impl<K: Kind> Entry for Setting<K> {
@@ -124,6 +126,9 @@ impl<K: Kind> Entry for Setting<K> {
     fn about(&self) -> &'static str {
         self.about
     }
+    fn default_shown(&self) -> Option<serde_json::Value> {
+        Some(K::show(&(self.default)()))
+    }
 }
 
 impl<K: Kind> Entry for Custom<K> {
@@ -144,6 +149,9 @@ impl<K: Kind> Entry for Custom<K> {
     }
     fn about(&self) -> &'static str {
         self.about
+    }
+    fn default_shown(&self) -> Option<serde_json::Value> {
+        None
     }
 }
 

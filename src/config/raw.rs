@@ -272,7 +272,11 @@ fn known_only(
 
 /// `table` as `T`. Only declared keys are left and every field is a `toml::Value`, so this
 /// fails only if a struct above and its [`fields_of`] disagree; then the problem is recorded.
-fn deserialize<T: DeserializeOwned>(table: toml::Table, at: &str, errors: &mut Errors) -> Option<T> {
+fn deserialize<T: DeserializeOwned>(
+    table: toml::Table,
+    at: &str,
+    errors: &mut Errors,
+) -> Option<T> {
     table
         .try_into()
         .map_err(|e: toml::de::Error| errors.push(at, e.message().trim_end().to_owned()))

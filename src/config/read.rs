@@ -93,8 +93,7 @@ pub fn server(r: &mut Reader<'_>, cli: &CliOverrides) -> ServerConfig {
         "localhost" => loopback,
         other => other.parse().unwrap_or_else(|_| {
             let key = r.key_of(&e::HOST);
-            r.errors
-                .push(&key, format!("not an IP address: {other:?}"));
+            r.errors.push(&key, format!("not an IP address: {other:?}"));
             loopback
         }),
     };

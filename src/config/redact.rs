@@ -13,8 +13,8 @@ use exai_actors::provider::{ProviderSettings, redact_url};
 use super::env::{self as e, Custom, Setting};
 use super::kind::{Kind, REDACTED};
 use super::{
-    CacheConfig, Config, LogConfig, MetricsConfig, RegistryConfig, ServerConfig,
-    SupervisorConfig, ToolsConfig, UpstreamConfig,
+    CacheConfig, Config, LogConfig, MetricsConfig, RegistryConfig, ServerConfig, SupervisorConfig,
+    ToolsConfig, UpstreamConfig,
 };
 
 /// A part of the configuration that can be shown with its secrets hidden.
@@ -83,7 +83,10 @@ impl Redact for Config {
             providers,
             tools,
         } = self;
-        out.insert("file", json!(file.as_ref().map(|p| p.display().to_string())));
+        out.insert(
+            "file",
+            json!(file.as_ref().map(|p| p.display().to_string())),
+        );
         server.redact(out);
         out.put_custom(&e::INSTANCE, instance);
         out.put(&e::DATA_DIR, &data_dir.display().to_string());
@@ -162,13 +165,19 @@ impl Redact for ServerConfig {
         out.put(&e::MCP_SESSION_TTL, mcp_session_ttl);
         out.put(&e::MCP_MAX_SESSIONS, mcp_max_sessions);
         out.put(&e::DASHBOARD_CLIENT_QUEUE, dashboard_client_queue);
-        out.put(&e::DASHBOARD_EVICT_AFTER_DROPPED, dashboard_evict_after_dropped);
+        out.put(
+            &e::DASHBOARD_EVICT_AFTER_DROPPED,
+            dashboard_evict_after_dropped,
+        );
         out.put(&e::DASHBOARD_EVICT_AFTER_FULL, dashboard_evict_after_full);
         out.put(&e::SHUTDOWN_GRACE, shutdown_grace);
         out.put(&e::SHUTDOWN_READY_DELAY, shutdown_ready_delay);
         out.put(&e::ALLOWED_ORIGINS, allowed_origins);
         out.put(&e::HTTP_BODY_TIMEOUT, http_body_timeout);
-        out.put(&e::HTTP_MAX_BODY_BYTES_IN_FLIGHT, http_max_body_bytes_in_flight);
+        out.put(
+            &e::HTTP_MAX_BODY_BYTES_IN_FLIGHT,
+            http_max_body_bytes_in_flight,
+        );
         out.put_custom(&e::MAX_PENDING_HELLO, max_pending_hello);
     }
 }

@@ -52,7 +52,10 @@ pub fn check(config: &Config, env: &HashMap<String, String>, errors: &mut Errors
     let at_least_one: [(&dyn Entry, u64); 4] = [
         (&env::SESSION_MAX_INFLIGHT, s.session_max_inflight as u64),
         (&env::MCP_MAX_SESSIONS, s.mcp_max_sessions as u64),
-        (&env::DASHBOARD_CLIENT_QUEUE, s.dashboard_client_queue as u64),
+        (
+            &env::DASHBOARD_CLIENT_QUEUE,
+            s.dashboard_client_queue as u64,
+        ),
         (
             &env::HTTP_MAX_BODY_BYTES_IN_FLIGHT,
             s.http_max_body_bytes_in_flight as u64,
@@ -107,15 +110,15 @@ pub fn check(config: &Config, env: &HashMap<String, String>, errors: &mut Errors
     if m.max_buffered < m.batch_size {
         fail(
             &env::MAX_BUFFERED,
-            format!(
-                "must be at least the flush batch size ({})",
-                m.batch_size
-            ),
+            format!("must be at least the flush batch size ({})", m.batch_size),
         );
     }
     for (entry, n) in [
         (&env::UPSTREAM_MAX_BYTES, config.upstream.max_bytes),
-        (&env::SSE_MAX_EVENT_BYTES, config.upstream.sse_max_event_bytes),
+        (
+            &env::SSE_MAX_EVENT_BYTES,
+            config.upstream.sse_max_event_bytes,
+        ),
     ] {
         if n == 0 {
             fail(entry, "must be at least 1 byte".to_owned());
