@@ -10,9 +10,10 @@
 //! Environment variables win over `exai.toml`; when a setting has several names the first one
 //! set wins (so `EXAI_DATABASE_URL` before the original `DATABASE_URL`).
 //!
-//! Adding a setting: a field in its `raw.rs` section, an entry here (and in [`SETTINGS`]), a
-//! field in its config struct, read in `read.rs`, shown in `redact.rs` (the compiler asks for
-//! the last two), then `exai config-docs > docs/configuration.md`.
+//! Adding a setting: a field in its `raw.rs` section, an entry here and in [`SETTINGS`], a
+//! field in its config struct, read in `read.rs` and shown in `redact.rs` (the compiler asks
+//! for these two once the field exists; the unit tests for a missing table entry or stale
+//! docs), then `exai config-docs > docs/configuration.md`.
 
 use std::marker::PhantomData;
 use std::time::Duration;

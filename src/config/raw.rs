@@ -6,6 +6,10 @@
 //! does not declare is reported, all of them at once, with the nearest declared key of the
 //! same section as a "did you mean" ([`RawFile::from_table`]). A syntax error names the file,
 //! line and column ([`syntax_error`]).
+//!
+//! A section's fields are its keys; what each one means, its environment names and its
+//! default are in the settings table (`env.rs`), which a unit test keeps equal to these
+//! structs.
 
 use std::path::Path;
 use std::time::Duration;
@@ -49,7 +53,6 @@ pub struct RawFile {
 /// `[server]`: the listener and the client surfaces.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawServer {
     pub host: Option<toml::Value>,
     pub port: Option<toml::Value>,
@@ -89,7 +92,6 @@ pub struct RawServer {
 /// `[storage]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawStorage {
     pub data_dir: Option<toml::Value>,
     pub database_url: Option<toml::Value>,
@@ -98,7 +100,6 @@ pub struct RawStorage {
 /// `[log]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawLog {
     pub filter: Option<toml::Value>,
     pub format: Option<toml::Value>,
@@ -108,7 +109,6 @@ pub struct RawLog {
 /// `[supervisor]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawSupervisor {
     pub max_restarts: Option<toml::Value>,
     pub restart_window_s: Option<toml::Value>,
@@ -121,7 +121,6 @@ pub struct RawSupervisor {
 /// `[metrics]`: the event pipeline.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawMetrics {
     pub buffer_size: Option<toml::Value>,
     pub flush_interval_ms: Option<toml::Value>,
@@ -135,7 +134,6 @@ pub struct RawMetrics {
 /// `[cache]`: the response cache.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawCache {
     pub enabled: Option<toml::Value>,
     pub ttl_s: Option<toml::Value>,
@@ -149,7 +147,6 @@ pub struct RawCache {
 /// `[registry]`: models, fallbacks and aliases.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawRegistry {
     pub cache_ttl_s: Option<toml::Value>,
     pub default_model: Option<toml::Value>,
@@ -163,7 +160,6 @@ pub struct RawRegistry {
 /// `[tools]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawTools {
     pub file_roots: Option<toml::Value>,
     pub file_max_bytes: Option<toml::Value>,
@@ -172,7 +168,6 @@ pub struct RawTools {
 /// `[upstream]`: limits on what every provider sends back.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawUpstream {
     pub max_bytes: Option<toml::Value>,
     pub sse_max_event_bytes: Option<toml::Value>,
@@ -181,7 +176,6 @@ pub struct RawUpstream {
 /// One `[[providers]]` entry (documented in [`PROVIDER_KEYS`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct RawProvider {
     pub name: Option<toml::Value>,
     pub kind: Option<toml::Value>,
