@@ -14,7 +14,7 @@ mod compare;
 mod ingest;
 mod loadgen;
 mod procs;
-mod proxy;
+use exai_testkit::proxy;
 mod report;
 
 use std::collections::HashMap;

@@ -434,7 +434,7 @@ impl Kind for Origins {
         };
         let mut origins = Vec::new();
         for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
-            match crate::http_guard::normalize_origin(item) {
+            match crate::http::origin::normalize_origin(item) {
                 Some(origin) => origins.push(origin),
                 None => errors.push(
                     &raw.key,
