@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use super::env::{ENV_PROVIDERS, SETTINGS};
+use super::model::{CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, MIN_TOKEN_LEN};
 use super::raw::PROVIDER_KEYS;
-use super::{CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, MIN_TOKEN_LEN};
 
 /// The command that regenerates the file.
 pub const REGENERATE: &str = "cargo run -- config-docs > docs/configuration.md";

@@ -15,6 +15,7 @@
 //! for these two once the field exists; the unit tests for a missing table entry or stale
 //! docs), then `exai config-docs > docs/configuration.md`.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -30,9 +31,10 @@ use super::kind::{
     Aliases, Bytes, Chains, Count, Days, Flag, Format, Fsync, Kind, Maybe, Millis, NonNegative,
     Origins, Paths, Port, Positive, RedisSchemes, Seconds, SecretUrl, StoreSchemes, Text, Token,
 };
+use super::model::{DEFAULT_PORT, LogFormat};
 use super::raw::RawFile;
-use super::{DEFAULT_PORT, FsyncPolicy, LogFormat};
 use crate::ws::limits::{self as ws_owner, WsLimits};
+use exai_actors::journal::FsyncPolicy;
 
 /// Address bound when none is configured.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -154,6 +156,16 @@ impl<K: Kind> Entry for Custom<K> {
     fn default_shown(&self) -> Option<serde_json::Value> {
         None
     }
+}
+
+/// The key a problem with `entry` names: its environment variable when one is set, else its
+/// `exai.toml` key.
+pub fn key_of(env: &HashMap<String, String>, entry: &dyn Entry) -> String {
+    entry
+        .env()
+        .iter()
+        .find(|k| env.contains_key(**k))
+        .map_or_else(|| entry.key().to_owned(), |k| (*k).to_owned())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -15,8 +15,11 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use super::validate::{Errors, check_url};
-use super::{FsyncPolicy, LogFormat, MIN_TOKEN_LEN, redact_url};
+use exai_actors::journal::FsyncPolicy;
+use exai_actors::provider::redact_url;
+
+use super::error::{Errors, check_url};
+use super::model::{LogFormat, MIN_TOKEN_LEN};
 
 /// How `exai check-config` shows a secret.
 pub const REDACTED: &str = "[redacted]";

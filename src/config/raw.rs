@@ -17,8 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::ConfigError;
-use super::validate::Errors;
+use super::error::{ConfigError, Errors};
 use exai_actors::provider as provider_owner;
 
 /// The whole file.

@@ -5,20 +5,106 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use exai_actors::provider::{ProviderKind, ProviderSettings};
 use secrecy::SecretString;
 
-use super::env::{self as e, Custom, Entry, Setting};
+use super::env::{self as e, Custom, Entry, Setting, key_of};
+use super::error::{ConfigError, Errors, check_url};
 use super::kind::{Count, Kind, Paths, Raw, SecretUrl, StoreSchemes, Text};
-use super::raw::{RawFile, RawProvider};
-use super::validate::{Errors, check_url, key_of};
-use super::{
-    CacheConfig, CliOverrides, LogConfig, MetricsConfig, RegistryConfig, ServerConfig,
-    SupervisorConfig, ToolsConfig, UpstreamConfig,
+use super::model::{
+    CONFIG_FILE_ENV, CacheConfig, CliOverrides, Config, DEFAULT_CONFIG_FILE, LogConfig,
+    MetricsConfig, RegistryConfig, ServerConfig, SupervisorConfig, ToolsConfig, UpstreamConfig,
 };
+use super::raw::{self, RawFile, RawProvider};
+use super::validate;
+
+/// Where raw values come from: `exai.toml` and the environment.
+pub struct Sources {
+    /// Parsed `exai.toml`, if any.
+    pub file: Option<(PathBuf, toml::Table)>,
+    /// Environment variables.
+    pub env: HashMap<String, String>,
+}
+
+impl Sources {
+    /// Reads the process environment and the configuration file it names (or `exai.toml`
+    /// in the working directory, if present). A file that cannot be read or parsed is an
+    /// error naming the file.
+    pub fn from_process(explicit_file: Option<&Path>) -> Result<Self, Vec<ConfigError>> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let named = explicit_file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get(CONFIG_FILE_ENV).map(PathBuf::from));
+        let path = match named {
+            Some(p) => Some(p),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        let file = match path {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    vec![ConfigError {
+                        key: path.display().to_string(),
+                        message: format!("cannot read configuration file: {e}"),
+                    }]
+                })?;
+                let table: toml::Table = text
+                    .parse()
+                    .map_err(|e: toml::de::Error| vec![raw::syntax_error(&path, &text, &e)])?;
+                Some((path, table))
+            }
+        };
+        Ok(Self { file, env })
+    }
+}
+
+impl Config {
+    /// Loads from the process environment and `exai.toml`.
+    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Self, Vec<ConfigError>> {
+        let sources = Sources::from_process(file)?;
+        Self::from_sources(&sources, cli)
+    }
+
+    /// Builds and validates a configuration from explicit sources, collecting every problem:
+    /// first those of values, in reading order, then those between settings, then the
+    /// unknown `exai.toml` keys.
+    pub fn from_sources(sources: &Sources, cli: &CliOverrides) -> Result<Self, Vec<ConfigError>> {
+        let mut unknown = Errors::default();
+        let file = match &sources.file {
+            Some((_, table)) => RawFile::from_table(table, &mut unknown),
+            None => RawFile::default(),
+        };
+        let mut r = Reader {
+            file: &file,
+            env: &sources.env,
+            errors: Errors::default(),
+        };
+        let server = server(&mut r, cli);
+        let (instance, data_dir, database_url) = process(&mut r, server.port);
+        let config = Config {
+            file: sources.file.as_ref().map(|(p, _)| p.clone()),
+            log: log(&mut r),
+            supervisor: supervisor(&mut r),
+            metrics: metrics(&mut r),
+            cache: cache(&mut r),
+            registry: registry(&mut r),
+            upstream: upstream(&mut r),
+            providers: providers(&mut r),
+            tools: tools(&mut r),
+            server,
+            instance,
+            data_dir,
+            database_url,
+        };
+        let mut errors = r.errors;
+        validate::check(&config, &sources.env, &mut errors);
+        errors.0.extend(unknown.0);
+        errors.finish(config)
+    }
+}
 
 /// Reads settings from both sources, recording every problem.
 pub struct Reader<'a> {

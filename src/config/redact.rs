@@ -12,10 +12,19 @@ use exai_actors::provider::{ProviderSettings, redact_url};
 
 use super::env::{self as e, Custom, Setting};
 use super::kind::{Kind, REDACTED};
-use super::{
+use super::model::{
     CacheConfig, Config, LogConfig, MetricsConfig, RegistryConfig, ServerConfig, SupervisorConfig,
     ToolsConfig, UpstreamConfig,
 };
+
+impl Config {
+    /// The effective configuration as JSON, secrets shown as `[redacted]`.
+    pub fn redacted(&self) -> Value {
+        let mut out = Shown::default();
+        self.redact(&mut out);
+        out.into_value()
+    }
+}
 
 /// A part of the configuration that can be shown with its secrets hidden.
 pub trait Redact {

@@ -1,8 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use serde_json::Value;
 
 use super::env::{ENV_PROVIDERS, SETTINGS};
 use super::raw::{

@@ -1,48 +1,16 @@
-//! Validation: the problem list every stage adds to, and the rules that hold between
-//! settings, checked once everything is read.
+//! Validation: the rules that hold between settings (and the checks a parser cannot make),
+//! run once everything is read, after every value's own problems were collected.
 //!
-//! Nothing stops at the first problem: each is recorded with the key it concerns (the
-//! environment variable when one is set, else the `exai.toml` key), and [`Errors::finish`]
-//! returns them all. `exai` prints one line per problem and exits 2.
+//! Nothing stops at the first problem: each is added to the shared [`Errors`] with the key it
+//! concerns (the environment variable when one is set, else the `exai.toml` key), and
+//! [`Errors::finish`] returns them all. `exai` prints one line per problem and exits 2.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::env::{self, Entry};
-use super::{Config, ConfigError};
-
-/// Every problem found so far, in the order found.
-#[derive(Debug, Default)]
-pub struct Errors(pub Vec<ConfigError>);
-
-impl Errors {
-    /// Records that `key` is wrong.
-    pub fn push(&mut self, key: &str, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            key: key.to_owned(),
-            message: message.into(),
-        });
-    }
-
-    /// `value` when nothing was recorded, else every problem.
-    pub fn finish<T>(self, value: T) -> Result<T, Vec<ConfigError>> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(self.0)
-        }
-    }
-}
-
-/// The key a problem with `entry` names: its environment variable when one is set, else its
-/// `exai.toml` key.
-pub fn key_of(env: &HashMap<String, String>, entry: &dyn Entry) -> String {
-    entry
-        .env()
-        .iter()
-        .find(|k| env.contains_key(**k))
-        .map_or_else(|| entry.key().to_owned(), |k| (*k).to_owned())
-}
+use super::env::{self, Entry, key_of};
+use super::error::Errors;
+use super::model::Config;
 
 /// Checks the rules between settings and the ones a parser cannot see (a value of 0 where
 /// one is the least that makes sense, a data directory that cannot be written).
@@ -127,25 +95,6 @@ pub fn check(config: &Config, env: &HashMap<String, String>, errors: &mut Errors
     if config.tools.file_max_bytes == 0 {
         fail(&env::FILE_MAX_BYTES, "must be at least 1".to_owned());
     }
-}
-
-/// Checks that `value` parses as a URL with one of `schemes`.
-pub fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {
-    let parsed = url::Url::parse(value).map_err(|e| ConfigError {
-        key: key.to_owned(),
-        message: format!("not a valid URL: {e}"),
-    })?;
-    if !schemes.contains(&parsed.scheme()) {
-        return Err(ConfigError {
-            key: key.to_owned(),
-            message: format!(
-                "unsupported URL scheme {:?} (expected {})",
-                parsed.scheme(),
-                schemes.join(" or ")
-            ),
-        });
-    }
-    Ok(parsed)
 }
 
 /// The data directory must exist (or be creatable) and be writable.
