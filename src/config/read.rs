@@ -1,7 +1,9 @@
-//! Reading: each setting through its table entry ([`super::env`]), from the environment
-//! (first) or `exai.toml`, parsed by its kind ([`super::kind`]); problems go to the shared
-//! list. What is not a plain setting has its own function here: the host (and `--host`),
-//! defaults that depend on other settings, the file roots and the providers.
+//! Loading: the sources ([`Sources`]: the environment and `exai.toml`), then every setting
+//! read through its table entry ([`super::env`]), from the environment first, parsed by its
+//! kind ([`super::kind`]), then the rules between settings ([`super::validate`]). Every
+//! problem goes to one list ([`Config::from_sources`]). What is not a plain setting has its
+//! own function here: the host (and `--host`), defaults that depend on other settings, the
+//! file roots and the providers.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
