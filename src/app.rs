@@ -10,12 +10,12 @@ use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
-use exai_actors::journal::JournalSettings;
-use exai_actors::metrics_buffer::{MetricsPipeline, PipelineSettings};
-use exai_actors::retry::RetryPolicy;
-use exai_actors::store::{EventStore, RetentionSettings, open_store};
+use exai_actors::pipeline::flusher::{MetricsPipeline, PipelineSettings};
+use exai_actors::pipeline::journal::JournalSettings;
+use exai_actors::pipeline::recorder::Recorder;
+use exai_actors::pipeline::store::{EventStore, RetentionSettings, open_store};
+use exai_actors::policy::retry::RetryPolicy;
 use exai_actors::supervisor::{ChildSpec, Shutdown, Supervisor, SupervisorSettings};
 use secrecy::ExposeSecret;
 use tokio::sync::Notify;
@@ -256,7 +256,7 @@ async fn migrate_or_retry(store: Arc<dyn EventStore>) {
         Ok(Err(e)) => e.to_string(),
         Err(_) => "timed out".to_owned(),
     };
-    let mut log = exai_actors::failure_log::FailureLog::new("migrations");
+    let mut log = exai_actors::policy::failure_log::FailureLog::new("migrations");
     log.failure(&error);
     actix_rt::spawn(async move {
         let mut backoff = MIGRATE_RETRY.start();

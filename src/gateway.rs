@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 
 use exai_actors::cache::{CacheHandle, CacheSettings, ResponseCache};
-use exai_actors::dispatch::Dispatcher;
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
+use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::provider::{Provider, ProviderError, ProviderHandle, ProviderSettings};
+use exai_actors::registry::dispatch::Dispatcher;
 use exai_actors::registry::{Registry, RegistryHandle, RegistrySettings};
 use exai_actors::supervisor::ChildSpec;
 
@@ -93,7 +93,7 @@ impl Gateway {
 
     /// The dispatcher over the registry.
     pub fn dispatcher(&self) -> Dispatcher {
-        self.registry.dispatcher()
+        Dispatcher::new(self.registry.clone())
     }
 
     /// The cache's request-path handle, when enabled.

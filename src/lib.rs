@@ -142,7 +142,7 @@ fn migrate(config: &Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = exai_actors::store::open_store(config.database_url.expose_secret())
+        let store = exai_actors::pipeline::store::open_store(config.database_url.expose_secret())
             .context("EXAI_DATABASE_URL")?;
         store.migrate().await.context("applying migrations")?;
         println!("migrations applied ({})", store.backend());

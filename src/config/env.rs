@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use exai_actors::cache as cache_owner;
 use exai_actors::dashboard as dashboard_owner;
-use exai_actors::metrics_buffer as pipeline_owner;
+use exai_actors::pipeline::flusher as pipeline_owner;
+use exai_actors::pipeline::store::RetentionSettings;
 use exai_actors::provider::{self as provider_owner, ProviderKind};
 use exai_actors::registry as registry_owner;
-use exai_actors::store::RetentionSettings;
 use exai_actors::supervisor::SupervisorSettings;
 
 use super::kind::{
@@ -34,7 +34,7 @@ use super::kind::{
 use super::model::{DEFAULT_PORT, LogFormat};
 use super::raw::RawFile;
 use crate::ws::limits::{self as ws_owner, WsLimits};
-use exai_actors::journal::FsyncPolicy;
+use exai_actors::pipeline::journal::FsyncPolicy;
 
 /// Address bound when none is configured.
 pub const DEFAULT_HOST: &str = "127.0.0.1";

@@ -15,7 +15,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use exai_actors::journal::FsyncPolicy;
+use exai_actors::pipeline::journal::FsyncPolicy;
 use exai_actors::provider::redact_url;
 
 use super::error::{Errors, check_url};

@@ -29,7 +29,7 @@ mod tests;
 
 pub use error::ConfigError;
 /// How journal appends reach the disk (owned by the journal module).
-pub use exai_actors::journal::FsyncPolicy;
+pub use exai_actors::pipeline::journal::FsyncPolicy;
 /// Provider kinds, owned by the provider module; [`read::parse_kind`] reads their names.
 pub use exai_actors::provider::ProviderKind;
 /// One configured provider, as the provider module takes it.

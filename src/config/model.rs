@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use exai_actors::journal::FsyncPolicy;
+use exai_actors::pipeline::journal::FsyncPolicy;
 use exai_actors::provider::ProviderSettings;
 use secrecy::SecretString;
 

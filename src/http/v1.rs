@@ -18,7 +18,7 @@
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
-use exai_actors::cache_key;
+use exai_actors::cache::key as cache_key;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 

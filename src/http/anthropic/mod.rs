@@ -17,7 +17,7 @@ use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
 use exai_actors::anthropic::{DIALECT_ANTHROPIC, DIALECT_FIELD};
-use exai_actors::cache_key;
+use exai_actors::cache::key as cache_key;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};

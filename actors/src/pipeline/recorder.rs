@@ -1,10 +1,9 @@
-//! The monitoring event and the one recording API (DESIGN §5).
+//! The one recording API (DESIGN §5).
 //!
-//! Everything that happens — an upstream attempt, a cache lookup, a connection, a breaker
-//! change, an actor fault — becomes an [`Event`] through [`Recorder::record`]. Recording
-//! never awaits and never touches the database: it writes the event to the journal (one
-//! `write(2)`, see [`crate::journal`]) and keeps a copy in the journal's bounded memory for
-//! the flusher, then hands the event to live subscribers (the dashboard). So by the time
+//! Every [`Event`] goes through [`Recorder::record`]. Recording never awaits and never
+//! touches the database: it writes the event to the journal (one `write(2)`, see
+//! [`crate::pipeline::journal`]) and keeps a copy in the journal's bounded memory for the
+//! flusher, then hands the event to live subscribers (the dashboard). So by the time
 //! `record` returns, the event survives a `kill -9` of the process.
 //!
 //! The recorder is created before the pipeline that owns the journal; events recorded
@@ -15,81 +14,17 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
-use uuid::Uuid;
 
-use crate::journal::{Appended, Journal};
+use crate::pipeline::event::{Event, LiveEvent};
+use crate::pipeline::journal::{Appended, Journal};
 
 /// Capacity of the live broadcast channel. A subscriber that falls further behind than this
 /// is told how many events it missed (`RecvError::Lagged`) instead of slowing recording.
 pub const LIVE_CHANNEL_CAPACITY: usize = 4096;
-
-/// One monitoring event: `{id, ts, instance, source, type, data}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// UUIDv7 assigned at recording time; the idempotency key in every store.
-    pub id: Uuid,
-    /// Milliseconds since the Unix epoch, from the same clock as `id`.
-    pub ts: i64,
-    /// The process that recorded it, so several instances can share one database.
-    pub instance: String,
-    /// The component that recorded it (`provider`, `cache`, `ws`, `supervisor`, …).
-    pub source: String,
-    /// What happened, as `noun.verb` (`provider.request`, `actor.restarted`, …).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Type-specific fields (`ok`, `latency_ms`, `error_kind`, `provider`, `model`, …).
-    pub data: Value,
-}
-
-impl Event {
-    /// A new event stamped now. Ids are UUIDv7 from a process-wide monotonic generator, so
-    /// they sort in recording order even within one millisecond (keyset pagination and
-    /// replay order rely on it); `ts` is the id's own millisecond.
-    pub fn new(instance: &str, source: &str, kind: &str, data: Value) -> Self {
-        let id = Uuid::now_v7();
-        let ts = id
-            .get_timestamp()
-            .map(|t| {
-                let (secs, nanos) = t.to_unix();
-                i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)
-                    + i64::from(nanos / 1_000_000)
-            })
-            .unwrap_or_else(|| {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-            });
-        Self {
-            id,
-            ts,
-            instance: instance.to_owned(),
-            source: source.to_owned(),
-            kind: kind.to_owned(),
-            data,
-        }
-    }
-
-    /// `data.ok`, treating a missing field as success.
-    pub fn ok(&self) -> bool {
-        self.data.get("ok").and_then(Value::as_bool).unwrap_or(true)
-    }
-
-    /// `data.latency_ms`, when present.
-    pub fn latency_ms(&self) -> Option<f64> {
-        self.data.get("latency_ms").and_then(Value::as_f64)
-    }
-}
-
-/// An event as live subscribers receive it: one shared copy for every subscriber. It is
-/// not serialised here: recording stays cheap on the request path, and the subscriber (the
-/// dashboard) encodes it only if someone is watching.
-pub type LiveEvent = Arc<Event>;
 
 /// Counters describing the queue, for `/health` and the dashboard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -298,16 +233,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn ids_are_monotonic_within_a_millisecond() {
-        let events: Vec<Event> = (0..10_000)
-            .map(|_| Event::new("t", "s", "k", Value::Null))
-            .collect();
-        for pair in events.windows(2) {
-            assert!(pair[0].id < pair[1].id);
-            assert!(pair[0].ts <= pair[1].ts);
-        }
-    }
+    use uuid::Uuid;
 
     #[test]
     fn events_have_v7_ids_and_keep_order() {
@@ -338,8 +264,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("exai-rec-{}", Uuid::new_v4()));
         let rec = Recorder::new("t", 2);
         rec.record("s", "x", json!({ "n": 0 }));
-        let journal =
-            Arc::new(Journal::open(crate::journal::JournalSettings::new(&dir), 2).unwrap());
+        let journal = Arc::new(
+            Journal::open(crate::pipeline::journal::JournalSettings::new(&dir), 2).unwrap(),
+        );
         assert!(rec.set_journal(journal.clone()).is_ok());
         assert!(rec.set_journal(journal.clone()).is_err(), "one journal");
         assert!(
@@ -351,11 +278,11 @@ mod tests {
         }
         let stats = rec.stats();
         assert_eq!((stats.queued, stats.spilled, stats.dropped), (2, 3, 0));
-        let on_disk: usize = crate::journal::list_segments(&dir)
+        let on_disk: usize = crate::pipeline::journal::list_segments(&dir)
             .unwrap()
             .iter()
             .map(|s| {
-                crate::journal::read_segment_file(&s.path)
+                crate::pipeline::journal::read_segment_file(&s.path)
                     .unwrap()
                     .events
                     .len()

@@ -13,7 +13,7 @@ use super::{
     Backlog, CHECKPOINT_EVERY, FsyncPolicy, Journal, Pending, READ_CHUNK_BYTES, Seg, SegmentRead,
     Taken, encode, lock,
 };
-use crate::event::Event;
+use crate::pipeline::event::Event;
 
 impl Journal {
     /// Whether new records are kept in memory. The flusher turns this off while the store

@@ -1,6 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use super::*;
-use crate::store::{Bucket, EventQuery, Page, Pruned, RollupRow, StoreResult};
+use crate::pipeline::store::{
+    Bucket, EventQuery, Page, Pruned, RetentionSettings, RollupRow, StoreResult,
+};
+use crate::policy::breaker::BreakerSettings;
+use crate::policy::retry::RetryPolicy;
 use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;

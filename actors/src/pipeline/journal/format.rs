@@ -24,7 +24,7 @@ use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::event::Event;
+use crate::pipeline::event::Event;
 
 /// Largest record accepted when reading; a longer length field means lost framing.
 pub const MAX_RECORD_BYTES: u32 = 16 * 1024 * 1024;

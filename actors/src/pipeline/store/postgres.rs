@@ -14,11 +14,11 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 
-use super::{
+use super::model::{
     Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow, StoreError,
     StoreResult, StoreSettings, to_u64,
 };
-use crate::event::Event;
+use crate::pipeline::event::Event;
 
 /// Migrations for this backend, embedded at compile time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");

@@ -16,29 +16,34 @@
 //! in the handle's `Arc`, which the child factory captures.
 
 mod anthropic;
+mod attempt;
 pub mod body;
-mod error;
+mod call;
+pub(crate) mod error;
 mod handle;
-mod settings;
+pub(crate) mod settings;
+mod shared;
 pub mod sse;
+mod stream;
+mod upstream;
 
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::Value;
 
-pub use anthropic::ANTHROPIC_BASE_URL;
-pub use error::{ErrorLabels, ProviderError, TimeoutKind};
-pub use handle::{
-    ChatStream, Completion, EVENT_SOURCE, ProviderHandle, REQUEST_EVENT, RemoteModel, Usage,
-    health_component,
+pub use call::{
+    ChatStream, Completion, EVENT_SOURCE, REQUEST_EVENT, RemoteModel, Usage, health_component,
 };
+pub use error::{ErrorLabels, ProviderError, TimeoutKind};
+pub use handle::ProviderHandle;
 pub use settings::{
-    DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_FAILURE_THRESHOLD, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DISCOVERY_TIMEOUT, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE, DEFAULT_MAX_RETRIES,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_AFTER_CAP, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
-    DEFAULT_SSE_MAX_EVENT_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_UPSTREAM_MAX_BYTES,
-    GLM_BASE_URL, KIMI_BASE_URL, OPENAI_BASE_URL, ProviderKind, ProviderSettings, redact_url,
+    ANTHROPIC_BASE_URL, DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_FAILURE_THRESHOLD,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DISCOVERY_TIMEOUT, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_AFTER_CAP, DEFAULT_RETRY_INITIAL,
+    DEFAULT_RETRY_MAX, DEFAULT_SSE_MAX_EVENT_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT,
+    DEFAULT_UPSTREAM_MAX_BYTES, GLM_BASE_URL, KIMI_BASE_URL, OPENAI_BASE_URL, ProviderKind,
+    ProviderSettings, redact_url,
 };
 
 use crate::supervisor::{ChildSpec, Slot};

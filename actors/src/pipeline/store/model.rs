@@ -1,20 +1,9 @@
-//! The event store: one trait, [`EventStore`], with a SQLite backend (the embedded default)
-//! and a PostgreSQL backend (DESIGN §6). The metrics buffer writes through
-//! [`EventStore::insert_batch`]; the HTTP layer reads history through `summary`,
-//! `timeseries` and `events`; the retention job calls `prune`.
-//!
-//! Both backends have the same semantics: a batch is inserted idempotently by event id and
-//! only the newly inserted rows are folded into the `metrics_1min` and `metrics_1hour`
-//! rollups, in the same transaction. A flush therefore costs O(batch), never O(history),
-//! and re-delivering a batch changes no count.
-//!
-//! History queries read rollups (summary, timeseries) or raw rows (events) and merge the
-//! rollups' latency histograms ([`crate::histogram`]), so percentiles carry the histogram's
-//! stated relative-error bound for any window.
+//! The store's contract, shared by both backends: the [`EventStore`] trait, its settings,
+//! errors, query and row types, and the rollup arithmetic (folding events or rollup rows into
+//! summaries and time series) that both backends and the tests use.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -22,14 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::event::Event;
-use crate::histogram::Histogram;
-
-pub mod postgres;
-pub mod sqlite;
-
-/// Re-exported so tests and tools can inspect a database directly with the same driver.
-pub use sqlx;
+use crate::pipeline::event::Event;
+use crate::pipeline::histogram::Histogram;
 
 /// Most events one [`EventStore::events`] page returns, whatever the caller asks for.
 pub const MAX_PAGE_LIMIT: usize = 1000;
@@ -362,27 +345,6 @@ pub trait EventStore: Send + Sync + 'static {
             let rows = self.rollups(bucket, since, until_ms, kind).await?;
             Ok(series(&rows))
         })
-    }
-}
-
-/// Opens the store named by `database_url` with default pool settings.
-pub fn open_store(database_url: &str) -> StoreResult<Arc<dyn EventStore>> {
-    open_store_with(database_url, StoreSettings::default())
-}
-
-/// Opens the store named by `database_url`: `sqlite://path` (the file and its directory are
-/// created) or `postgres://…`. Connections are made lazily, so this succeeds while the
-/// database is down; call [`EventStore::migrate`] to apply the schema.
-pub fn open_store_with(
-    database_url: &str,
-    settings: StoreSettings,
-) -> StoreResult<Arc<dyn EventStore>> {
-    if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(database_url, settings)?))
-    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::open(database_url, settings)?))
-    } else {
-        Err(StoreError::UnsupportedUrl)
     }
 }
 

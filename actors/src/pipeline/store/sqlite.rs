@@ -18,12 +18,12 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{
+use super::model::{
     Bucket, EventQuery, EventStore, Fold, Page, Pruned, RetentionSettings, RollupRow,
     SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, opt_max, opt_min, to_i64, to_u64,
 };
-use crate::event::Event;
-use crate::histogram::Histogram;
+use crate::pipeline::event::Event;
+use crate::pipeline::histogram::Histogram;
 
 /// Migrations for this backend, embedded at compile time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");

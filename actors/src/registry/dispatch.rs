@@ -11,8 +11,9 @@
 
 use serde_json::Value;
 
+use super::handle::RegistryHandle;
+use super::tables::{Resolved, Target};
 use crate::provider::{ChatStream, Completion, ProviderError};
-use crate::registry::{RegistryHandle, Resolved, Target};
 
 /// Calls providers for a model name, with fallback. Cheap to clone.
 #[derive(Debug, Clone)]
