@@ -193,16 +193,12 @@ mod tests {
     #[tokio::test]
     async fn one_event_per_call_finished_or_dropped() {
         let recorder = Recorder::new("t", 10);
-        let mut prices = std::collections::HashMap::new();
-        prices.insert(
-            "m".to_owned(),
-            crate::pricing::Price {
-                input: 1.0,
-                output: 2.0,
-                cached_input: None,
-            },
-        );
-        let prices = Arc::new(PriceTable::load(&prices, None).unwrap());
+        let price = crate::pricing::Price {
+            input: 1.0,
+            output: 2.0,
+            cached_input: None,
+        };
+        let prices = Arc::new(PriceTable::builtin().with([("m".to_owned(), price)]));
         let mut call = CallRecord::start(&recorder, &prices, Surface::V1, "r1".into());
         CallContext::scope(call.context(), async {
             CallContext::note(|t| {

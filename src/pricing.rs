@@ -1,7 +1,8 @@
 //! Prices of models, in USD per million tokens, and the cost of one call (issue 17 §2).
 //!
 //! The table is the built-in [`DEFAULT_PRICES`] overlaid by `[prices]` in `exai.toml`, then by
-//! `EXAI_PRICES` (`model=in/out[/cached];model2=…`). A model without a price has no cost:
+//! `EXAI_PRICES` (`model=in/out[/cached];model2=…`, [`parse_env`]); the configuration reads
+//! both (`src/config/`). A model without a price has no cost:
 //! `cost_usd` is absent from its `request` events, never 0.
 //!
 //! The built-in figures are the providers' list prices for the Kimi, GLM and OpenAI models
@@ -56,7 +57,7 @@ impl Price {
     }
 
     /// Why the price cannot be used, if it cannot (negative or not finite).
-    fn problem(&self) -> Option<&'static str> {
+    pub fn problem(&self) -> Option<&'static str> {
         let valid = |v: f64| v.is_finite() && v >= 0.0;
         if !valid(self.input) || !valid(self.output) || !self.cached_input.is_none_or(valid) {
             return Some("prices must be finite numbers of at least 0");
@@ -110,31 +111,10 @@ impl PriceTable {
         }
     }
 
-    /// The built-in table overlaid with `toml` (the `[prices]` section), then `env` (the
-    /// value of `EXAI_PRICES`). Every problem is returned, each naming its key.
-    pub fn load(toml: &HashMap<String, Price>, env: Option<&str>) -> Result<Self, Vec<String>> {
-        let mut table = Self::builtin();
-        let mut problems = Vec::new();
-        for (model, price) in toml {
-            match price.problem() {
-                Some(p) => problems.push(format!("prices.\"{model}\": {p}")),
-                None => {
-                    table.prices.insert(model.clone(), *price);
-                }
-            }
-        }
-        if let Some(env) = env {
-            match parse_env(env) {
-                Ok(entries) => table.prices.extend(entries),
-                Err(mut errors) => problems.append(&mut errors),
-            }
-        }
-        if problems.is_empty() {
-            Ok(table)
-        } else {
-            problems.sort();
-            Err(problems)
-        }
+    /// This table with `prices` set (replacing those of the same models).
+    pub fn with(mut self, prices: impl IntoIterator<Item = (String, Price)>) -> Self {
+        self.prices.extend(prices);
+        self
     }
 
     /// The price of `model`, if it has one.
@@ -230,14 +210,16 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_overrides_the_file_which_overrides_the_builtin_table() {
+    fn later_tables_override_earlier_ones() {
         let builtin = PriceTable::builtin();
         assert!(builtin.price("glm-4.6").is_some());
         assert_eq!(builtin.cost("unpriced-model", tokens(1, 1, None)), None);
-        let mut toml = HashMap::new();
-        toml.insert("glm-4.6".to_owned(), Price::new(1.0, 2.0, 0.5));
-        toml.insert("local".to_owned(), Price::new(0.0, 0.0, 0.0));
-        let table = PriceTable::load(&toml, Some("glm-4.6=3/4; my-model=1.5/2.5/0.5;")).unwrap();
+        let toml = [
+            ("glm-4.6".to_owned(), Price::new(1.0, 2.0, 0.5)),
+            ("local".to_owned(), Price::new(0.0, 0.0, 0.0)),
+        ];
+        let env = parse_env("glm-4.6=3/4; my-model=1.5/2.5/0.5;").unwrap();
+        let table = builtin.with(toml).with(env);
         assert_eq!(table.price("glm-4.6").map(|p| p.input), Some(3.0));
         assert_eq!(table.price("glm-4.6").and_then(|p| p.cached_input), None);
         assert_eq!(
@@ -249,11 +231,11 @@ mod tests {
 
     #[test]
     fn every_bad_entry_is_reported_with_its_key() {
-        let mut toml = HashMap::new();
-        toml.insert("m".to_owned(), Price::new(-1.0, 1.0, 0.0));
-        let errors = PriceTable::load(&toml, Some("a=1;b=x/2;=1/2;c=1/2/3/4;d=1/2")).unwrap_err();
+        assert!(Price::new(-1.0, 1.0, 0.0).problem().is_some());
+        assert!(Price::new(f64::NAN, 1.0, 0.0).problem().is_some());
+        assert!(Price::new(1.0, 1.0, 0.0).problem().is_none());
+        let errors = parse_env("a=1;b=x/2;=1/2;c=1/2/3/4;d=1/2;e=-1/2").unwrap_err();
         assert_eq!(errors.len(), 5, "{errors:?}");
-        assert!(errors.iter().any(|e| e.starts_with("prices.\"m\"")));
         assert!(errors.iter().all(|e| !e.contains("\"d=")), "{errors:?}");
         assert!(
             errors

@@ -177,7 +177,7 @@ impl SurfaceState {
             instance: config.instance.clone(),
             max_body_bytes: limits.max_message_bytes,
             shutdown: tokio::sync::watch::Sender::new(false),
-            prices: Arc::new(PriceTable::builtin()),
+            prices: Arc::new(config.prices.clone()),
             limits,
         }
     }

@@ -304,14 +304,7 @@ async fn cache_lookup_handle_vs_actor() {
 
     let start = Instant::now();
     for _ in 0..LOOKUPS {
-        let hit = addr
-            .send(Lookup {
-                key: k,
-                model: "m".to_owned(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let hit = addr.send(Lookup { key: k }).await.unwrap().unwrap();
         assert!(hit.is_some());
     }
     let via_actor = start.elapsed();
@@ -339,10 +332,7 @@ async fn cache_lookup_handle_vs_actor() {
             let addr = addr.clone();
             actix_rt::spawn(async move {
                 for _ in 0..LOOKUPS / 8 {
-                    let msg = Lookup {
-                        key: k,
-                        model: "m".to_owned(),
-                    };
+                    let msg = Lookup { key: k };
                     assert!(addr.send(msg).await.unwrap().unwrap().is_some());
                 }
             })
