@@ -360,18 +360,20 @@ fn breaker_value(state: &str) -> i64 {
 
 impl ScrapeFacts {
     /// Reads the facts off a health snapshot and the recorder's counters. `serving` is false
-    /// once shutdown has begun.
+    /// once shutdown has begun; `cache` is the cache's current stats (fresher than the health
+    /// component it publishes periodically), when the cache is on.
     pub fn read(
         snapshot: &HealthSnapshot,
         recorder: RecorderStats,
         serving: bool,
         ws_sessions: usize,
+        cache: Option<&Value>,
     ) -> Self {
         let detail = |name: &str| snapshot.components.get(name).map(|c| &c.detail);
         let number =
             |v: Option<&Value>, field: &str| v.and_then(|d| d.get(field)).and_then(Value::as_u64);
         let pipeline = detail("pipeline");
-        let cache = detail("cache");
+        let cache = cache.or_else(|| detail("cache"));
         let mut cache_operations = Vec::new();
         if cache.is_some() {
             let get = |f: &str| number(cache, f).unwrap_or(0);

@@ -12,11 +12,17 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if !dashboard_allowed(state.config.server.dashboard_token.as_ref(), &req) {
         return HttpResponse::Unauthorized().body("dashboard token required\n");
     }
+    let cache = state
+        .surface
+        .chat
+        .cache()
+        .map(|c| serde_json::to_value(c.stats()).unwrap_or_default());
     let facts = ScrapeFacts::read(
         &state.health.snapshot(),
         state.recorder.stats(),
         !state.lifecycle.is_shutting_down(),
         state.surface.ws_connections(),
+        cache.as_ref(),
     );
     match state.metrics.encode(&facts) {
         Ok(text) => HttpResponse::Ok().content_type(CONTENT_TYPE).body(text),

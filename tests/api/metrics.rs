@@ -214,9 +214,21 @@ async fn metrics_are_prometheus_text_with_the_request_token_cost_and_process_ser
         v("exai_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
         Some(1.0)
     );
-    // Every family is typed: the parser found a TYPE line for each.
+    // Every family is typed: the parser found a TYPE line for each (it files a histogram's
+    // `_sum` and `_count` apart from its buckets, as untyped).
+    let histograms: Vec<&str> = samples
+        .iter()
+        .filter(|s| matches!(s.value, Metric::Histogram(_)))
+        .map(|s| s.metric.as_str())
+        .collect();
+    let of_histogram = |name: &str| {
+        ["_sum", "_count"].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|b| histograms.contains(&b))
+        })
+    };
     let typed: HashMap<&str, usize> = samples.iter().fold(HashMap::new(), |mut m, s| {
-        if matches!(s.value, Metric::Untyped(_)) {
+        if matches!(s.value, Metric::Untyped(_)) && !of_histogram(&s.metric) {
             *m.entry(s.metric.as_str()).or_default() += 1;
         }
         m
