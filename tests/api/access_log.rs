@@ -20,7 +20,10 @@ async fn run(access_log: bool, dir: &Path) -> Vec<Value> {
     let mut child = exai_bin()
         .current_dir(dir)
         .env("EXAI_WS_PORT", port.to_string())
-        .env("EXAI_DATABASE_URL", format!("sqlite://{}/events-{access_log}.db", dir.display()))
+        .env(
+            "EXAI_DATABASE_URL",
+            format!("sqlite://{}/events-{access_log}.db", dir.display()),
+        )
         .env("EXAI_LOG", "info")
         .env("EXAI_LOG_FORMAT", "json")
         .env("EXAI_ACCESS_LOG", access_log.to_string())
@@ -35,7 +38,12 @@ async fn run(access_log: bool, dir: &Path) -> Vec<Value> {
     let base = format!("http://127.0.0.1:{port}");
     eventually(Duration::from_secs(10), "exai up", || {
         let req = client.get(format!("{base}/health")).send();
-        async move { req.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        async move {
+            req.await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
     })
     .await;
     let chat = client
@@ -99,7 +107,9 @@ async fn the_access_log_writes_one_line_per_request_when_asked_and_none_by_defau
         .expect("the refused call is logged too");
     assert_eq!(refusal["model"], "-");
     assert!(
-        access.iter().any(|l| l["path"] == "/health" && l["status"] == 200),
+        access
+            .iter()
+            .any(|l| l["path"] == "/health" && l["status"] == 200),
         "{access:#?}"
     );
 
