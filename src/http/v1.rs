@@ -187,6 +187,7 @@ async fn serve_completion(
         let answer = state.chat.stream(body, bypass).await?;
         let mut response = HttpResponse::Ok();
         event_stream_headers(&mut response);
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,
@@ -202,6 +203,7 @@ async fn serve_completion(
         drop(inflight);
         let mut response = HttpResponse::Ok();
         response.content_type("application/json");
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,

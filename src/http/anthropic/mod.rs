@@ -201,6 +201,7 @@ async fn serve_messages(
     if stream {
         let answer = state.chat.stream(body, bypass).await?;
         event_stream_headers(&mut response);
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,
@@ -215,6 +216,7 @@ async fn serve_messages(
         let answer = state.chat.complete(body, bypass).await?;
         drop(inflight);
         response.content_type("application/json");
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,
