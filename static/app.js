@@ -276,6 +276,7 @@
     state.window = null;
     redraw();
     loadHistory();
+    loadToday();
     renderClient();
   }
   for (const b of document.querySelectorAll('#range button')) b.addEventListener('click', () => setRange(b.dataset.range));
@@ -322,8 +323,11 @@
       const d = c.detail || {};
       if (name.startsWith('provider:')) {
         const p = name.slice('provider:'.length);
-        if (d.breaker && d.breaker.state && d.breaker.state !== 'closed') out.push('provider ' + p + ': breaker ' + d.breaker.state.replace('_', '-'));
-        for (const mb of (d.model_breakers || []).filter((b) => b.state !== 'closed')) out.push('provider ' + p + ', model ' + mb.model + ': breaker ' + mb.state.replace('_', '-'));
+        // Health messages may carry statuses only; the stats tick has every provider's breakers.
+        const live = ((state.stats && state.stats.providers) || {})[p] || {};
+        const breaker = (d.breaker && d.breaker.state) || live.breaker;
+        if (breaker && breaker !== 'closed') out.push('provider ' + p + ': breaker ' + breaker.replace('_', '-'));
+        for (const mb of (d.model_breakers || live.model_breakers || []).filter((b) => b.state !== 'closed')) out.push('provider ' + p + ', model ' + mb.model + ': breaker ' + mb.state.replace('_', '-'));
         if (!out.some((r) => r.startsWith('provider ' + p))) out.push('provider ' + p + ' ' + c.status);
       } else if (name === 'pipeline' || name === 'store') {
         const why = d.breaker && d.breaker !== 'closed' ? 'store breaker ' + d.breaker.replace('_', '-') + ', spilling to disk'
@@ -448,6 +452,7 @@
   function renderStats(s) {
     state.stats = s;
     $('last-update').textContent = 'updated ' + time(s.ts);
+    if (state.health && state.health.status !== 'ok') $('health-reason').textContent = healthReasons(state.health).join('; ');
     renderClient();
     $('events-rate').textContent = fmt(s.events && s.events.rate);
     setDl('events-detail', [
