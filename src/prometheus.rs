@@ -293,10 +293,10 @@ impl Metrics {
             outcome: Option<&'a str>,
         }
         let attempt = Attempt::deserialize(data).unwrap_or_default();
-        let outcome = match attempt.outcome {
-            Some(o @ ("failed" | "retried" | "cancelled")) => o,
-            _ => "failed",
-        };
+        let outcome = attempt
+            .outcome
+            .filter(|o| matches!(*o, "failed" | "retried" | "cancelled"))
+            .unwrap_or("failed");
         self.attempts
             .get_or_create(&AttemptLabels {
                 provider: attempt.provider.unwrap_or_default().to_owned(),

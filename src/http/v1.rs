@@ -224,8 +224,8 @@ enum Sse {
         /// The upstream chunks.
         chunks: ChunkStream,
         /// The call's `request` event, finished when the response ends (or, dropped, as
-        /// cancelled).
-        record: CallRecord,
+        /// cancelled). Boxed: it is large and the stream state is moved on every chunk.
+        record: Box<CallRecord>,
         /// The `/v1` in-flight place, held for the whole stream.
         _inflight: InflightGuard,
     },
@@ -242,7 +242,7 @@ fn sse(
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
     let start = Sse::Open {
         chunks,
-        record,
+        record: Box::new(record),
         _inflight: inflight,
     };
     futures_util::stream::unfold(start, |state| async move {

@@ -108,9 +108,11 @@ pub struct Tokens {
     pub cached: Option<u64>,
 }
 
-impl Tokens {
+impl std::ops::Add for Tokens {
+    type Output = Self;
+
     /// The sum of two reports (a tool call that asked several models).
-    pub fn add(self, other: Self) -> Self {
+    fn add(self, other: Self) -> Self {
         Self {
             prompt: self.prompt + other.prompt,
             completion: self.completion + other.completion,
@@ -259,7 +261,7 @@ pub struct Tally {
 impl Tally {
     /// Adds one report of usage.
     pub fn add_tokens(&mut self, tokens: Tokens) {
-        self.tokens = Some(self.tokens.map_or(tokens, |t| t.add(tokens)));
+        self.tokens = Some(self.tokens.map_or(tokens, |t| t + tokens));
     }
 }
 
@@ -503,14 +505,14 @@ mod tests {
             cached: Some(1),
         };
         assert_eq!(
-            a.add(b),
+            a + b,
             Tokens {
                 prompt: 4,
                 completion: 6,
                 cached: Some(1)
             }
         );
-        assert_eq!(a.add(a).cached, None);
+        assert_eq!((a + a).cached, None);
         assert_eq!(status_class(503), "5xx");
         assert_eq!(status_class(499), "4xx");
         assert_eq!(status_class(200), "2xx");

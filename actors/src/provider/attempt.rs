@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::call::Usage;
+use super::call::{AttemptOutcome, Usage};
 use super::error::ProviderError;
 use super::shared::Shared;
 use crate::policy::breaker::{Outcome, Probes};
@@ -108,27 +108,5 @@ impl Drop for AttemptGuard {
             None,
             AttemptOutcome::Cancelled,
         );
-    }
-}
-
-/// How a recorded attempt ended.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum AttemptOutcome<'a> {
-    /// Failed, and another attempt follows.
-    Retried(&'a ProviderError),
-    /// Failed, and the call gives up on this provider.
-    Failed(&'a ProviderError),
-    /// Its caller went away first.
-    Cancelled,
-}
-
-impl AttemptOutcome<'_> {
-    /// The `outcome` of the event.
-    pub(super) const fn label(self) -> &'static str {
-        match self {
-            Self::Retried(_) => "retried",
-            Self::Failed(_) => "failed",
-            Self::Cancelled => "cancelled",
-        }
     }
 }

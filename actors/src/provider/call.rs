@@ -205,3 +205,25 @@ impl Stream for ChatStream {
         self.inner.as_mut().poll_next(cx)
     }
 }
+
+/// How a recorded attempt ended.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum AttemptOutcome<'a> {
+    /// Failed, and another attempt follows.
+    Retried(&'a ProviderError),
+    /// Failed, and the call gives up on this provider.
+    Failed(&'a ProviderError),
+    /// Its caller went away first.
+    Cancelled,
+}
+
+impl AttemptOutcome<'_> {
+    /// The `outcome` of the event.
+    pub(super) const fn label(self) -> &'static str {
+        match self {
+            Self::Retried(_) => "retried",
+            Self::Failed(_) => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}

@@ -10,8 +10,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use super::attempt::AttemptOutcome;
-use super::call::{ATTEMPT_EVENT, EVENT_SOURCE, Usage, health_component};
+use super::call::{ATTEMPT_EVENT, AttemptOutcome, EVENT_SOURCE, Usage, health_component};
 use super::error::ProviderError;
 use super::settings::ProviderSettings;
 use crate::health::{HealthBoard, Status};

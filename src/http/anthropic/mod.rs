@@ -252,7 +252,8 @@ fn frame(kind: &str, payload: &[u8]) -> Bytes {
 /// Where an SSE response is.
 enum Sse {
     /// Forwarding events.
-    Open(ChunkStream, CallRecord, InflightGuard),
+    /// (The record is boxed: it is large and the state moves on every event.)
+    Open(ChunkStream, Box<CallRecord>, InflightGuard),
     /// Ended.
     Closed,
 }
@@ -264,37 +265,40 @@ fn sse(
     record: CallRecord,
     inflight: InflightGuard,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    futures_util::stream::unfold(Sse::Open(chunks, record, inflight), |state| async move {
-        let Sse::Open(mut chunks, mut record, inflight) = state else {
-            return None;
-        };
-        match chunks.next().await {
-            Some(Ok(chunk)) => {
-                let kind = serde_json::from_slice::<EventType<'_>>(&chunk)
-                    .map(|t| t.kind.into_owned())
-                    .unwrap_or_else(|_| "message".to_owned());
-                let bytes = frame(&kind, &chunk);
-                if kind == "error" {
-                    record.finish(200, Some("upstream_error_event"));
-                    return Some((Ok(bytes), Sse::Closed));
+    futures_util::stream::unfold(
+        Sse::Open(chunks, Box::new(record), inflight),
+        |state| async move {
+            let Sse::Open(mut chunks, mut record, inflight) = state else {
+                return None;
+            };
+            match chunks.next().await {
+                Some(Ok(chunk)) => {
+                    let kind = serde_json::from_slice::<EventType<'_>>(&chunk)
+                        .map(|t| t.kind.into_owned())
+                        .unwrap_or_else(|_| "message".to_owned());
+                    let bytes = frame(&kind, &chunk);
+                    if kind == "error" {
+                        record.finish(200, Some("upstream_error_event"));
+                        return Some((Ok(bytes), Sse::Closed));
+                    }
+                    if kind == "content_block_delta" {
+                        record.first_byte();
+                    }
+                    Some((Ok(bytes), Sse::Open(chunks, record, inflight)))
                 }
-                if kind == "content_block_delta" {
-                    record.first_byte();
+                None => {
+                    record.finish(200, None);
+                    None
                 }
-                Some((Ok(bytes), Sse::Open(chunks, record, inflight)))
+                Some(Err(e)) => {
+                    let error = GatewayError::from(e);
+                    record.finish(200, Some(error.kind()));
+                    let payload = error.anthropic_json().to_string();
+                    Some((Ok(frame("error", payload.as_bytes())), Sse::Closed))
+                }
             }
-            None => {
-                record.finish(200, None);
-                None
-            }
-            Some(Err(e)) => {
-                let error = GatewayError::from(e);
-                record.finish(200, Some(error.kind()));
-                let payload = error.anthropic_json().to_string();
-                Some((Ok(frame("error", payload.as_bytes())), Sse::Closed))
-            }
-        }
-    })
+        },
+    )
 }
 
 /// `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, estimated locally.
