@@ -62,7 +62,7 @@ use crate::pipeline::store::{EventStore, StoreError, now_ms};
 use crate::policy::breaker::{Breaker, BreakerState, Permit, Transition};
 use crate::policy::failure_log::FailureLog;
 use crate::policy::retry::Backoff;
-use crate::supervisor::{ChildSpec, Slot};
+use crate::supervisor::{ChildSpec, FLUSHER_THREAD, Slot};
 
 mod settings;
 
@@ -248,7 +248,8 @@ impl MetricsPipeline {
         let shared = self.shared.clone();
         let spec = ChildSpec::new(CHILD_NAME, slot.clone(), move || MetricsBuffer {
             shared: shared.clone(),
-        });
+        })
+        .on_thread(FLUSHER_THREAD);
         (spec, slot)
     }
 
