@@ -494,8 +494,8 @@ impl CacheHandle {
             return;
         };
         let mut delays = self.shared.settings.reconnect.start();
-        // A new actor instance always reconnects: the old connection's driver task ran on
-        // the previous instance's arbiter.
+        // A new actor instance always reconnects: the connection's driver task runs on the
+        // actor's thread, and a restart after a blocked thread replaced that thread.
         let mut force = true;
         loop {
             if !force && self.l2_state() == L2State::Up {

@@ -75,7 +75,7 @@ mod fanout;
 mod settings;
 mod stats;
 
-pub use actor::{DashboardBroadcast, DashboardShared, GetStats, Publish, Subscribe, Unsubscribe};
+pub use actor::{DashboardBroadcast, DashboardShared, Publish, Subscribe, Unsubscribe};
 pub use settings::*;
 
 #[cfg(test)]
