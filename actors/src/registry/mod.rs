@@ -11,8 +11,8 @@
 //! The catalog merges the built-in entries ([`crate::registry::catalog`]) for each provider's kind,
 //! its configured models and what its `GET /models` discovered. Discovery results are cached
 //! for the TTL (`REGISTRY_CACHE_TTL`, default 300 s). Every registration invalidates the
-//! cache, and [`StartupComplete`] invalidates it once more, so a caller that listed models
-//! while start-up was still registering cannot freeze a partial list.
+//! cache, and start-up invalidates it once more when it is done, so a caller that listed
+//! models while start-up was still registering cannot freeze a partial list.
 //!
 //! The hot path never waits here: the resolved tables are published as an immutable
 //! `Arc<Tables>` that [`dispatch::Dispatcher`] reads directly, and every registration or
