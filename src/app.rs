@@ -124,10 +124,14 @@ impl Application {
         // One guard in front of every route: Origin, Host and CORS (issue 12 §1).
         let policy = web::Data::new(http::guard::OriginPolicy::new(&config.server, addr));
         let bodies = web::Data::new(http::body::BodyBudget::new(&config.server));
+        let access_log = web::Data::new(http::access::AccessLog(config.log.access_log));
         let grace = config.server.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(http::guard::guard))
+                // Outermost: the request span and the access log see refusals too.
+                .wrap(actix_web::middleware::from_fn(http::access::middleware))
+                .app_data(access_log.clone())
                 .app_data(policy.clone())
                 .app_data(bodies.clone())
                 .app_data(app_state.clone())

@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init(&config::LogConfig {
                 filter: std::env::var("EXAI_LOG").unwrap_or_else(|_| "warn".to_owned()),
                 format: config::LogFormat::Pretty,
+                access_log: false,
             });
             actix_rt::System::new().block_on(exai_testkit::mock_upstream::run(
                 port.or(cli.serve.port).unwrap_or(9090),
@@ -64,9 +65,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::ConfigDocs) => {
+            print!("{}", config::docs::markdown());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Mcp { url, embedded }) => {
             if !embedded {
-                return mcp::stdio::run(url);
+                // The daemon's address and token as `exai serve` reads them.
+                let Some(config) = load_config(cli.config.as_deref(), &cli.serve.overrides())
+                else {
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                };
+                return mcp::stdio::run(url, &config.server);
             }
             // A private gateway on a free loopback port; its logs go to stderr.
             let overrides = CliOverrides {

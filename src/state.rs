@@ -135,7 +135,7 @@ impl SurfaceState {
     ) -> Self {
         Self::with_limits(
             config,
-            WsLimits::from_server_config(&config.server),
+            WsLimits::from(&config.server),
             dispatcher,
             cache,
             recorder,

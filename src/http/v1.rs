@@ -163,6 +163,7 @@ pub async fn chat_completions(
         record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
         let mut response = HttpResponse::Ok();
         event_stream_headers(&mut response);
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,
@@ -183,6 +184,7 @@ pub async fn chat_completions(
         drop(inflight);
         let mut response = HttpResponse::Ok();
         response.content_type("application/json");
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,

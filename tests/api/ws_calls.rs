@@ -329,7 +329,7 @@ async fn custom_server(
     let recorder = Recorder::new("test", 10_000);
     let health = HealthBoard::new();
     let gateway = Gateway::build(&config, &recorder, &health).unwrap();
-    let mut ws_limits = WsLimits::from_server_config(&config.server);
+    let mut ws_limits = WsLimits::from(&config.server);
     limits(&mut ws_limits);
     let state = web::Data::new(SurfaceState::with_limits(
         &config,

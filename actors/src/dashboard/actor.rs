@@ -59,11 +59,6 @@ pub struct Publish {
     pub message: Outbound,
 }
 
-/// Counters for tests and `/health`.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<DashboardStats, DashboardError>")]
-pub struct GetStats;
-
 // ---------------------------------------------------------------------------------------
 // State that survives a restart.
 
@@ -685,13 +680,5 @@ impl Handler<Publish> for DashboardBroadcast {
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
         Ok(self.deliver(&msg.message))
-    }
-}
-
-impl Handler<GetStats> for DashboardBroadcast {
-    type Result = Result<DashboardStats, DashboardError>;
-
-    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
-        Ok(self.shared.stats())
     }
 }

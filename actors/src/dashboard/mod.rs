@@ -44,7 +44,7 @@
 //! (or is skipped and counted). A `PgListener` forwards other instances' stats and events to the
 //! local clients; after it reconnects, clients get a `resync`.
 //!
-//! The fan-out runs on its own thread and runtime (`dashboard-fanout`), reaching the actor
+//! The fan-out runs on its own thread and runtime (`exai-fanout`), reaching the actor
 //! through its [`Slot`], and stops when [`DashboardShared`] is dropped.
 //!
 //! **Restart** resets the client table only (sessions hold the [`Slot`] and re-subscribe when
@@ -75,7 +75,7 @@ mod fanout;
 mod settings;
 mod stats;
 
-pub use actor::{DashboardBroadcast, DashboardShared, GetStats, Publish, Subscribe, Unsubscribe};
+pub use actor::{DashboardBroadcast, DashboardShared, Publish, Subscribe, Unsubscribe};
 pub use settings::*;
 
 #[cfg(test)]

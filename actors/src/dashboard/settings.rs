@@ -139,7 +139,7 @@ pub enum DashboardError {
     UnknownClient(ClientId),
 }
 
-/// What [`GetStats`](super::GetStats) answers.
+/// The broadcaster's counters ([`DashboardShared::stats`](super::DashboardShared::stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DashboardStats {
     /// Sessions subscribed now.

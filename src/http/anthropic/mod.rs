@@ -175,6 +175,7 @@ pub async fn messages(
             .map_err(|e| fail(&mut record, e))?;
         record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
         event_stream_headers(&mut response);
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,
@@ -192,6 +193,7 @@ pub async fn messages(
         record.outcome = Some(Ok(()));
         drop(inflight);
         response.content_type("application/json");
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,
