@@ -6,7 +6,7 @@
 //! more gather for [`LIVE_BATCH_WINDOW`], then takes them all, so recording threads never wake
 //! it once per event. Events arrive as shared, unserialised [`LiveEvent`]s; an event is encoded
 //! at most once for clients and snapshots: when it arrives if a client is subscribed (wrapped
-//! into an `event` message whose `Arc<str>` goes to every client), otherwise by the first
+//! into an `event` message whose one shared buffer goes to every client), otherwise by the first
 //! snapshot that includes it. Relaying to other instances encodes it for the relay payload.
 //!
 //! **Owns** the client table: one bounded queue per session ([`Subscribe`] hands over its
@@ -53,7 +53,7 @@
 //! events recorded during a restart are still delivered.
 //!
 //! **Memory per client** is bounded in user space by its queue (`client_queue` shared
-//! `Arc<str>` pointers) plus the HTTP layer's write buffer; a client that stops reading can
+//! message buffers) plus the HTTP layer's write buffer; a client that stops reading can
 //! additionally pin its socket's kernel send buffer (up to `net.ipv4.tcp_wmem`'s maximum)
 //! until it reads again (and then finds the close frame) or its connection dies; the
 //! broadcaster forgets it at eviction.
