@@ -74,7 +74,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Mcp { url, embedded }) => {
             if !embedded {
-                return mcp::stdio::run(url);
+                // The daemon's address and token as `exai serve` reads them.
+                let Some(config) = load_config(cli.config.as_deref(), &cli.serve.overrides())
+                else {
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                };
+                return mcp::stdio::run(url, &config.server);
             }
             // A private gateway on a free loopback port; its logs go to stderr.
             let overrides = CliOverrides {

@@ -4,29 +4,38 @@
 //! actix's own `Supervisor` restarts an actor only when it stops itself; a panic in a handler
 //! kills the actor for good, and an actor stuck in `ctx.wait` is never noticed. So this one:
 //!
-//! - runs every child on its own [`Arbiter`] (thread), so a stuck child cannot stall others
-//!   and can be discarded by stopping its arbiter;
+//! - runs children on a few shared, named threads ([`HOUSEKEEPING_THREAD`] for the timers,
+//!   catalog refresh, Redis upkeep and the dashboard; [`FLUSHER_THREAD`] for the event
+//!   flusher, so a slow store never delays a timer). Each child is its own task there, so a
+//!   panic or an async hang in one leaves its thread-mates running, and the supervisor can
+//!   drop one stuck instance without touching the others;
 //! - polls each child: a closed mailbox means it died (a panic, or `ctx.stop()` on a fatal
-//!   error), and a [`Ping`] that outlives the ping timeout means it hung;
-//! - replaces a dead or hung child after a backoff from [`crate::policy::retry`], and marks it
-//!   `failed` once it has been restarted `max_restarts` times within `restart_window`;
+//!   error), and a [`Ping`] that outlives the ping timeout means it hung. A hung child's
+//!   thread is then probed: when the thread itself does not answer (a handler blocked it), the
+//!   thread is replaced and every child on it is restarted on the new one;
+//! - replaces a dead or hung child after a backoff from [`crate::policy::retry`], on the same
+//!   named thread, and marks it `failed` once it has been restarted `max_restarts` times
+//!   within `restart_window`;
 //! - records `actor.restarted` and `actor.failed` events and keeps per-child health.
 //!
 //! Children publish their current address through a [`Slot`], which callers read on every
 //! use, so a restart is invisible to them. State that must survive a restart (breakers,
 //! queues, journals) lives in `Arc`s captured by the child's factory, not in the actor.
 //!
-//! Messages: [`InjectFaultInto`] (tests only), [`Shutdown`], [`GetHealth`].
+//! Messages: [`InjectFaultInto`] (tests only), [`Shutdown`].
 
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use actix::dev::channel;
 use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use futures_util::future::{AbortHandle, Abortable};
 use serde_json::json;
+use tokio::sync::oneshot;
 
-use crate::health::{ActorState, HealthBoard, HealthSnapshot, rfc3339};
+use crate::health::{ActorState, HealthBoard, rfc3339};
 use crate::pipeline::recorder::Recorder;
 use crate::policy::retry::RetryPolicy;
 
@@ -81,6 +90,9 @@ pub enum Fault {
     Panic,
     /// Stop processing the mailbox forever (an async hang in `ctx.wait`).
     Hang,
+    /// Block the child's thread for this long (a synchronous hang that stalls its
+    /// thread-mates too).
+    Block(Duration),
 }
 
 /// Makes the receiving child panic or hang. Compiled only with `fault-injection`.
@@ -129,6 +141,7 @@ macro_rules! supervised_child {
                             ::actix::fut::wrap_future(::futures_util::future::pending::<()>()),
                         );
                     }
+                    $crate::supervisor::Fault::Block(duration) => ::std::thread::sleep(duration),
                 }
             }
         }
@@ -174,6 +187,13 @@ impl<A: Actor> Slot<A> {
     }
 }
 
+/// The thread most children share: provider health, the registry's catalog refresh, the
+/// cache's Redis upkeep, the dashboard's ticks. None of it blocks.
+pub const HOUSEKEEPING_THREAD: &str = "exai-housekeep";
+/// The event flusher's thread: store writes, journal spills and retention run here, so a
+/// stalled store never delays a timer on [`HOUSEKEEPING_THREAD`].
+pub const FLUSHER_THREAD: &str = "exai-flusher";
+
 /// A running instance of a child.
 struct ChildRef {
     /// Liveness probe target.
@@ -183,18 +203,20 @@ struct ChildRef {
     /// Fault injection target.
     #[cfg(feature = "fault-injection")]
     fault: Recipient<InjectFault>,
-    /// The thread it runs on; stopped to discard a hung instance.
-    arbiter: Arbiter,
+    /// Drops this instance (its task on the shared thread), even while it is stuck.
+    abort: AbortHandle,
 }
 
-/// Builds a fresh instance of a child on a new arbiter.
-type StartFn = Arc<dyn Fn(&str) -> ChildRef + Send + Sync>;
+/// Builds a fresh instance of a child as a task on the given thread.
+type StartFn = Arc<dyn Fn(&str, &ArbiterHandle) -> ChildRef + Send + Sync>;
 
 /// How to (re)start one child.
 #[derive(Clone)]
 pub struct ChildSpec {
     /// Unique name, as shown in `/health` and events.
     name: String,
+    /// The shared thread it runs on (and comes back on after a restart).
+    thread: String,
     /// Factory for a new instance.
     start: StartFn,
 }
@@ -203,51 +225,140 @@ impl std::fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChildSpec")
             .field("name", &self.name)
+            .field("thread", &self.thread)
             .finish()
     }
 }
 
 impl ChildSpec {
-    /// A child called `name`, built by `make` on each (re)start and published in `slot`.
+    /// A child called `name`, built by `make` on each (re)start and published in `slot`. It
+    /// runs on [`HOUSEKEEPING_THREAD`] unless [`ChildSpec::on_thread`] says otherwise.
     pub fn new<A, F>(name: impl Into<String>, slot: Slot<A>, make: F) -> Self
     where
         A: Actor<Context = Context<A>> + Handler<Ping> + Handler<StopChild> + FaultTarget,
         F: Fn() -> A + Send + Sync + 'static,
     {
         let make = Arc::new(make);
-        let start: StartFn = Arc::new(move |name: &str| {
-            let arbiter = Arbiter::new();
-            let thread_name = name.to_owned();
-            arbiter.spawn_fn(move || CURRENT_CHILD.with(|c| *c.borrow_mut() = Some(thread_name)));
+        let start: StartFn = Arc::new(move |name: &str, thread: &ArbiterHandle| {
+            let (tx, rx) = channel::channel(MAILBOX_CAPACITY);
+            let addr = Addr::new(tx);
+            let (abort, registration) = AbortHandle::new_pair();
             let make = make.clone();
-            let addr = A::start_in_arbiter(&arbiter.handle(), move |_| make());
+            let child = name.to_owned();
+            // The instance is built inside its own task, so a panic while building or in
+            // `started` is caught there like any handler's and cannot take the thread down.
+            thread.spawn_fn(move || {
+                let instance = CURRENT_CHILD.scope(child, async move {
+                    let context = Context::with_receiver(rx);
+                    let _ = Abortable::new(context.into_future(make()), registration).await;
+                });
+                drop(actix_rt::spawn(instance));
+            });
             slot.set(addr.clone());
             ChildRef {
                 ping: addr.clone().recipient(),
                 stop: addr.clone().recipient(),
                 #[cfg(feature = "fault-injection")]
                 fault: addr.recipient(),
-                arbiter,
+                abort,
             }
         });
         Self {
             name: name.into(),
+            thread: HOUSEKEEPING_THREAD.to_owned(),
             start,
         }
+    }
+
+    /// Runs the child on the named shared thread instead (created on first use).
+    pub fn on_thread(mut self, thread: impl Into<String>) -> Self {
+        self.thread = thread.into();
+        self
     }
 
     /// The child's name.
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The shared thread the child runs on.
+    pub fn thread(&self) -> &str {
+        &self.thread
+    }
+}
+
+/// A child's mailbox size (actix's default).
+const MAILBOX_CAPACITY: usize = 16;
+
+// ---------------------------------------------------------------------------------------
+// Shared threads.
+
+/// One named thread with an actix event loop, shared by the children placed on it.
+struct SharedThread {
+    /// Where children are spawned.
+    handle: ArbiterHandle,
+    /// Ends the thread's event loop (dropping every task on it); `None` once sent, or for the
+    /// fallback that borrows the supervisor's own thread.
+    stop: Option<oneshot::Sender<()>>,
+    /// Bumped on every replacement, so a stale probe result is ignored.
+    generation: u64,
+}
+
+impl SharedThread {
+    /// Starts the thread `name` with its own actix system and event loop. If the OS refuses
+    /// a thread, the children run on the supervisor's own thread instead (logged).
+    fn start(name: &str, generation: u64) -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                actix_rt::System::new().block_on(async move {
+                    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                    if ready_tx.send((Arbiter::current(), stop_tx)).is_ok() {
+                        let _ = stop_rx.await;
+                    }
+                });
+            });
+        let started = spawned
+            .map_err(|e| e.to_string())
+            .and_then(|_| ready_rx.recv().map_err(|e| e.to_string()));
+        match started {
+            Ok((handle, stop)) => Self {
+                handle,
+                stop: Some(stop),
+                generation,
+            },
+            Err(error) => {
+                tracing::error!(thread = %name, %error, "cannot start a thread; its actors share the supervisor's");
+                Self {
+                    handle: Arbiter::current(),
+                    stop: None,
+                    generation,
+                }
+            }
+        }
+    }
+
+    /// Ends the thread's event loop. A thread blocked in a handler exits once it unblocks.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for SharedThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // Panic and fatal-error capture.
 
-thread_local! {
-    /// The child running on this thread, set when its arbiter starts.
-    static CURRENT_CHILD: RefCell<Option<String>> = const { RefCell::new(None) };
+tokio::task_local! {
+    /// The child whose task is being polled, for the panic hook and [`note_fatal_here`].
+    static CURRENT_CHILD: String;
 }
 
 /// The last panic message or fatal error per child, read when the supervisor notices a death.
@@ -265,9 +376,9 @@ pub fn note_fatal(child: &str, error: impl std::fmt::Display) {
         .insert(child.to_owned(), error.to_string());
 }
 
-/// Records a fatal error for whichever child runs on the current thread.
+/// Records a fatal error for the child whose handler (or `started`) is running.
 pub fn note_fatal_here(error: impl std::fmt::Display) {
-    if let Some(name) = CURRENT_CHILD.with(|c| c.borrow().clone()) {
+    if let Ok(name) = CURRENT_CHILD.try_with(String::clone) {
         note_fatal(&name, error);
     }
 }
@@ -279,16 +390,15 @@ fn take_last_error(child: &str) -> Option<String> {
         .remove(child)
 }
 
-/// Installs a panic hook that, on a child's thread, records the message for `/health` and
-/// logs one line instead of the default multi-line report. Other threads keep the previous
-/// hook. Idempotent.
+/// Installs a panic hook that, inside a child's task, records the message for `/health` and
+/// logs one line instead of the default multi-line report. Everything else keeps the
+/// previous hook. Idempotent.
 pub fn install_panic_hook() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let child = CURRENT_CHILD.with(|c| c.borrow().clone());
-            let Some(child) = child else {
+            let Ok(child) = CURRENT_CHILD.try_with(String::clone) else {
                 previous(info);
                 return;
             };
@@ -330,11 +440,6 @@ pub struct InjectFaultInto {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// Returns the current health snapshot.
-#[derive(Debug, Message)]
-#[rtype(result = "HealthSnapshot")]
-pub struct GetHealth;
-
 /// Book-keeping for one child.
 struct Child {
     /// How to build it.
@@ -363,6 +468,10 @@ pub struct Supervisor {
     recorder: Recorder,
     /// Set once shutdown begins; stops restarts.
     shutting_down: bool,
+    /// The shared threads by name, started when their first child starts.
+    threads: HashMap<String, SharedThread>,
+    /// Threads started so far; numbers each thread's generation.
+    threads_started: u64,
 }
 
 impl Supervisor {
@@ -389,7 +498,21 @@ impl Supervisor {
             health,
             recorder,
             shutting_down: false,
+            threads: HashMap::new(),
+            threads_started: 0,
         }
+    }
+
+    /// The named shared thread, started on first use (and after a blocked one was dropped).
+    fn thread(&mut self, name: &str) -> ArbiterHandle {
+        if let Some(thread) = self.threads.get(name) {
+            return thread.handle.clone();
+        }
+        self.threads_started += 1;
+        let thread = SharedThread::start(name, self.threads_started);
+        let handle = thread.handle.clone();
+        self.threads.insert(name.to_owned(), thread);
+        handle
     }
 
     /// Starts (or restarts) child `idx`.
@@ -398,7 +521,13 @@ impl Supervisor {
             return;
         };
         let name = child.spec.name.clone();
-        child.running = Some((child.spec.start)(&name));
+        let start = child.spec.start.clone();
+        let thread = child.spec.thread.clone();
+        let running = start(&name, &self.thread(&thread));
+        let Some(child) = self.children.get_mut(idx) else {
+            return;
+        };
+        child.running = Some(running);
         child.generation += 1;
         child.ping_in_flight = false;
         self.health
@@ -434,20 +563,79 @@ impl Supervisor {
                 if child.generation != generation || child.running.is_none() {
                     return;
                 }
-                child.ping_in_flight = false;
                 match result {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => child.ping_in_flight = false,
                     Ok(Err(_)) => act.child_down(idx, "actor stopped".to_owned(), ctx),
-                    Err(_) => act.child_down(
-                        idx,
-                        format!(
-                            "hung: no answer to ping within {} ms",
-                            ping_timeout.as_millis()
-                        ),
-                        ctx,
-                    ),
+                    // The ping stays in flight until the thread probe decides.
+                    Err(_) => act.child_hung(idx, generation, ctx),
                 }
             }));
+        }
+    }
+
+    /// Child `idx` did not answer its ping: probe its thread. A thread that answers means
+    /// only this child is stuck; one that does not is blocked, and is replaced with every
+    /// child on it.
+    fn child_hung(&mut self, idx: usize, generation: u64, ctx: &mut Context<Self>) {
+        let ping_timeout = self.settings.ping_timeout;
+        let Some(thread_name) = self.children.get(idx).map(|c| c.spec.thread.clone()) else {
+            return;
+        };
+        let Some(thread) = self.threads.get(&thread_name) else {
+            return;
+        };
+        let thread_generation = thread.generation;
+        let (tx, rx) = oneshot::channel();
+        let sent = thread.handle.spawn_fn(move || {
+            let _ = tx.send(());
+        });
+        let probe = async move {
+            sent && matches!(tokio::time::timeout(ping_timeout, rx).await, Ok(Ok(())))
+        };
+        ctx.spawn(probe.into_actor(self).map(move |thread_alive, act, ctx| {
+            let current = act
+                .children
+                .get(idx)
+                .is_some_and(|c| c.generation == generation && c.running.is_some());
+            if !current {
+                return;
+            }
+            if thread_alive {
+                let error = format!(
+                    "hung: no answer to ping within {} ms",
+                    ping_timeout.as_millis()
+                );
+                act.child_down(idx, error, ctx);
+            } else {
+                act.thread_blocked(&thread_name, thread_generation, ctx);
+            }
+        }));
+    }
+
+    /// The shared thread `name` is blocked: replace it and restart every child it ran.
+    fn thread_blocked(&mut self, name: &str, generation: u64, ctx: &mut Context<Self>) {
+        if self
+            .threads
+            .get(name)
+            .is_none_or(|t| t.generation != generation)
+        {
+            return;
+        }
+        // Its event loop ends (dropping every task on it) once the blocking handler returns;
+        // the first restart below starts the replacement under the same name.
+        if let Some(mut blocked) = self.threads.remove(name) {
+            blocked.stop();
+        }
+        let error = format!(
+            "hung: thread {name} blocked (no answer within {} ms)",
+            self.settings.ping_timeout.as_millis()
+        );
+        tracing::error!(thread = %name, "{error}; replacing the thread and restarting its actors");
+        let on_thread: Vec<usize> = (0..self.children.len())
+            .filter(|&i| self.children[i].spec.thread == name && self.children[i].running.is_some())
+            .collect();
+        for idx in on_thread {
+            self.child_down(idx, error.clone(), ctx);
         }
     }
 
@@ -464,8 +652,8 @@ impl Supervisor {
         let Some(old) = child.running.take() else {
             return;
         };
-        // Discards the instance even if it is stuck: its event loop is dropped.
-        old.arbiter.stop();
+        // Discards the instance even if it is stuck in `ctx.wait`: its task is dropped.
+        old.abort.abort();
         let name = child.spec.name.clone();
         let error = take_last_error(&name).unwrap_or(fallback_error);
         let now = Instant::now();
@@ -581,6 +769,7 @@ impl Handler<Shutdown> for Supervisor {
             }
         }
         let health = self.health.clone();
+        let threads = std::mem::take(&mut self.threads);
         Box::pin(
             async move {
                 for (name, running) in order {
@@ -589,20 +778,14 @@ impl Handler<Shutdown> for Supervisor {
                     if stopped.is_err() {
                         tracing::warn!(actor = %name, "actor did not stop in time; discarding it");
                     }
-                    running.arbiter.stop();
+                    running.abort.abort();
                     health.update_actor(&name, |h| h.state = ActorState::Stopped);
                 }
+                // Every child is gone: end the shared threads' event loops.
+                drop(threads);
             }
             .into_actor(self),
         )
-    }
-}
-
-impl Handler<GetHealth> for Supervisor {
-    type Result = MessageResult<GetHealth>;
-
-    fn handle(&mut self, _: GetHealth, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.health.snapshot())
     }
 }
 
@@ -650,6 +833,18 @@ mod tests {
         type Context = Context<Self>;
     }
     crate::supervised_child!(Worker);
+
+    /// Asks a worker which thread it runs on.
+    #[derive(Message)]
+    #[rtype(result = "(Option<String>, std::thread::ThreadId)")]
+    struct WhereAmI;
+    impl Handler<WhereAmI> for Worker {
+        type Result = MessageResult<WhereAmI>;
+        fn handle(&mut self, _: WhereAmI, _: &mut Self::Context) -> Self::Result {
+            let here = std::thread::current();
+            MessageResult((here.name().map(str::to_owned), here.id()))
+        }
+    }
 
     fn fast() -> SupervisorSettings {
         SupervisorSettings {
@@ -701,6 +896,77 @@ mod tests {
         let sup =
             Supervisor::new(fast(), vec![spec, other], board.clone(), recorder.clone()).start();
         (sup, board, recorder, slot, builds)
+    }
+
+    async fn where_is(slot: &Slot<Worker>) -> (Option<String>, std::thread::ThreadId) {
+        slot.get().unwrap().send(WhereAmI).await.unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn children_share_named_threads_and_a_restart_comes_back_on_its_own() {
+        let board = HealthBoard::new();
+        let recorder = Recorder::new("t", 100);
+        let (a, b, flusher) = (Slot::new(), Slot::new(), Slot::new());
+        let b_builds = Arc::new(AtomicUsize::new(0));
+        let counted = b_builds.clone();
+        let specs = vec![
+            ChildSpec::new("a", a.clone(), || Worker),
+            ChildSpec::new("b", b.clone(), move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Worker
+            }),
+            ChildSpec::new("flusher", flusher.clone(), || Worker).on_thread(FLUSHER_THREAD),
+        ];
+        let sup = Supervisor::new(fast(), specs, board.clone(), recorder).start();
+        for name in ["a", "b", "flusher"] {
+            wait_for(&board, name, |h| h.state == ActorState::Running).await;
+        }
+        let (a_name, a_thread) = where_is(&a).await;
+        let (b_name, b_thread) = where_is(&b).await;
+        let (f_name, f_thread) = where_is(&flusher).await;
+        assert_eq!(a_name.as_deref(), Some(HOUSEKEEPING_THREAD));
+        assert_eq!(b_name, a_name);
+        assert_eq!(a_thread, b_thread, "a and b share one thread");
+        assert_eq!(f_name.as_deref(), Some(FLUSHER_THREAD));
+        assert_ne!(f_thread, a_thread);
+        assert_ne!(a_thread, std::thread::current().id());
+
+        let b_before = b.get().unwrap();
+        inject_fault(&sup, "a", "panic").await.unwrap();
+        wait_for(&board, "a", |h| {
+            h.restarts == 1 && h.state == ActorState::Running
+        })
+        .await;
+        // Back on the same thread, and its thread-mate never noticed.
+        assert_eq!(where_is(&a).await, (a_name, a_thread));
+        assert!(b_before.connected());
+        assert_eq!(board.actor("b").unwrap().restarts, 0);
+        assert_eq!(b_builds.load(Ordering::SeqCst), 1);
+    }
+
+    #[actix_rt::test]
+    async fn a_blocked_thread_is_replaced_with_every_child_on_it() {
+        let (sup, board, _, slot, _) = setup();
+        wait_for(&board, "worker", |h| h.state == ActorState::Running).await;
+        let (name, blocked) = where_is(&slot).await;
+        sup.send(InjectFaultInto {
+            child: "worker".into(),
+            fault: Fault::Block(Duration::from_millis(800)),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        for child in ["worker", "other"] {
+            wait_for(&board, child, |h| {
+                h.restarts == 1 && h.state == ActorState::Running
+            })
+            .await;
+            let error = board.actor(child).unwrap().last_error.unwrap();
+            assert!(error.contains("blocked"), "{child}: {error}");
+        }
+        let (new_name, replacement) = where_is(&slot).await;
+        assert_eq!(new_name, name);
+        assert_ne!(replacement, blocked);
     }
 
     #[actix_rt::test]

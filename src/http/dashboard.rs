@@ -206,7 +206,7 @@ impl Actor for DashboardSession {
 
 impl StreamHandler<Outbound> for DashboardSession {
     fn handle(&mut self, message: Outbound, ctx: &mut Self::Context) {
-        ctx.text(&*message);
+        ctx.text(message);
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {

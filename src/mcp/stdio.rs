@@ -1,7 +1,8 @@
 //! `exai mcp`: MCP over stdin/stdout (newline-delimited JSON-RPC), bridged to a running
 //! daemon's `/mcp`, so every editor shares one daemon, its cache and its monitoring.
 //!
-//! Each stdin message is POSTed to `http://EXAI_WS_HOST:EXAI_WS_PORT/mcp` (or `--url`) with
+//! Each stdin message is POSTed to the configured daemon's `/mcp` (`EXAI_WS_HOST`,
+//! `EXAI_WS_PORT`, `--host`/`--port`, `exai.toml`; or `--url`) with the configured
 //! `EXAI_WS_TOKEN` as the bearer token, the session id the daemon gave at `initialize`, and
 //! for 2026-07-28 messages the `MCP-Protocol-Version`/`Mcp-Method`/`Mcp-Name` headers taken
 //! from the message. JSON answers and every SSE event (progress, then the response) are
@@ -11,31 +12,33 @@
 //! the one diagnostic line (no daemon) goes to stderr.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
+
+use crate::config::ServerConfig;
 
 use super::http::{METHOD_HEADER, NAME_HEADER, SESSION_HEADER, VERSION_HEADER};
 
 /// Exit code when no daemon answers.
 pub const EXIT_NO_DAEMON: u8 = 3;
 
-/// The daemon's `/mcp` from the environment: `EXAI_WS_HOST` (a wildcard means loopback) and
-/// `EXAI_WS_PORT` (8079).
-pub fn default_url() -> String {
-    let host = std::env::var("EXAI_WS_HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
-    let host = match host.trim() {
-        "" | "0.0.0.0" => "127.0.0.1".to_owned(),
-        "::" | "[::]" => "[::1]".to_owned(),
-        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
-        h => h.to_owned(),
+/// The daemon's `/mcp` at the configured address (`EXAI_WS_HOST`/`EXAI_WS_PORT`, `--host`,
+/// `--port`, `exai.toml`): a wildcard bind means loopback.
+pub fn default_url(server: &ServerConfig) -> String {
+    let host = match server.host {
+        IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(a) if a.is_unspecified() => "[::1]".to_owned(),
+        IpAddr::V6(a) => format!("[{a}]"),
+        IpAddr::V4(a) => a.to_string(),
     };
-    let port = std::env::var("EXAI_WS_PORT").unwrap_or_else(|_| "8079".to_owned());
-    format!("http://{host}:{}/mcp", port.trim())
+    format!("http://{host}:{}/mcp", server.port)
 }
 
 /// Shared bridge state.
@@ -50,11 +53,13 @@ struct Bridge {
 }
 
 /// Runs the bridge until stdin ends. Returns the process exit code.
-pub fn run(url: Option<String>) -> anyhow::Result<std::process::ExitCode> {
-    let token = std::env::var("EXAI_WS_TOKEN")
-        .ok()
+pub fn run(url: Option<String>, server: &ServerConfig) -> anyhow::Result<std::process::ExitCode> {
+    let token = server
+        .token
+        .as_ref()
+        .map(|t| t.expose_secret().to_owned())
         .filter(|t| !t.is_empty());
-    run_to(url.unwrap_or_else(default_url), token)
+    run_to(url.unwrap_or_else(|| default_url(server)), token)
 }
 
 /// Bridges stdio to the `/mcp` at `url` (with `token`, if any) until stdin ends.

@@ -10,8 +10,7 @@ use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::policy::breaker::{BreakerSettings, BreakerState};
 use exai_actors::policy::retry::RetryPolicy;
 use exai_actors::provider::{
-    Complete, ListRemoteModels, Provider, ProviderError, ProviderHandle, ProviderSettings,
-    TimeoutKind, health_component,
+    ProviderError, ProviderHandle, ProviderSettings, TimeoutKind, health_component,
 };
 use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 use futures_util::StreamExt as _;
@@ -704,24 +703,4 @@ async fn the_api_key_never_appears_in_errors_events_health_or_debug() {
     for text in &texts {
         assert!(!text.contains(FAKE_KEY), "the key leaked into: {text}");
     }
-}
-
-#[actix_rt::test]
-async fn the_actor_answers_messages_by_delegating_to_the_handle() {
-    let mock = mock();
-    let f = Fixture::new(settings_for(&mock, "mock"));
-    let (_spec, _slot) = Provider::child_spec(&f.handle);
-    let addr = actix::Actor::start(Provider::new(f.handle.clone()));
-    let done = addr
-        .send(Complete {
-            model: "mock-echo".into(),
-            body: body("via actor"),
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(done.content().as_deref(), Some("echo: via actor"));
-    let models = addr.send(ListRemoteModels).await.unwrap().unwrap();
-    assert!(models.iter().any(|m| m.id == "mock-echo"), "{models:?}");
-    assert!(f.health.snapshot().components.contains_key("provider:mock"));
 }

@@ -8,13 +8,9 @@ use std::time::Duration;
 use exai_actors::policy::breaker::BreakerState;
 use exai_actors::provider::{ProviderError, ProviderKind};
 use exai_actors::registry::dispatch::Dispatcher;
-use exai_actors::registry::{
-    ListModels, ModelSource, Register, Registry, RegistryHandle, RegistrySettings, Resolve,
-    StartupComplete,
-};
+use exai_actors::registry::{ModelSource, Registry, RegistryHandle, RegistrySettings};
 use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 use futures_util::StreamExt as _;
-use serde_json::Value;
 
 use crate::providers::{Fixture, body, eventually, mock, settings_for};
 
@@ -330,40 +326,31 @@ async fn an_unknown_model_triggers_a_refresh_of_a_stale_catalog() {
 }
 
 #[actix_rt::test]
-async fn the_actor_registers_lists_and_invalidates_after_startup() {
+async fn the_actor_discovers_at_start_and_refreshes_a_stale_catalog_by_itself() {
     let mock = mock();
-    let handle = registry(RegistrySettings::default());
-    let addr = actix::Actor::start(Registry::new(handle.clone()));
+    let handle = registry(RegistrySettings {
+        cache_ttl: Duration::from_millis(200),
+        ..RegistrySettings::default()
+    });
     let mut s = settings_for(&mock, "sim");
     s.simulated = true;
-    addr.send(Register {
-        provider: Fixture::new(s).handle,
-    })
-    .await
-    .unwrap()
-    .unwrap();
-
-    let listing = addr.send(ListModels).await.unwrap().unwrap();
-    assert!(listing.iter().all(|m| m.simulated && m.provider == "sim"));
-    assert!(listing.iter().any(|m| m.id == "mock-echo"));
-    assert_eq!(mock.model_list_requests(), 1);
-
-    // Start-up finished: the cache is invalidated once more and refreshed in the background.
-    addr.send(StartupComplete).await.unwrap().unwrap();
-    eventually("a refresh after StartupComplete", || {
-        mock.model_list_requests() == 2
+    handle.register(Fixture::new(s).handle);
+    assert_eq!(mock.model_list_requests(), 0);
+    let _actor = actix::Actor::start(Registry::new(handle.clone()));
+    // Nobody asks: the actor discovers as it starts...
+    eventually("discovery when the actor starts", || {
+        mock.model_list_requests() == 1
     })
     .await;
-
-    let resolved = addr
-        .send(Resolve {
-            model: "mock-echo".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    // ...and again once the catalog is older than its TTL (checked every second).
+    mock.set_models(vec!["late-model".into()]);
+    eventually("a background refresh of the stale catalog", || {
+        mock.model_list_requests() >= 2
+    })
+    .await;
+    let listing = handle.list_models().await;
+    assert!(listing.iter().any(|m| m.id == "late-model"), "{listing:?}");
+    assert!(listing.iter().all(|m| m.simulated && m.provider == "sim"));
+    let resolved = handle.resolve("late-model").await.unwrap();
     assert_eq!(resolved.provider(), Some("sim"));
-    let json: Value = serde_json::to_value(&listing[0]).unwrap();
-    assert_eq!(json["simulated"], true);
-    assert_eq!(json["status"], "closed");
 }

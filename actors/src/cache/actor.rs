@@ -1,47 +1,17 @@
 //! The supervised cache actor: what is policy and background work. It (re)connects to
 //! Redis with backoff from [`crate::policy::retry`] (through [`CacheHandle::maintain_l2`]),
-//! publishes the `cache` health component every `health_interval`, and answers [`Lookup`],
-//! [`Store`] and [`Stats`] for callers that prefer messages — each delegates to the handle.
+//! and publishes the `cache` health component every `health_interval`. The request path uses
+//! [`CacheHandle`] directly; the actor takes no messages beyond the supervisor's.
 //! A restart loses nothing but its timers; the new instance opens a fresh Redis connection.
 
 use actix::prelude::*;
-use bytes::Bytes;
 
 use super::handle::CacheHandle;
-use super::key::CacheKey;
 use super::settings::{ACTOR_NAME, CacheError, CacheSettings};
-use super::types::{CacheHit, CacheStats, L2State, StoreOutcome};
+use super::types::L2State;
 use crate::health::HealthBoard;
 use crate::pipeline::recorder::Recorder;
 use crate::supervisor::{ChildSpec, Slot};
-
-// ---------------------------------------------------------------------------------------
-// Messages. Each delegates to the handle; the request path should use the handle directly.
-
-/// Looks a key up (L1, then L2).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Option<CacheHit>, CacheError>")]
-pub struct Lookup {
-    /// The request's key.
-    pub key: CacheKey,
-}
-
-/// Stores a complete successful response.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<StoreOutcome, CacheError>")]
-pub struct Store {
-    /// The request's key.
-    pub key: CacheKey,
-    /// The resolved model that produced it.
-    pub model: String,
-    /// The complete JSON response.
-    pub body: Bytes,
-}
-
-/// Returns the current [`CacheStats`].
-#[derive(Debug, Message)]
-#[rtype(result = "Result<CacheStats, CacheError>")]
-pub struct Stats;
 
 /// Builds the cache: the shared state, its handle, and the supervisor child spec.
 pub struct ResponseCache {
@@ -120,29 +90,3 @@ impl Actor for Cache {
 }
 
 crate::supervised_child!(Cache);
-
-impl Handler<Lookup> for Cache {
-    type Result = ResponseFuture<Result<Option<CacheHit>, CacheError>>;
-
-    fn handle(&mut self, msg: Lookup, _: &mut Self::Context) -> Self::Result {
-        let handle = self.handle.clone();
-        Box::pin(async move { Ok(handle.lookup(&msg.key).await) })
-    }
-}
-
-impl Handler<Store> for Cache {
-    type Result = ResponseFuture<Result<StoreOutcome, CacheError>>;
-
-    fn handle(&mut self, msg: Store, _: &mut Self::Context) -> Self::Result {
-        let handle = self.handle.clone();
-        Box::pin(async move { Ok(handle.store(&msg.key, &msg.model, msg.body).await) })
-    }
-}
-
-impl Handler<Stats> for Cache {
-    type Result = Result<CacheStats, CacheError>;
-
-    fn handle(&mut self, _: Stats, _: &mut Self::Context) -> Self::Result {
-        Ok(self.handle.stats())
-    }
-}

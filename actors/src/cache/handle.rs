@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::flight::{Flights, Role};
 use super::key::CacheKey;
@@ -339,7 +340,9 @@ impl CacheHandle {
         let timeout = self.shared.settings.redis_op_timeout;
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.redis_key(key));
-        let get = cmd.query_async::<Option<Vec<u8>>>(&mut conn);
+        let get = cmd
+            .query_async::<Option<Vec<u8>>>(&mut conn)
+            .instrument(tracing::debug_span!("redis", command = "GET"));
         let raw = match tokio::time::timeout(timeout, get).await {
             Ok(Ok(raw)) => raw?,
             Ok(Err(error)) => {
@@ -396,7 +399,9 @@ impl CacheHandle {
             .arg(value)
             .arg("PX")
             .arg(millis(settings.l2_ttl).max(1));
-        let set = cmd.query_async::<()>(&mut conn);
+        let set = cmd
+            .query_async::<()>(&mut conn)
+            .instrument(tracing::debug_span!("redis", command = "SET"));
         match tokio::time::timeout(settings.redis_op_timeout, set).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -472,8 +477,8 @@ impl CacheHandle {
             return;
         };
         let mut delays = self.shared.settings.reconnect.start();
-        // A new actor instance always reconnects: the old connection's driver task ran on
-        // the previous instance's arbiter.
+        // A new actor instance always reconnects: the connection's driver task runs on the
+        // actor's thread, and a restart after a blocked thread replaced that thread.
         let mut force = true;
         loop {
             if !force && self.l2_state() == L2State::Up {

@@ -8,18 +8,18 @@
 //! a [`CacheHandle`] (an `Arc` around the L1, the counters, the single-flight table and the
 //! Redis connection) and calls [`CacheHandle::get_or_fetch`], [`CacheHandle::lookup`] or
 //! [`CacheHandle::store`] directly. A mailbox hop per lookup would serialise every hit through
-//! one actor thread and add a cross-thread wake-up to each. The `cache_lookup_handle_vs_actor`
-//! test measures it: in a release build, 10,000 L1 hits took about 2 µs each through the
-//! handle and 8.5 µs each as a message to the actor on its own arbiter; with 8 concurrent
-//! callers, 11 ms against 80 ms in total.
+//! one actor thread and add a cross-thread wake-up to each. When the actor still answered a
+//! `Lookup` message, a release build measured 10,000 L1 hits at about 2 µs each through the
+//! handle and 8.5 µs each as a message to the actor on its own thread; with 8 concurrent
+//! callers, 11 ms against 80 ms in total. Nothing sent it, so the message is gone.
 //!
 //! The [`Cache`] actor keeps what is policy and background work: it (re)connects to Redis
-//! with backoff from [`crate::policy::retry`], publishes the `cache` component (status and
-//! [`CacheStats`]) to the [`HealthBoard`] every [`DEFAULT_HEALTH_INTERVAL`], and answers
-//! [`Lookup`], [`Store`] and [`Stats`] for callers that prefer messages — each delegates to the
-//! handle. The state lives in the `Arc` the child factory captures, so a restart of the actor
-//! loses nothing but its timers; the new instance opens a fresh Redis connection (the old
-//! connection's driver ran on the old instance's arbiter).
+//! with backoff from [`crate::policy::retry`] and publishes the `cache` component (status and
+//! [`CacheStats`]) to the [`HealthBoard`] every [`DEFAULT_HEALTH_INTERVAL`]; it takes no
+//! messages beyond the supervisor's. The state lives in the `Arc` the child factory captures,
+//! so a restart of the actor loses nothing but its timers; the new instance opens a fresh
+//! Redis connection (its driver task runs on the actor's thread, which a restart after a
+//! blocked thread replaced).
 //!
 //! # Reads and writes
 //!
@@ -88,7 +88,7 @@ mod types;
 
 pub use bytes::Bytes;
 
-pub use actor::{Cache, Lookup, ResponseCache, Stats, Store};
+pub use actor::{Cache, ResponseCache};
 pub use handle::CacheHandle;
 pub use settings::{
     ACTOR_NAME, CacheError, CacheSettings, DEFAULT_HEALTH_INTERVAL, DEFAULT_L1_CAPACITY_BYTES,

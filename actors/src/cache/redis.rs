@@ -10,6 +10,7 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use super::settings::{CacheError, CacheSettings};
 use super::types::L2State;
@@ -107,6 +108,7 @@ impl L2 {
             redis::cmd("PING").query_async::<String>(&mut conn).await?;
             Ok::<_, redis::RedisError>(conn)
         };
+        let attempt = attempt.instrument(tracing::info_span!("redis", command = "CONNECT"));
         match tokio::time::timeout(settings.redis_connect_timeout, attempt).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(error)) => Err(error.to_string()),

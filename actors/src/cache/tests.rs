@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix::prelude::*;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -281,76 +280,4 @@ fn invalid_redis_url_is_reported_without_the_url() {
     let error =
         ResponseCache::new(settings, Recorder::new("t", 10), HealthBoard::new()).unwrap_err();
     assert!(!error.to_string().contains("secret"));
-}
-
-/// Compares a lookup through the handle with the same lookup as an actor message to an
-/// actor on its own arbiter (as under the supervisor). Prints the figures.
-#[actix_rt::test]
-async fn cache_lookup_handle_vs_actor() {
-    const LOOKUPS: u32 = 10_000;
-    let (cache, recorder, _) = cache_with(CacheSettings::default());
-    let k = key(8);
-    cache.store(&k, "m", Bytes::from(vec![b'x'; 2048])).await;
-    let arbiter = Arbiter::new();
-    let actor_handle = cache.clone();
-    let addr = Cache::start_in_arbiter(&arbiter.handle(), move |_| Cache::new(actor_handle));
-
-    let start = Instant::now();
-    for _ in 0..LOOKUPS {
-        assert!(cache.lookup(&k).await.is_some());
-    }
-    let via_handle = start.elapsed();
-    let _ = recorder.drain(usize::MAX);
-
-    let start = Instant::now();
-    for _ in 0..LOOKUPS {
-        let hit = addr.send(Lookup { key: k }).await.unwrap().unwrap();
-        assert!(hit.is_some());
-    }
-    let via_actor = start.elapsed();
-    let _ = recorder.drain(usize::MAX);
-
-    // The same, 8 callers at once (a multi-worker HTTP server).
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let cache = cache.clone();
-            actix_rt::spawn(async move {
-                for _ in 0..LOOKUPS / 8 {
-                    assert!(cache.lookup(&k).await.is_some());
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let concurrent_handle = start.elapsed();
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let addr = addr.clone();
-            actix_rt::spawn(async move {
-                for _ in 0..LOOKUPS / 8 {
-                    let msg = Lookup { key: k };
-                    assert!(addr.send(msg).await.unwrap().unwrap().is_some());
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let concurrent_actor = start.elapsed();
-    println!(
-        "cache lookup x{LOOKUPS}: handle {:?} ({:.2} us/op), actor message {:?} ({:.2} us/op); \
-         8 concurrent callers: handle {:?}, actor {:?}",
-        via_handle,
-        via_handle.as_secs_f64() * 1e6 / f64::from(LOOKUPS),
-        via_actor,
-        via_actor.as_secs_f64() * 1e6 / f64::from(LOOKUPS),
-        concurrent_handle,
-        concurrent_actor,
-    );
-    arbiter.stop();
 }

@@ -26,7 +26,7 @@ use super::settings::{
 };
 use super::stats::LiveStats;
 use crate::health::{HealthBoard, HealthSnapshot, Status};
-use crate::pipeline::event::LiveEvent;
+use crate::pipeline::event::{Event, LiveEvent};
 use crate::pipeline::recorder::Recorder;
 use crate::supervisor::{ChildSpec, Slot};
 
@@ -58,11 +58,6 @@ pub struct Publish {
     /// The JSON text.
     pub message: Outbound,
 }
-
-/// Counters for tests and `/health`.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<DashboardStats, DashboardError>")]
-pub struct GetStats;
 
 // ---------------------------------------------------------------------------------------
 // State that survives a restart.
@@ -313,8 +308,7 @@ impl DashboardBroadcast {
         if self.clients.is_empty() {
             self.shared.remember(Recent::Local(live));
         } else {
-            let json: Outbound = serde_json::to_string(&*live).unwrap_or_default().into();
-            let message: Outbound = format!(r#"{{"type":"event","event":{json}}}"#).into();
+            let (message, json) = event_message(&live);
             self.deliver(&message);
             self.shared.remember(Recent::Encoded(json));
         }
@@ -510,6 +504,26 @@ impl DashboardBroadcast {
     }
 }
 
+/// `{"type":"event","event":…}` for one local event, encoded once, and the event's own JSON
+/// as a slice of the same buffer (for the recent-event ring).
+fn event_message(event: &Event) -> (Outbound, Outbound) {
+    const HEAD: &str = r#"{"type":"event","event":"#;
+    let mut buf = Vec::with_capacity(HEAD.len() + 256);
+    buf.extend_from_slice(HEAD.as_bytes());
+    if serde_json::to_writer(&mut buf, event).is_err() {
+        buf.truncate(HEAD.len());
+        buf.extend_from_slice(b"null");
+    }
+    buf.push(b'}');
+    // serde_json writes UTF-8; the check cannot fail.
+    let message = Outbound::from(String::from_utf8(buf).unwrap_or_default());
+    let json = match message.get(HEAD.len()..message.len().saturating_sub(1)) {
+        Some(json) => message.slice_ref(json),
+        None => Outbound::from_static("null"),
+    };
+    (message, json)
+}
+
 /// What clients need to see change: actor rows and component statuses, not counters.
 fn health_key(snapshot: &HealthSnapshot) -> String {
     let mut key = serde_json::to_string(&snapshot.actors).unwrap_or_default();
@@ -666,13 +680,5 @@ impl Handler<Publish> for DashboardBroadcast {
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
         Ok(self.deliver(&msg.message))
-    }
-}
-
-impl Handler<GetStats> for DashboardBroadcast {
-    type Result = Result<DashboardStats, DashboardError>;
-
-    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
-        Ok(self.shared.stats())
     }
 }

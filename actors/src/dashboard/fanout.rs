@@ -1,7 +1,7 @@
 //! Cross-instance fan-out through PostgreSQL LISTEN/NOTIFY ([`FanoutSettings`]): a NOTIFY
 //! publisher for this instance's stats and relayed events, and a LISTEN loop that forwards
 //! other instances' payloads to the local clients (with a `resync` after an interruption).
-//! It runs on its own thread and current-thread runtime (`dashboard-fanout`) and stops when
+//! It runs on its own thread and current-thread runtime (`exai-fanout`) and stops when
 //! the broadcaster's shared state is dropped.
 //!
 //! It reaches that state through [`Local`], which the broadcaster implements, so this module
@@ -152,7 +152,7 @@ pub(super) fn start<S: Local>(shared: &Arc<S>, fanout: FanoutSettings) {
     let (stop_tx, stop_rx) = oneshot::channel();
     let weak = Arc::downgrade(shared);
     let started = std::thread::Builder::new()
-        .name("dashboard-fanout".into())
+        .name("exai-fanout".into())
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

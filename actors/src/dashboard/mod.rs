@@ -6,7 +6,7 @@
 //! more gather for [`LIVE_BATCH_WINDOW`], then takes them all, so recording threads never wake
 //! it once per event. Events arrive as shared, unserialised [`LiveEvent`]s; an event is encoded
 //! at most once for clients and snapshots: when it arrives if a client is subscribed (wrapped
-//! into an `event` message whose `Arc<str>` goes to every client), otherwise by the first
+//! into an `event` message whose one shared buffer goes to every client), otherwise by the first
 //! snapshot that includes it. Relaying to other instances encodes it for the relay payload.
 //!
 //! **Owns** the client table: one bounded queue per session ([`Subscribe`] hands over its
@@ -45,7 +45,7 @@
 //! (or is skipped and counted). A `PgListener` forwards other instances' stats and events to the
 //! local clients; after it reconnects, clients get a `resync`.
 //!
-//! The fan-out runs on its own thread and runtime (`dashboard-fanout`), reaching the actor
+//! The fan-out runs on its own thread and runtime (`exai-fanout`), reaching the actor
 //! through its [`Slot`], and stops when [`DashboardShared`] is dropped.
 //!
 //! **Restart** resets the client table only (sessions hold the [`Slot`] and re-subscribe when
@@ -54,7 +54,7 @@
 //! events recorded during a restart are still delivered.
 //!
 //! **Memory per client** is bounded in user space by its queue (`client_queue` shared
-//! `Arc<str>` pointers) plus the HTTP layer's write buffer; a client that stops reading can
+//! message buffers) plus the HTTP layer's write buffer; a client that stops reading can
 //! additionally pin its socket's kernel send buffer (up to `net.ipv4.tcp_wmem`'s maximum)
 //! until it reads again (and then finds the close frame) or its connection dies; the
 //! broadcaster forgets it at eviction.
@@ -78,7 +78,7 @@ pub mod requests;
 mod settings;
 mod stats;
 
-pub use actor::{DashboardBroadcast, DashboardShared, GetStats, Publish, Subscribe, Unsubscribe};
+pub use actor::{DashboardBroadcast, DashboardShared, Publish, Subscribe, Unsubscribe};
 pub use settings::*;
 
 #[cfg(test)]

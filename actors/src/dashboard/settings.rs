@@ -1,6 +1,5 @@
 //! The broadcaster's names, limits and defaults, its settings, its error and its counters.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -15,7 +14,7 @@ pub const HEALTH_COMPONENT: &str = "dashboard";
 pub const EVENT_SOURCE: &str = "dashboard";
 /// Default gap between `stats` messages.
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
-/// Default per-client queue length, in messages. Messages are shared `Arc<str>`s, so a full
+/// Default per-client queue length, in messages. Messages are shared buffers, so a full
 /// queue costs this many pointers, not this many copies.
 pub const DEFAULT_CLIENT_QUEUE: usize = 256;
 /// Default messages dropped in a row after which a client is evicted.
@@ -53,8 +52,10 @@ pub const FANOUT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// wake-up per burst instead of one per event, at the cost of at most this much delay.
 pub const LIVE_BATCH_WINDOW: Duration = Duration::from_millis(5);
 
-/// One message as sent to clients: JSON text, shared by every recipient.
-pub type Outbound = Arc<str>;
+/// One message as sent to clients: JSON text, shared by every recipient. A `ByteString`
+/// (reference-counted `Bytes`, the type actix-web's WebSocket text frames take), so handing
+/// it to a session's socket is a pointer copy, not a per-client allocation and copy.
+pub type Outbound = bytestring::ByteString;
 /// Identifies one subscription.
 pub type ClientId = u64;
 
@@ -138,7 +139,7 @@ pub enum DashboardError {
     UnknownClient(ClientId),
 }
 
-/// What [`GetStats`](super::GetStats) answers.
+/// The broadcaster's counters ([`DashboardShared::stats`](super::DashboardShared::stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DashboardStats {
     /// Sessions subscribed now.

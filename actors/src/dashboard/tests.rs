@@ -101,7 +101,9 @@ async fn slow_client_is_lagged_then_evicted_and_others_keep_receiving() {
         evict_after_dropped: 50,
         ..DashboardSettings::default()
     };
-    let (addr, recorder, _) = setup(settings);
+    let recorder = Recorder::new("t", 1000);
+    let shared = DashboardShared::new(settings, recorder.clone(), HealthBoard::new());
+    let addr = DashboardBroadcast::new(shared.clone()).start();
     let (mut slow_rx, slow_erx) = subscribe(&addr, 8).await;
     let (mut fast_rx, _fast_erx) = subscribe(&addr, 8).await;
     next(&mut fast_rx).await;
@@ -131,7 +133,7 @@ async fn slow_client_is_lagged_then_evicted_and_others_keep_receiving() {
         .unwrap()
         .unwrap();
     assert!(reason.contains("too far behind"), "{reason}");
-    let stats = addr.send(GetStats).await.unwrap().unwrap();
+    let stats = shared.stats();
     assert_eq!(stats.clients, 1);
     assert_eq!(stats.evicted, 1);
 }

@@ -201,6 +201,7 @@ impl ProviderHandle {
     }
 
     /// A non-streaming chat completion of `body` with `model` as the upstream model id.
+    #[tracing::instrument(name = "upstream", skip_all, fields(provider = %self.shared.name, model = %model, request_id = tracing::field::Empty))]
     pub async fn complete(&self, model: &str, body: Value) -> Result<Completion, ProviderError> {
         let translation = Translation::of(self.shared.settings.kind, &body);
         let body = self.prepare_body(translation, body, model, false)?;
@@ -252,6 +253,7 @@ impl ProviderHandle {
 
     /// A streaming chat completion. Retries happen only until the upstream answered 200;
     /// once the stream has started, failures end it with an error item.
+    #[tracing::instrument(name = "upstream", skip_all, fields(provider = %self.shared.name, model = %model, request_id = tracing::field::Empty))]
     pub async fn stream(&self, model: &str, body: Value) -> Result<ChatStream, ProviderError> {
         let translation = Translation::of(self.shared.settings.kind, &body);
         let body = self.prepare_body(translation, body, model, true)?;
@@ -328,6 +330,7 @@ impl ProviderHandle {
     /// URL, e.g. GLM's `web_search`), with the same slot, breaker, retries, timeout and
     /// `provider.attempt` events as a completion; `label` names the call in their `model`.
     /// Returns the response body, which must be JSON.
+    #[tracing::instrument(name = "upstream", skip_all, fields(provider = %self.shared.name, model = %label, request_id = tracing::field::Empty))]
     pub async fn post_json(
         &self,
         path: &str,
@@ -386,6 +389,7 @@ impl ProviderHandle {
 
     /// The upstream's `GET /models`. Not subject to the breaker or the slots: discovery must
     /// not fence off a provider, nor be starved by traffic.
+    #[tracing::instrument(name = "upstream", skip_all, fields(provider = %self.shared.name, model = "GET /models"))]
     pub async fn list_remote_models(&self) -> Result<Vec<RemoteModel>, ProviderError> {
         /// The OpenAI list shape.
         #[derive(Deserialize)]

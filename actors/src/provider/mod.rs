@@ -3,9 +3,8 @@
 //!
 //! The work is done by [`ProviderHandle`] (in `provider/handle.rs`), which the dispatcher and
 //! the HTTP layer call directly so no request waits in a mailbox. The actor owns the periodic
-//! work — publishing the `provider:<name>` health component — and answers [`Complete`],
-//! [`Stream`] and [`ListRemoteModels`] for callers that prefer messages, by delegating to the
-//! handle.
+//! work — publishing the `provider:<name>` health component — and takes no messages beyond
+//! the supervisor's.
 //!
 //! Four kinds speak the OpenAI chat-completions dialect and `anthropic` the Messages API; they
 //! share the handle, and `provider/anthropic.rs` decides per call whether the body and the
@@ -30,7 +29,6 @@ mod upstream;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde_json::Value;
 
 pub use call::{
     ATTEMPT_EVENT, ChatStream, Completion, EVENT_SOURCE, RemoteModel, Usage, health_component,
@@ -51,34 +49,6 @@ use crate::supervisor::{ChildSpec, Slot};
 /// How often the actor republishes its health component (in-flight and queue counts move
 /// constantly; publishing per request would contend on the health board).
 pub const HEALTH_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-
-// ---------------------------------------------------------------------------------------
-// Messages.
-
-/// A non-streaming chat completion.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Completion, ProviderError>")]
-pub struct Complete {
-    /// Upstream model id to send.
-    pub model: String,
-    /// The OpenAI request body; only `model` and `stream` are overwritten.
-    pub body: Value,
-}
-
-/// A streaming chat completion.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<ChatStream, ProviderError>")]
-pub struct Stream {
-    /// Upstream model id to send.
-    pub model: String,
-    /// The OpenAI request body; only `model` and `stream` are overwritten.
-    pub body: Value,
-}
-
-/// The upstream's `GET /models`.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<RemoteModel>, ProviderError>")]
-pub struct ListRemoteModels;
 
 // ---------------------------------------------------------------------------------------
 // The actor.
@@ -119,30 +89,3 @@ impl Actor for Provider {
 }
 
 crate::supervised_child!(Provider);
-
-impl Handler<Complete> for Provider {
-    type Result = ResponseFuture<Result<Completion, ProviderError>>;
-
-    fn handle(&mut self, msg: Complete, _: &mut Self::Context) -> Self::Result {
-        let handle = self.handle.clone();
-        Box::pin(async move { handle.complete(&msg.model, msg.body).await })
-    }
-}
-
-impl Handler<Stream> for Provider {
-    type Result = ResponseFuture<Result<ChatStream, ProviderError>>;
-
-    fn handle(&mut self, msg: Stream, _: &mut Self::Context) -> Self::Result {
-        let handle = self.handle.clone();
-        Box::pin(async move { handle.stream(&msg.model, msg.body).await })
-    }
-}
-
-impl Handler<ListRemoteModels> for Provider {
-    type Result = ResponseFuture<Result<Vec<RemoteModel>, ProviderError>>;
-
-    fn handle(&mut self, _: ListRemoteModels, _: &mut Self::Context) -> Self::Result {
-        let handle = self.handle.clone();
-        Box::pin(async move { handle.list_remote_models().await })
-    }
-}

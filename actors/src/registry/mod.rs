@@ -1,15 +1,18 @@
 //! The registry actor: which providers exist, which models each serves, aliases, the default
 //! model and the fallback chains.
 //!
-//! Providers [`Register`] at start-up (the app sends [`StartupComplete`] once all have).
-//! [`Resolve`] maps a model name, alias, `<provider>/<model>` or `auto` to its candidates;
-//! [`ListModels`] returns the merged catalog with each model's breaker state.
+//! Start-up registers every provider with the [`RegistryHandle`] before the actor starts;
+//! [`RegistryHandle::resolve`] maps a model name, alias, `<provider>/<model>` or `auto` to its
+//! candidates, and [`RegistryHandle::list_models`] returns the merged catalog with each
+//! model's breaker state. The actor's job is the catalog refresh: it discovers once when it
+//! starts and again whenever the catalog goes stale, so callers rarely pay for discovery. It
+//! takes no messages beyond the supervisor's.
 //!
 //! The catalog merges the built-in entries ([`crate::registry::catalog`]) for each provider's kind,
 //! its configured models and what its `GET /models` discovered. Discovery results are cached
 //! for the TTL (`REGISTRY_CACHE_TTL`, default 300 s). Every registration invalidates the
-//! cache, and [`StartupComplete`] invalidates it once more, so a caller that listed models
-//! while start-up was still registering cannot freeze a partial list.
+//! cache, and start-up invalidates it once more when it is done, so a caller that listed
+//! models while start-up was still registering cannot freeze a partial list.
 //!
 //! The hot path never waits here: the resolved tables are published as an immutable
 //! `Arc<Tables>` that [`dispatch::Dispatcher`] reads directly, and every registration or
@@ -25,7 +28,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::provider::{ProviderError, ProviderHandle};
 use crate::supervisor::{ChildSpec, Slot};
 
 pub use handle::RegistryHandle;
@@ -38,36 +40,6 @@ pub use tables::{
 pub const CHILD_NAME: &str = "registry";
 /// How often the actor checks whether the catalog went stale (and refreshes it if so).
 const BACKGROUND_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-// ---------------------------------------------------------------------------------------
-// Messages.
-
-/// Adds (or replaces, by name) a provider.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), ProviderError>")]
-pub struct Register {
-    /// The provider's handle.
-    pub provider: ProviderHandle,
-}
-
-/// Start-up has registered every provider: invalidate once more and refresh in the
-/// background.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), ProviderError>")]
-pub struct StartupComplete;
-
-/// Maps a model name to its candidates.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Resolved, ProviderError>")]
-pub struct Resolve {
-    /// Model id, alias, `<provider>/<model>` or `auto`.
-    pub model: String,
-}
-
-/// Lists every model by provider.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<ModelListing>, ProviderError>")]
-pub struct ListModels;
 
 // ---------------------------------------------------------------------------------------
 // The actor.
@@ -117,46 +89,6 @@ impl Actor for Registry {
 }
 
 crate::supervised_child!(Registry);
-
-impl Handler<Register> for Registry {
-    type Result = Result<(), ProviderError>;
-
-    fn handle(&mut self, msg: Register, _: &mut Self::Context) -> Self::Result {
-        self.handle.register(msg.provider);
-        Ok(())
-    }
-}
-
-impl Handler<StartupComplete> for Registry {
-    type Result = Result<(), ProviderError>;
-
-    fn handle(&mut self, _: StartupComplete, ctx: &mut Self::Context) -> Self::Result {
-        self.handle.invalidate();
-        let handle = self.handle.clone();
-        ctx.spawn(actix::fut::wrap_future(
-            async move { handle.refresh().await },
-        ));
-        Ok(())
-    }
-}
-
-impl Handler<Resolve> for Registry {
-    type Result = ResponseFuture<Result<Resolved, ProviderError>>;
-
-    fn handle(&mut self, msg: Resolve, _: &mut Self::Context) -> Self::Result {
-        let handle = self.handle.clone();
-        Box::pin(async move { handle.resolve(&msg.model).await })
-    }
-}
-
-impl Handler<ListModels> for Registry {
-    type Result = ResponseFuture<Result<Vec<ModelListing>, ProviderError>>;
-
-    fn handle(&mut self, _: ListModels, _: &mut Self::Context) -> Self::Result {
-        let handle = self.handle.clone();
-        Box::pin(async move { Ok(handle.list_models().await) })
-    }
-}
 
 #[cfg(test)]
 mod tests;

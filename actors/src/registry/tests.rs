@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use super::*;
 use crate::health::HealthBoard;
 use crate::pipeline::recorder::Recorder;
-use crate::provider::{ProviderKind, ProviderSettings};
+use crate::provider::{ProviderHandle, ProviderKind, ProviderSettings};
 
 fn provider(name: &str, kind: ProviderKind, models: &[&str]) -> ProviderHandle {
     let mut s = ProviderSettings::new(name, kind);

@@ -34,8 +34,10 @@
 //! rewritten when confirmed points moved (at most every 100 ms); confirmed segments are
 //! deleted.
 //!
-//! **Messages:** [`Flush`] (flush everything now; used at shutdown — if the store is down,
-//! everything stays in the journal and the reply is an error saying so) and [`Stats`].
+//! **Flushing on demand:** [`MetricsPipeline::flush`] flushes everything now (used at
+//! shutdown — if the store is down, everything stays in the journal and the reply is an error
+//! saying so). The actor takes no messages beyond the supervisor's, except the test-only
+//! `Flush` under `fault-injection`.
 //!
 //! **Health:** component `pipeline` (buffered, spilled bytes, journal bytes, last successful
 //! flush, consecutive failures, breaker state, flushed, dropped, …; degraded while the
@@ -62,7 +64,7 @@ use crate::pipeline::store::{EventStore, StoreError, now_ms};
 use crate::policy::breaker::{Breaker, BreakerState, Permit, Transition};
 use crate::policy::failure_log::FailureLog;
 use crate::policy::retry::Backoff;
-use crate::supervisor::{ChildSpec, Slot};
+use crate::supervisor::{ChildSpec, FLUSHER_THREAD, Slot};
 
 mod settings;
 
@@ -79,17 +81,13 @@ const BACKLOG_RUNS_PER_STEP: usize = 16;
 // ---------------------------------------------------------------------------------------
 // Messages.
 
-/// Flushes everything now: the journal, the batch in flight and the whole queue. Replies
-/// with the number of events newly stored. If the store is down, everything goes to the
-/// journal and the reply is [`PipelineError::StoreUnavailable`]. Used at shutdown.
+/// Flushes everything now through the supervised actor, which is how tests prove a
+/// restarted instance works. Production (the shutdown flush) calls
+/// [`MetricsPipeline::flush`] instead. Compiled only with `fault-injection`.
+#[cfg(feature = "fault-injection")]
 #[derive(Debug, Message)]
 #[rtype(result = "Result<u64, PipelineError>")]
 pub struct Flush;
-
-/// Returns the current counters.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<PipelineStats, PipelineError>")]
-pub struct Stats;
 
 // ---------------------------------------------------------------------------------------
 // Shared state.
@@ -149,7 +147,8 @@ struct Shared {
     health: HealthBoard,
     /// The event journal (also installed in the recorder).
     journal: Arc<Journal>,
-    /// Serialises flushes between the loop, [`Flush`] and successive actor instances.
+    /// Serialises flushes between the loop, [`MetricsPipeline::flush`] and successive actor
+    /// instances.
     flush_lock: tokio::sync::Mutex<()>,
     /// Breaker, backoff, failure logs and timestamps.
     book: Mutex<Book>,
@@ -248,7 +247,8 @@ impl MetricsPipeline {
         let shared = self.shared.clone();
         let spec = ChildSpec::new(CHILD_NAME, slot.clone(), move || MetricsBuffer {
             shared: shared.clone(),
-        });
+        })
+        .on_thread(FLUSHER_THREAD);
         (spec, slot)
     }
 
@@ -257,7 +257,9 @@ impl MetricsPipeline {
         self.shared.stats()
     }
 
-    /// Flushes everything now, without a mailbox hop (what [`Flush`] does).
+    /// Flushes everything now: the journal, the batch in flight and the whole queue. Replies
+    /// with the number of events newly stored. If the store is down, everything goes to the
+    /// journal and the reply is [`PipelineError::StoreUnavailable`]. Used at shutdown.
     pub async fn flush(&self) -> Result<u64, PipelineError> {
         self.shared.flush_all().await
     }
@@ -361,7 +363,7 @@ impl Shared {
 
     /// Replays the disk backlog oldest segment first, then the memory copies. With
     /// `everything`, drains memory and the backlog completely; otherwise a bounded amount,
-    /// so the loop gets to report health and let [`Flush`] in.
+    /// so the loop gets to report health and let an on-demand flush in.
     async fn drain_to_store(&self, everything: bool) -> Result<u64, StoreError> {
         let mut stored = self.replay_backlog(everything).await?;
         let max_batch = self.settings.max_batch.max(1);
@@ -404,6 +406,7 @@ impl Shared {
     /// Inserts `events`. If the store refuses the data itself (a poison event), retries them
     /// one by one and drops, counts and logs only the refused ones, so one bad event cannot
     /// wedge the pipeline. Connectivity errors are returned untouched.
+    #[tracing::instrument(name = "store.flush", skip_all, fields(backend = self.store.backend(), batch = events.len()))]
     async fn insert(&self, events: &[Event]) -> Result<u64, StoreError> {
         match self.store.insert_batch(events).await {
             Err(error) if error.is_rejection() => {
@@ -592,7 +595,7 @@ impl Shared {
         );
     }
 
-    /// Flushes everything now (the [`Flush`] message).
+    /// Flushes everything now ([`MetricsPipeline::flush`]).
     async fn flush_all(&self) -> Result<u64, PipelineError> {
         let _guard = self.flush_lock.lock().await;
         let permit = self.book(|b| b.breaker.allow());
@@ -769,20 +772,13 @@ impl Actor for MetricsBuffer {
 
 crate::supervised_child!(MetricsBuffer);
 
+#[cfg(feature = "fault-injection")]
 impl Handler<Flush> for MetricsBuffer {
     type Result = ResponseFuture<Result<u64, PipelineError>>;
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
         let shared = self.shared.clone();
         Box::pin(async move { shared.flush_all().await })
-    }
-}
-
-impl Handler<Stats> for MetricsBuffer {
-    type Result = Result<PipelineStats, PipelineError>;
-
-    fn handle(&mut self, _: Stats, _: &mut Self::Context) -> Self::Result {
-        Ok(self.shared.stats())
     }
 }
 

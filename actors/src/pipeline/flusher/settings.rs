@@ -99,7 +99,7 @@ pub enum PipelineError {
     },
 }
 
-/// The pipeline's counters, for `/health`, the dashboard and [`Stats`](super::Stats).
+/// The pipeline's counters, for `/health` and the dashboard ([`MetricsPipeline::stats`](super::MetricsPipeline::stats)).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PipelineStats {
     /// Events in memory, waiting for the flusher.

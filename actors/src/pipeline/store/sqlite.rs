@@ -2,10 +2,14 @@
 //!
 //! SQLite has no stored procedures, so [`EventStore::insert_batch`] does in one transaction
 //! what PostgreSQL's `monitoring.aggregate_metrics` does in one statement: a multi-row
-//! `INSERT OR IGNORE … RETURNING id` per chunk of events, fold only the rows it reports as
-//! inserted into per-minute and per-hour totals in memory, then upsert each touched rollup
-//! row once (read, merge, write — safe inside the write transaction). The database runs in
-//! WAL mode.
+//! `INSERT OR IGNORE` per chunk of events, fold only the rows inserted into per-minute and
+//! per-hour totals in memory, then upsert each touched rollup row once (read, merge,
+//! write — safe inside the write transaction). A batch of fresh events (the usual case) is
+//! one statement per chunk, its rows counted by `changes()`; a batch with an id already
+//! stored is rolled back and redone with `RETURNING id`, which names the rows inserted.
+//! Every write goes through one connection (sqlx runs each SQLite connection on its own
+//! worker thread, with one channel hop per statement, so fewer statements is the saving).
+//! The database runs in WAL mode.
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
@@ -29,13 +33,19 @@ use crate::pipeline::histogram::Histogram;
 /// Migrations for this backend, embedded at compile time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
-/// Events per multi-row `INSERT` (6 bound values each, well under SQLite's variable limit).
-const INSERT_CHUNK: usize = 100;
+/// Events per multi-row `INSERT`: 6 bound values each, so 3,000 per statement, under the
+/// bundled SQLite's limit of 32,766 (`SQLITE_MAX_VARIABLE_NUMBER`); the flusher's default
+/// `max_batch` is one statement.
+const INSERT_CHUNK: usize = 500;
 
 /// The SQLite backend.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// Connection pool (WAL mode, so readers do not block the flusher).
+    /// The one writer connection (batches, retention, migrations), so every write runs on
+    /// the same sqlx worker thread with its prepared statements, and writes queue here
+    /// rather than on SQLite's file lock.
+    writer: SqlitePool,
+    /// Connections for the history queries (WAL mode, so readers do not block the writer).
     pool: SqlitePool,
 }
 
@@ -56,14 +66,18 @@ impl SqliteStore {
                 source,
             })?;
         }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options.clone());
         let pool = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
+            .max_connections(settings.max_connections.saturating_sub(1).max(1))
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self { writer, pool })
     }
 
-    /// The underlying pool, for tests and tools.
+    /// The readers' pool, for tests and tools.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -73,37 +87,48 @@ impl SqliteStore {
         if events.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
-        let mut minute: BTreeMap<(i64, &str, &str, &str), Fold> = BTreeMap::new();
-        let mut hour: BTreeMap<(i64, &str, &str, &str), Fold> = BTreeMap::new();
+        match self.insert_fresh(events).await? {
+            Some(inserted) => Ok(inserted),
+            None => self.insert_checked(events).await,
+        }
+    }
+
+    /// The fast path, for a batch of events none of which is stored yet (the usual case):
+    /// plain multi-row `INSERT OR IGNORE`s without `RETURNING`, so each chunk is one
+    /// statement and one reply from sqlx's worker thread, not one reply per row. If every
+    /// row went in, all of them are folded and the transaction commits. If any was ignored
+    /// (a replayed batch, an id twice in the batch), the transaction is rolled back and
+    /// `None` returned: [`Self::insert_checked`] then learns row by row which are new.
+    async fn insert_fresh(&self, events: &[Event]) -> StoreResult<Option<u64>> {
+        let mut tx = self.writer.begin().await?;
         let mut inserted = 0u64;
         for chunk in events.chunks(INSERT_CHUNK) {
-            // One multi-row statement per chunk; RETURNING names the rows actually inserted
-            // (OR IGNORE skips ids already stored), and only those are folded.
-            let mut sql = String::from(
-                "INSERT OR IGNORE INTO monitoring_events (id, ts, instance, source, type, data) \
-                 VALUES ",
-            );
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 {
-                    "(?, ?, ?, ?, ?, ?)"
-                } else {
-                    ", (?, ?, ?, ?, ?, ?)"
-                });
-            }
-            sql.push_str(" RETURNING id");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for event in chunk {
-                let data = serde_json::to_string(&event.data).unwrap_or_else(|_| "{}".to_owned());
-                query = query
-                    .bind(event.id.to_string())
-                    .bind(event.ts)
-                    .bind(event.instance.as_str())
-                    .bind(event.source.as_str())
-                    .bind(event.kind.as_str())
-                    .bind(data);
-            }
-            let rows = query.fetch_all(&mut *tx).await?;
+            inserted += insert_rows(chunk, false)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        if inserted != events.len() as u64 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let mut rollups = Rollups::default();
+        for event in events {
+            rollups.add(event);
+        }
+        rollups.write(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Some(inserted))
+    }
+
+    /// The general path: `RETURNING id` names the rows actually inserted (OR IGNORE skips
+    /// ids already stored), and only those are folded.
+    async fn insert_checked(&self, events: &[Event]) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        let mut rollups = Rollups::default();
+        let mut inserted = 0u64;
+        for chunk in events.chunks(INSERT_CHUNK) {
+            let rows = insert_rows(chunk, true).fetch_all(&mut *tx).await?;
             let mut new_ids = HashSet::with_capacity(rows.len());
             for row in &rows {
                 new_ids.insert(row.try_get::<String, _>(0)?);
@@ -114,36 +139,99 @@ impl SqliteStore {
                     continue;
                 }
                 inserted += 1;
-                let model = rollup_model(event);
-                minute
-                    .entry((
-                        Bucket::Minute.floor(event.ts),
-                        &event.kind,
-                        &event.source,
-                        model,
-                    ))
-                    .or_default()
-                    .add_event(event);
-                hour.entry((
-                    Bucket::Hour.floor(event.ts),
-                    &event.kind,
-                    &event.source,
-                    model,
-                ))
-                .or_default()
-                .add_event(event);
+                rollups.add(event);
             }
         }
-        for ((bucket, kind, source, model), fold) in minute {
-            let row = fold.into_row(bucket, kind, source, model);
-            upsert_rollup(&mut tx, Bucket::Minute, row).await?;
-        }
-        for ((bucket, kind, source, model), fold) in hour {
-            let row = fold.into_row(bucket, kind, source, model);
-            upsert_rollup(&mut tx, Bucket::Hour, row).await?;
-        }
+        rollups.write(&mut tx).await?;
         tx.commit().await?;
         Ok(inserted)
+    }
+}
+
+/// One multi-row `INSERT OR IGNORE` of `chunk` (at most [`INSERT_CHUNK`] events), with
+/// `RETURNING id` when `returning`. Full-size chunks are kept prepared on the writer
+/// connection; the odd-sized tail of a batch is prepared once and not cached, so it does
+/// not push the full-size statements out of sqlx's statement cache.
+fn insert_rows(
+    chunk: &[Event],
+    returning: bool,
+) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut sql = String::with_capacity(100 + chunk.len() * 20);
+    sql.push_str(
+        "INSERT OR IGNORE INTO monitoring_events (id, ts, instance, source, type, data) VALUES ",
+    );
+    for i in 0..chunk.len() {
+        sql.push_str(if i == 0 {
+            "(?, ?, ?, ?, ?, ?)"
+        } else {
+            ", (?, ?, ?, ?, ?, ?)"
+        });
+    }
+    if returning {
+        sql.push_str(" RETURNING id");
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == INSERT_CHUNK);
+    for event in chunk {
+        let data = serde_json::to_string(&event.data).unwrap_or_else(|_| "{}".to_owned());
+        query = query
+            .bind(event.id.to_string())
+            .bind(event.ts)
+            .bind(event.instance.as_str())
+            .bind(event.source.as_str())
+            .bind(event.kind.as_str())
+            .bind(data);
+    }
+    query
+}
+
+/// The per-minute and per-hour totals of the newly inserted events of one batch, folded in
+/// memory and written once per touched rollup row.
+#[derive(Default)]
+struct Rollups<'a> {
+    /// Per-minute totals by (bucket, type, source, model).
+    minute: BTreeMap<RollupKey<'a>, Fold>,
+    /// Per-hour totals by (bucket, type, source, model).
+    hour: BTreeMap<RollupKey<'a>, Fold>,
+}
+
+/// A rollup row's key: bucket, type, source, model ([`rollup_model`]).
+type RollupKey<'a> = (i64, &'a str, &'a str, &'a str);
+
+impl<'a> Rollups<'a> {
+    /// Folds one newly inserted event.
+    fn add(&mut self, event: &'a Event) {
+        let model = rollup_model(event);
+        self.minute
+            .entry((
+                Bucket::Minute.floor(event.ts),
+                &event.kind,
+                &event.source,
+                model,
+            ))
+            .or_default()
+            .add_event(event);
+        self.hour
+            .entry((
+                Bucket::Hour.floor(event.ts),
+                &event.kind,
+                &event.source,
+                model,
+            ))
+            .or_default()
+            .add_event(event);
+    }
+
+    /// Adds the totals to the stored rollup rows, inside the batch's transaction.
+    async fn write(self, tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
+        for ((bucket, kind, source, model), fold) in self.minute {
+            let row = fold.into_row(bucket, kind, source, model);
+            upsert_rollup(tx, Bucket::Minute, row).await?;
+        }
+        for ((bucket, kind, source, model), fold) in self.hour {
+            let row = fold.into_row(bucket, kind, source, model);
+            upsert_rollup(tx, Bucket::Hour, row).await?;
+        }
+        Ok(())
     }
 }
 
@@ -275,7 +363,7 @@ impl EventStore for SqliteStore {
     }
 
     fn migrate(&self) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(async move { Ok(MIGRATOR.run(&self.pool).await?) })
+        Box::pin(async move { Ok(MIGRATOR.run(&self.writer).await?) })
     }
 
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
@@ -299,7 +387,7 @@ impl EventStore for SqliteStore {
                 now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             };
             // One transaction: a reader never sees raw rows pruned but their rollups not.
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let events = sqlx::query("DELETE FROM monitoring_events WHERE ts < ?")
                 .bind(cutoff(retention.raw))
                 .execute(&mut *tx)
