@@ -828,7 +828,18 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     {
         text = compare::splice(&text, section);
     }
-    write(&ctx.opts.out, &text)?;
+    // `--only nginx` on an existing full report replaces that scenario's section and its
+    // target rows in place, so it can be re-run alone after a product change.
+    let spliced = match (&report.nginx, ctx.opts.only.as_deref()) {
+        (Some(f), Some("nginx")) => std::fs::read_to_string(&ctx.opts.out)
+            .ok()
+            .and_then(|old| report::splice_nginx(&old, f, &ctx.opts.command)),
+        _ => None,
+    };
+    if spliced.is_some() {
+        eprintln!("[bench] replacing the nginx section of the existing report");
+    }
+    write(&ctx.opts.out, spliced.as_deref().unwrap_or(&text))?;
     if let Some(long) = report.long_soak() {
         write(Path::new(report::LONG_SOAK_FILE), &long)?;
         eprintln!("[bench] wrote {}", report::LONG_SOAK_FILE);

@@ -118,15 +118,22 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// Where it is charged.
-    pub fn bucket(&self) -> Bucket {
-        if self.comm.starts_with("sqlx-sqlite") {
-            return Bucket::Persistence;
-        }
-        self.frames
+    /// Where it is charged, and the frame (or thread) that decided it.
+    fn charged(&self) -> (Bucket, Option<&str>) {
+        if let Some((b, f)) = self
+            .frames
             .iter()
-            .find_map(|f| frame_bucket(f))
-            .unwrap_or(Bucket::Rest)
+            .find_map(|f| frame_bucket(f).map(|b| (b, f.as_str())))
+        {
+            if self.comm.starts_with("sqlx-sqlite") {
+                return (Bucket::Persistence, Some(f));
+            }
+            return (b, Some(f));
+        }
+        if self.comm.starts_with("sqlx-sqlite") {
+            return (Bucket::Persistence, None);
+        }
+        (Bucket::Rest, None)
     }
 }
 
@@ -191,6 +198,9 @@ pub struct Profile {
     pub top_self: Vec<(String, f64)>,
     /// Self share of the top symbols within persistence (of all samples).
     pub top_persistence: Vec<(String, f64)>,
+    /// Share of the pipeline functions that charged samples to persistence or events (the
+    /// innermost pipeline frame; inclusive of what it called), largest first.
+    pub top_pipeline: Vec<(String, f64)>,
 }
 
 /// Summarises parsed samples.
@@ -200,8 +210,13 @@ pub fn summarise(samples: &[Sample], top: usize) -> Profile {
     let mut threads: HashMap<String, usize> = HashMap::new();
     let mut selfs: HashMap<&str, usize> = HashMap::new();
     let mut pers: HashMap<&str, usize> = HashMap::new();
+    let mut pipeline: HashMap<&str, usize> = HashMap::new();
     for s in samples {
-        let b = s.bucket();
+        let (b, by) = s.charged();
+        if b != Bucket::Rest {
+            let by = by.unwrap_or("(SQLite worker thread, no pipeline frame)");
+            *pipeline.entry(by).or_default() += 1;
+        }
         *buckets.entry(b).or_default() += 1;
         *threads.entry(thread_group(&s.comm)).or_default() += 1;
         let leaf = s.frames.first().map_or("[unknown]", String::as_str);
@@ -235,6 +250,7 @@ pub fn summarise(samples: &[Sample], top: usize) -> Profile {
         threads: t,
         top_self: share(selfs),
         top_persistence: share(pers),
+        top_pipeline: share(pipeline),
     }
 }
 
@@ -242,6 +258,7 @@ pub fn summarise(samples: &[Sample], top: usize) -> Profile {
 pub fn record_args(pid: u32, out: &Path, secs: u64) -> Vec<String> {
     [
         "record",
+        "--no-buildid-cache",
         "-e",
         "cpu-clock",
         "-F",
@@ -308,7 +325,7 @@ pub fn record(pid: u32, data: &Path, secs: u64) -> anyhow::Result<()> {
 /// graphs, so run it after the load).
 pub fn samples(data: &Path) -> anyhow::Result<Vec<Sample>> {
     let script = Command::new(PERF)
-        .args(["script", "-F", "comm,tid,ip,sym", "-i"])
+        .args(["script", "--no-inline", "-F", "comm,tid,ip,sym", "-i"])
         .arg(data)
         .output()
         .context("running perf script")?;
@@ -352,10 +369,10 @@ tokio-runtime-w 4260
         assert_eq!(s.len(), 4);
         assert_eq!(s[0].comm, "actix-rt|system");
         assert_eq!(s[0].frames[0], "_int_malloc");
-        assert_eq!(s[0].bucket(), Bucket::Persistence);
-        assert_eq!(s[1].bucket(), Bucket::Persistence);
-        assert_eq!(s[2].bucket(), Bucket::Events);
-        assert_eq!(s[3].bucket(), Bucket::Rest);
+        assert_eq!(s[0].charged().0, Bucket::Persistence);
+        assert_eq!(s[1].charged().0, Bucket::Persistence);
+        assert_eq!(s[2].charged().0, Bucket::Events);
+        assert_eq!(s[3].charged().0, Bucket::Rest);
         let p = summarise(&s, 3);
         assert_eq!(p.samples, 4);
         assert_eq!(
@@ -368,6 +385,14 @@ tokio-runtime-w 4260
         );
         assert_eq!(p.threads[0], ("actix-rt|system".to_owned(), 0.5));
         assert_eq!(p.top_persistence.len(), 2);
+        assert_eq!(
+            p.top_pipeline,
+            vec![
+                ("<exai_actors::event::Recorder>::record".to_owned(), 0.25),
+                ("exai_actors::journal::Journal::append".to_owned(), 0.25),
+                ("sqlite3VdbeExec".to_owned(), 0.25),
+            ]
+        );
     }
 
     #[test]

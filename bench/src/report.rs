@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::ingest::Ingest;
 use crate::loadgen::RunResult;
-use crate::vs_nginx::{self, Target};
+use crate::vs_nginx::{self, TargetGroup};
 
 /// One latency comparison: a gateway run against the baseline run beside it.
 #[derive(Debug, Clone)]
@@ -234,7 +234,7 @@ impl Report {
             s.push('\n');
         }
         if let Some(f) = &self.nginx {
-            vs_nginx::render(f, &mut s);
+            vs_nginx::render(f, &self.command, &mut s);
         }
         if !self.overhead.is_empty() {
             let _ = writeln!(
@@ -336,53 +336,15 @@ impl Report {
     fn targets(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "## DESIGN §9 targets\n\n| target | measured | met |\n|---|---|---|"
+            "{TARGETS_HEADING}\n\n| target | measured | met |\n|---|---|---|"
         );
         let mut line = |t: &str, m: String, ok: Option<bool>| {
-            let verdict = match ok {
-                Some(true) => "yes",
-                Some(false) => "**no**",
-                None => "not measured",
-            };
-            let _ = writeln!(s, "| {t} | {m} | {verdict} |");
+            let _ = writeln!(s, "{}", target_line(t, &m, ok));
         };
         let nginx = self.nginx.as_ref();
-        for (t, name) in [
-            (Target::ExaiSqlite, "SQLite"),
-            (Target::ExaiPostgres, "PostgreSQL"),
-        ] {
-            let added = nginx.and_then(|f| f.added(t));
-            line(
-                &format!(
-                    "added p50 ≤ 40 µs at concurrency 1 (/v1, cache off, {name}; vs nginx upstream direct)"
-                ),
-                added.map(|a| format!("{} µs", a.0)).unwrap_or_default(),
-                added.map(|a| a.0 <= 40),
-            );
-            line(
-                &format!("added p99 ≤ 250 µs at concurrency 1 (/v1, cache off, {name})"),
-                added.map(|a| format!("{} µs", a.1)).unwrap_or_default(),
-                added.map(|a| a.1 <= 250),
-            );
+        for (t, m, ok) in vs_nginx::targets(nginx, TargetGroup::Gateway) {
+            line(&t, m, ok);
         }
-        for (t, name) in [
-            (Target::ExaiSqlite, "SQLite"),
-            (Target::ExaiPostgres, "PostgreSQL"),
-        ] {
-            let r = nginx.and_then(|f| f.vs_hop(t));
-            line(
-                &format!("/v1 req/s at 32 connections ≥ 50 % of the nginx proxy hop ({name})"),
-                r.map(|r| format!("{:.0} %", r * 100.0)).unwrap_or_default(),
-                r.map(|r| r >= 0.5),
-            );
-        }
-        let hit = nginx.and_then(|f| f.vs_hop(Target::ExaiHit));
-        line(
-            "cache-hit req/s at 32 connections ≥ 100 % of the nginx proxy hop",
-            hit.map(|r| format!("{:.0} %", r * 100.0))
-                .unwrap_or_default(),
-            hit.map(|r| r >= 1.0),
-        );
         let pg = self
             .ingest
             .rows
@@ -415,18 +377,9 @@ impl Report {
         } else {
             line("flush cost flat from 10k to 10M rows", String::new(), None);
         }
-        let share = nginx.and_then(vs_nginx::Figures::persistence_share);
-        let rate = nginx
-            .and_then(|f| f.profile.as_ref())
-            .map(|p| p.achieved)
-            .unwrap_or(0.0);
-        line(
-            "persistence ≤ 10 % of exai's CPU at ~20k req/s (perf, §0)",
-            share
-                .map(|v| format!("{:.1} % at {rate:.0} req/s", v * 100.0))
-                .unwrap_or_default(),
-            share.map(|v| v <= 0.10),
-        );
+        for (t, m, ok) in vs_nginx::targets(nginx, TargetGroup::Persistence) {
+            line(&t, m, ok);
+        }
         let f = self.fanout.as_ref();
         line(
             "dashboard fan-out p99 ≤ 50 ms (1,000 clients)",
@@ -471,6 +424,61 @@ impl Report {
         }
         s.push('\n');
     }
+}
+
+/// One row of the targets table.
+pub fn target_line(target: &str, measured: &str, ok: Option<bool>) -> String {
+    let verdict = match ok {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "not measured",
+    };
+    format!("| {target} | {measured} | {verdict} |")
+}
+
+/// `doc` (a full report) with the nginx scenario's section and its rows of the targets table
+/// replaced by this run's (`--only nginx`). A report without them gets the section before its
+/// first numbered section and the rows at the end of its targets table; `None` when `doc` is
+/// not a report (no targets table).
+pub fn splice_nginx(doc: &str, f: &vs_nginx::Figures, command: &str) -> Option<String> {
+    let table = doc.find(TARGETS_HEADING)?;
+    let mut section = String::new();
+    vs_nginx::render(f, command, &mut section);
+    let section = section.trim_end();
+    let mut out = match marked(doc, vs_nginx::BEGIN, vs_nginx::END) {
+        Some(old) => doc.replacen(old, section, 1),
+        None => {
+            let at = doc[table..]
+                .find("\n## ")
+                .map_or(doc.len(), |t| table + t + 1);
+            format!("{}{section}\n\n{}", &doc[..at], &doc[at..])
+        }
+    };
+    for group in [TargetGroup::Gateway, TargetGroup::Persistence] {
+        for (t, m, ok) in vs_nginx::targets(Some(f), group) {
+            let prefix = format!("| {t} |");
+            let new = target_line(&t, &m, ok);
+            if let Some(old) = out.lines().find(|l| l.starts_with(&prefix)) {
+                out = out.replacen(old, &new, 1);
+            } else if let Some(at) = out.find(TARGETS_HEADING) {
+                // After the table's last row.
+                let rows = out[at..].find("|---|").map_or(at, |r| at + r);
+                let end = out[rows..].find("\n\n").map_or(out.len(), |e| rows + e);
+                out.insert_str(end, &format!("\n{new}"));
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The targets table's heading.
+const TARGETS_HEADING: &str = "## DESIGN §9 targets";
+
+/// The text from `begin` to `end` (both included), if `doc` has it.
+fn marked<'a>(doc: &'a str, begin: &str, end: &str) -> Option<&'a str> {
+    let at = doc.find(begin)?;
+    let to = doc[at..].find(end)? + at + end.len();
+    Some(&doc[at..to])
 }
 
 /// Where a 30-minute soak (`--soak-minutes 30` or more) writes its own result, so that the
@@ -618,6 +626,70 @@ mod tests {
             persisted,
             persisted_after_stop: persisted,
         }
+    }
+
+    fn nginx_figures(exai_p50: u64) -> vs_nginx::Figures {
+        use vs_nginx::{Median, Target};
+        let m = |p50, rps| Median {
+            p50,
+            p99: p50 * 3,
+            rps,
+            rps_range: (rps, rps),
+            errors: 0,
+        };
+        vs_nginx::Figures {
+            reps: 1,
+            secs: 2,
+            c1: vec![
+                (Target::Direct, m(60, 15000.0)),
+                (Target::Hop, m(70, 13000.0)),
+                (Target::ExaiSqlite, m(exai_p50, 4000.0)),
+                (Target::ExaiPostgres, m(exai_p50 + 10, 3800.0)),
+            ],
+            c32: vec![
+                (Target::Hop, m(400, 60000.0)),
+                (Target::ExaiSqlite, m(1000, 24000.0)),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_lone_nginx_run_replaces_its_section_and_target_rows_only() {
+        let mut full = Report::new(false, "scripts/bench");
+        full.nginx = Some(nginx_figures(160));
+        full.steady.push(soak(5.0, 100 * 1024, 104 * 1024, 10, 10));
+        let doc = full.render();
+        assert!(doc.contains("| 100 µs (160 vs 60 µs) | **no** |"), "{doc}");
+        assert!(doc.contains("| 40 % | **no** |"));
+
+        let again = splice_nginx(&doc, &nginx_figures(90), "scripts/bench --only nginx").unwrap();
+        assert!(again.contains("| 30 µs (90 vs 60 µs) | yes |"), "{again}");
+        assert!(!again.contains("160 vs 60"));
+        assert!(again.contains("Measured by `scripts/bench --only nginx`"));
+        assert_eq!(again.matches(vs_nginx::BEGIN).count(), 1);
+        // Everything outside the section and the target rows is as it was.
+        assert!(again.contains("zero events lost (soak)"));
+        assert!(again.starts_with("# exai benchmarks\n\nGenerated by `scripts/bench` on"));
+        assert!(splice_nginx("# no section here\n", &nginx_figures(90), "x").is_none());
+
+        // A report from before the scenario existed gets the section and the rows.
+        let old = "# exai benchmarks\n\n## DESIGN §9 targets\n\n| target | measured | met |\n|---|---|---|\n\
+                   | old target | 1 | yes |\n\n## 1. Gateway overhead\n\nrows\n";
+        let first = splice_nginx(old, &nginx_figures(90), "x").unwrap();
+        let (section, rows, one) = (
+            first.find(vs_nginx::BEGIN).unwrap(),
+            first.find("| 30 µs (90 vs 60 µs) | yes |").unwrap(),
+            first.find("## 1. Gateway").unwrap(),
+        );
+        assert!(
+            first.find("| old target |").unwrap() < rows && rows < section && section < one,
+            "{first}"
+        );
+        assert!(
+            first.contains("| old target | 1 | yes |\n| added p50"),
+            "{first}"
+        );
     }
 
     #[test]

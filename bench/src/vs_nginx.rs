@@ -137,6 +137,8 @@ pub struct Figures {
     pub profile: Option<ProfileRun>,
     /// Size of the canned answer, bytes.
     pub body_bytes: usize,
+    /// Quick mode.
+    pub quick: bool,
 }
 
 impl Figures {
@@ -289,6 +291,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Figures> {
             .collect(),
         profile: None,
         body_bytes: canned.len(),
+        quick: ctx.opts.quick,
     };
     // The profile: the other exai instances are stopped so only the profiled one runs.
     pg.stop(Duration::from_secs(30))?;
@@ -407,12 +410,85 @@ async fn profile_run(
     })
 }
 
-/// The report's section.
-pub fn render(f: &Figures, s: &mut String) {
+/// Start of the scenario's section in the report (`--only nginx` replaces it in place).
+pub const BEGIN: &str = "<!-- nginx:begin -->";
+/// End of the section.
+pub const END: &str = "<!-- nginx:end -->";
+
+/// Which rows of the targets table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetGroup {
+    /// Latency and throughput against nginx.
+    Gateway,
+    /// Persistence's share of CPU.
+    Persistence,
+}
+
+/// The targets table's rows this scenario measures: (target, measured, met).
+pub fn targets(f: Option<&Figures>, group: TargetGroup) -> Vec<(String, String, Option<bool>)> {
+    let mut out = Vec::new();
+    if group == TargetGroup::Persistence {
+        let share = f.and_then(Figures::persistence_share);
+        let rate = f
+            .and_then(|f| f.profile.as_ref())
+            .map_or(0.0, |p| p.achieved);
+        out.push((
+            "persistence ≤ 10 % of exai's CPU at ~20k req/s (perf, §0)".to_owned(),
+            share
+                .map(|v| format!("{:.1} % at {rate:.0} req/s", v * 100.0))
+                .unwrap_or_default(),
+            share.map(|v| v <= 0.10),
+        ));
+        return out;
+    }
+    for (t, name) in [
+        (Target::ExaiSqlite, "SQLite"),
+        (Target::ExaiPostgres, "PostgreSQL"),
+    ] {
+        let c1 = f.and_then(|f| Some((f.added(t)?, f.c1(t)?, f.c1(Target::Direct)?)));
+        out.push((
+            format!(
+                "added p50 ≤ 40 µs at concurrency 1 (/v1, cache off, {name}; vs nginx upstream direct)"
+            ),
+            c1.map(|(a, g, b)| format!("{} µs ({} vs {} µs)", a.0, g.p50, b.p50))
+                .unwrap_or_default(),
+            c1.map(|(a, _, _)| a.0 <= 40),
+        ));
+        out.push((
+            format!("added p99 ≤ 250 µs at concurrency 1 (/v1, cache off, {name})"),
+            c1.map(|(a, g, b)| format!("{} µs ({} vs {} µs)", a.1, g.p99, b.p99))
+                .unwrap_or_default(),
+            c1.map(|(a, _, _)| a.1 <= 250),
+        ));
+    }
+    for (t, name) in [
+        (Target::ExaiSqlite, "SQLite"),
+        (Target::ExaiPostgres, "PostgreSQL"),
+    ] {
+        let r = f.and_then(|f| f.vs_hop(t));
+        out.push((
+            format!("/v1 req/s at 32 connections ≥ 50 % of the nginx proxy hop ({name})"),
+            r.map(|r| format!("{:.0} %", r * 100.0)).unwrap_or_default(),
+            r.map(|r| r >= 0.5),
+        ));
+    }
+    let hit = f.and_then(|f| f.vs_hop(Target::ExaiHit));
+    out.push((
+        "cache-hit req/s at 32 connections ≥ 100 % of the nginx proxy hop".to_owned(),
+        hit.map(|r| format!("{:.0} %", r * 100.0))
+            .unwrap_or_default(),
+        hit.map(|r| r >= 1.0),
+    ));
+    out
+}
+
+/// The report's section, between [`BEGIN`] and [`END`].
+pub fn render(f: &Figures, command: &str, s: &mut String) {
+    let _ = writeln!(s, "{BEGIN}");
     let _ = writeln!(
         s,
         "## 0. Against nginx (wrk)\n\n\
-         nginx {} serves a canned chat completion ({} bytes, `POST /v1/chat/completions`) as the \
+         Measured by `{command}` on {}{}. nginx {} serves a canned chat completion ({} bytes, `POST /v1/chat/completions`) as the \
          upstream; a second nginx is a plain `proxy_pass` hop in front of it (keep-alive \
          connections to the upstream). exai runs `/v1` against the same upstream with the cache \
          off and persistence on (SQLite; PostgreSQL, its own database), and a third instance \
@@ -420,6 +496,12 @@ pub fn render(f: &Figures, s: &mut String) {
          thread and the same POST; each of {} repetitions measures every target for {} s in \
          turn (the order reversed on odd repetitions) and the tables give medians. wrk, both \
          nginx and exai share the machine's cores.\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        if f.quick {
+            " (quick mode: short runs, indicative only)"
+        } else {
+            ""
+        },
         nginx_version(),
         f.body_bytes,
         f.reps,
@@ -469,6 +551,7 @@ pub fn render(f: &Figures, s: &mut String) {
     if let Some(p) = &f.profile {
         render_profile(p, s);
     }
+    let _ = writeln!(s, "{END}\n");
 }
 
 fn render_profile(p: &ProfileRun, s: &mut String) {
@@ -507,6 +590,12 @@ fn render_profile(p: &ProfileRun, s: &mut String) {
                 };
                 let _ = writeln!(s, "| {name} | {:.1} % |", share * 100.0);
             }
+            symbols(
+                s,
+                "Pipeline functions charged (the innermost pipeline frame of each sample, with \
+                 what it called)",
+                &prof.top_pipeline,
+            );
             symbols(s, "Top symbols (self)", &prof.top_self);
             symbols(
                 s,
