@@ -250,15 +250,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Figures> {
         Target::ExaiHit,
     ];
     let reps = if ctx.opts.quick { 1 } else { 3 };
-    let secs = if ctx.opts.quick { 2 } else { 5 };
+    let secs = if ctx.opts.quick { 1 } else { 5 };
     let span = Duration::from_secs(secs);
 
     let wrk_run = |t: Target, conns: usize, d: Duration| {
         let (dir, url, p) = (dir.clone(), urls[&t].clone(), post_for(t));
         tokio::task::spawn_blocking(move || wrk::run(&dir, &url, &p, 1, conns, d))
     };
-    for t in c32_targets {
-        wrk_run(t, 4, Duration::from_secs(1)).await??;
+    if !ctx.opts.quick {
+        for t in c32_targets {
+            wrk_run(t, 4, Duration::from_secs(1)).await??;
+        }
     }
     let mut c1: HashMap<Target, Vec<WrkResult>> = HashMap::new();
     let mut c32: HashMap<Target, Vec<WrkResult>> = HashMap::new();
@@ -340,7 +342,7 @@ async fn profile_run(
     port: u16,
     rate: f64,
 ) -> anyhow::Result<ProfileRun> {
-    let secs: u64 = if ctx.opts.quick { 3 } else { 8 };
+    let secs: u64 = if ctx.opts.quick { 2 } else { 8 };
     let conns = 64;
     let pid = exai.pid();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -493,8 +495,8 @@ pub fn render(f: &Figures, command: &str, s: &mut String) {
          connections to the upstream). exai runs `/v1` against the same upstream with the cache \
          off and persistence on (SQLite; PostgreSQL, its own database), and a third instance \
          with the cache on answers the same prompt from L1. wrk drives every row with one \
-         thread and the same POST; each of {} repetitions measures every target for {} s in \
-         turn (the order reversed on odd repetitions) and the tables give medians. wrk, both \
+         thread and the same POST; after 1 s of warm-up each (not in quick mode), each of {} \
+         repetitions measures every target for {} s in turn (the order reversed on odd repetitions) and the tables give medians. wrk, both \
          nginx and exai share the machine's cores.\n",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         if f.quick {
