@@ -1397,7 +1397,7 @@ fn allowed_origins(r: &mut Reader<'_>) -> Vec<String> {
     };
     let mut origins = Vec::new();
     for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
-        match crate::http_guard::normalize_origin(item) {
+        match crate::http::origin::normalize_origin(item) {
             Some(origin) => origins.push(origin),
             None => r.error(
                 raw.key.clone(),

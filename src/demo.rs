@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::app::Application;
 use crate::config::{Config, ProviderConfig, ProviderKind};
-use crate::mock_upstream::{MockSettings, MockUpstream};
-use crate::startup::Application;
+use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 
 /// Name of the simulated provider.
 pub const DEMO_PROVIDER: &str = "demo";

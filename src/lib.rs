@@ -1,32 +1,26 @@
 //! exai: a gateway daemon for AI model providers.
 //!
 //! This crate is the HTTP and WebSocket layer, configuration, start-up and the CLI; the
-//! actors live in `exai-actors`.
+//! actors live in `exai-actors`, the mock upstream and the test helpers in `exai-testkit`. The
+//! module map is in `docs/architecture.md`.
 
-pub mod anthropic;
+pub mod app;
 pub mod auth;
 pub mod banner;
-pub mod chat;
 pub mod cli;
 pub mod config;
-pub mod dashboard_ws;
 pub mod demo;
 pub mod error;
 pub mod files;
 pub mod gateway;
-pub mod http_body;
-pub(crate) mod http_call;
-pub mod http_guard;
+pub mod http;
 pub mod lifecycle;
 pub mod mcp;
-pub mod mock_upstream;
-pub mod routes;
-pub mod startup;
-pub mod surface;
+pub mod service;
+pub mod state;
 pub mod telemetry;
 pub mod tools;
 pub mod ws;
-pub mod ws_glue;
 
 use std::process::ExitCode;
 
@@ -64,7 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 filter: std::env::var("EXAI_LOG").unwrap_or_else(|_| "warn".to_owned()),
                 format: config::LogFormat::Pretty,
             });
-            actix_rt::System::new().block_on(mock_upstream::run(
+            actix_rt::System::new().block_on(exai_testkit::mock_upstream::run(
                 port.or(cli.serve.port).unwrap_or(9090),
                 std::time::Duration::from_millis(latency_ms),
             ))?;
@@ -84,7 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
             telemetry::init(&config.log);
-            mcp::stdio::run_embedded(config)
+            mcp_embedded(config)
         }
         Some(Command::Demo(args)) => {
             let overrides = args.over(&cli.serve).overrides();
@@ -96,6 +90,43 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `exai mcp --embedded`: starts the gateway from `config` on its own thread (the caller
+/// chose a free loopback port), bridges stdio to it, and shuts it down when stdin ends.
+fn mcp_embedded(config: Config) -> anyhow::Result<std::process::ExitCode> {
+    use secrecy::ExposeSecret as _;
+    let token = config
+        .server
+        .token
+        .as_ref()
+        .map(|t| t.expose_secret().to_owned());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let gateway = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let app = match app::Application::build(config).await {
+                Ok(app) => app,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{e:#}")));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(Ok((app.addr(), app.shutdown_trigger())));
+            app.run_until_stopped().await
+        })
+    });
+    let (addr, trigger) = match rx.recv() {
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) => anyhow::bail!("the embedded gateway did not start: {e}"),
+        Err(_) => anyhow::bail!("the embedded gateway did not start"),
+    };
+    let code = mcp::stdio::run_to(format!("http://{addr}/mcp"), token);
+    trigger.trigger();
+    match gateway.join() {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!("the embedded gateway's thread panicked"),
+    }
+    code
 }
 
 /// Applies the embedded migrations to the configured database.
@@ -137,7 +168,7 @@ fn serve(file: Option<&std::path::Path>, cli: &CliOverrides) -> anyhow::Result<E
     };
     telemetry::init(&config.log);
     actix_rt::System::new().block_on(async move {
-        let app = startup::Application::build(config).await?;
+        let app = app::Application::build(config).await?;
         app.run_until_stopped().await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -19,7 +19,6 @@ mod loadgen;
 mod nginx;
 mod procs;
 mod profile;
-mod proxy;
 mod rawload;
 mod report;
 mod vs_nginx;
@@ -32,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use exai_testkit::proxy;
 use serde_json::Value;
 
 use clients::{WsClient, chat_body, post_chat};

@@ -16,7 +16,7 @@
 //! naming the supported versions; a header that contradicts the body `400` with `-32020`.
 //! When `EXAI_WS_TOKEN` is set every method needs `Authorization: Bearer` (`401` with
 //! `WWW-Authenticate: Bearer`). Origin and Host are checked app-wide by
-//! [`crate::http_guard`]; bodies are read through [`BodyBudget`].
+//! [`crate::http::guard`]; bodies are read through [`BodyBudget`].
 //!
 //! A call's task runs on this worker; dropping the response (the client closed the stream)
 //! or `notifications/cancelled` aborts it, which drops the upstream request and frees its
@@ -33,12 +33,13 @@ use rmcp::model::{ErrorCode, ErrorData};
 use serde_json::{Map, Value, json};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use super::protocol::{self, Era};
 use super::session::{MCP_SOURCE, RunningCall};
-use super::{Era, InFlight, McpState};
+use super::state::{InFlight, McpState};
 use crate::error::GatewayError;
 use crate::files::Cancellation;
-use crate::http_body::BodyBudget;
-use crate::surface::SurfaceState;
+use crate::http::body::BodyBudget;
+use crate::state::SurfaceState;
 use crate::tools::{Silent, Tool, ToolContext, ToolOutput};
 
 /// The session header.
@@ -71,7 +72,7 @@ fn rpc(status: StatusCode, body: &Value) -> HttpResponse {
 
 /// An HTTP error carrying a JSON-RPC error.
 fn rpc_error(status: StatusCode, id: Option<&Value>, error: &ErrorData) -> HttpResponse {
-    rpc(status, &super::error_response(id, error))
+    rpc(status, &protocol::error_response(id, error))
 }
 
 /// `400`, invalid params: `what` must carry its protocol version in `params._meta`.
@@ -79,11 +80,11 @@ fn meta_version_only(id: Option<&Value>, what: &str) -> HttpResponse {
     rpc_error(
         StatusCode::BAD_REQUEST,
         id,
-        &super::error_of(
+        &protocol::error_of(
             ErrorCode::INVALID_PARAMS,
             format!(
                 "Invalid params: {what} carries {} in params._meta",
-                super::META_PROTOCOL_VERSION
+                protocol::META_PROTOCOL_VERSION
             ),
         ),
     )
@@ -103,9 +104,9 @@ fn check_auth(surface: &SurfaceState, req: &HttpRequest) -> Result<(), HttpRespo
         .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"exai\""))
         .content_type("application/json")
         .body(
-            super::error_response(
+            protocol::error_response(
                 None,
-                &super::error_of(
+                &protocol::error_of(
                     ErrorCode::INVALID_REQUEST,
                     "missing or invalid bearer token (EXAI_WS_TOKEN)",
                 ),
@@ -137,7 +138,7 @@ async fn delete(
         return rpc_error(
             StatusCode::BAD_REQUEST,
             None,
-            &super::error_of(ErrorCode::INVALID_REQUEST, "Mcp-Session-Id header required"),
+            &protocol::error_of(ErrorCode::INVALID_REQUEST, "Mcp-Session-Id header required"),
         );
     };
     if mcp.sessions.close(id) {
@@ -152,7 +153,7 @@ fn session_not_found() -> HttpResponse {
     rpc_error(
         StatusCode::NOT_FOUND,
         None,
-        &super::error_of(
+        &protocol::error_of(
             ErrorCode(-32001),
             "Session not found: unknown or expired Mcp-Session-Id; initialize again",
         ),
@@ -169,7 +170,7 @@ fn meta_version(message: &Value) -> Option<&Value> {
     message
         .get("params")?
         .get("_meta")?
-        .get(super::META_PROTOCOL_VERSION)
+        .get(protocol::META_PROTOCOL_VERSION)
 }
 
 /// The era of a non-`initialize` message, or the HTTP answer refusing it.
@@ -187,17 +188,17 @@ fn resolve_era(
             return Err(rpc_error(
                 StatusCode::BAD_REQUEST,
                 id,
-                &super::error_of(
+                &protocol::error_of(
                     ErrorCode::INVALID_PARAMS,
                     "_meta protocolVersion must be a string",
                 ),
             ));
         };
-        if !super::STATELESS_VERSIONS.contains(&version) {
+        if !protocol::STATELESS_VERSIONS.contains(&version) {
             return Err(rpc_error(
                 StatusCode::BAD_REQUEST,
                 id,
-                &super::unsupported_version(version),
+                &protocol::unsupported_version(version),
             ));
         }
         if header_version != Some(version) {
@@ -223,14 +224,14 @@ fn resolve_era(
         });
     }
     if let Some(version) = header_version {
-        if !super::is_supported(version) {
+        if !protocol::is_supported(version) {
             return Err(rpc_error(
                 StatusCode::BAD_REQUEST,
                 id,
-                &super::unsupported_version(version),
+                &protocol::unsupported_version(version),
             ));
         }
-        if super::STATELESS_VERSIONS.contains(&version) && id.is_some() {
+        if protocol::STATELESS_VERSIONS.contains(&version) && id.is_some() {
             return Err(meta_version_only(id, &format!("a {version} request")));
         }
     }
@@ -241,7 +242,7 @@ fn resolve_era(
         return Err(rpc_error(
             StatusCode::BAD_REQUEST,
             id,
-            &super::error_of(
+            &protocol::error_of(
                 ErrorCode::INVALID_REQUEST,
                 "Bad Request: Mcp-Session-Id header required (initialize first), or use \
                  protocol 2026-07-28 with per-request _meta",
@@ -261,7 +262,7 @@ fn mismatch(id: Option<&Value>, message: &str) -> HttpResponse {
     rpc_error(
         StatusCode::BAD_REQUEST,
         id,
-        &super::error_of(ErrorCode::HEADER_MISMATCH, message),
+        &protocol::error_of(ErrorCode::HEADER_MISMATCH, message),
     )
 }
 
@@ -322,22 +323,25 @@ async fn post(
             } else {
                 json!({})
             };
-            rpc(StatusCode::OK, &super::response(&id, result))
+            rpc(StatusCode::OK, &protocol::response(&id, result))
         }
         "tools/list" => rpc(
             StatusCode::OK,
-            &super::response(&id, super::list_tools_result(surface.tools.listing(), &era)),
+            &protocol::response(
+                &id,
+                protocol::list_tools_result(crate::tools::registry().listing(), &era),
+            ),
         ),
         "server/discover" => rpc(
             StatusCode::OK,
-            &super::response(&id, super::discover_result()),
+            &protocol::response(&id, protocol::discover_result()),
         ),
         "tools/call" => call(&req, surface, mcp, era, id, &params).await,
         other => rpc(
             StatusCode::OK,
-            &super::error_response(
+            &protocol::error_response(
                 Some(&id),
-                &super::error_of(
+                &protocol::error_of(
                     ErrorCode::METHOD_NOT_FOUND,
                     format!("Method not found: {}", crate::tools::truncate(other, 64)),
                 ),
@@ -356,7 +360,7 @@ fn initialize(mcp: &McpState, message: &Value, id: Option<&Value>) -> HttpRespon
         );
     };
     let params = &message["params"];
-    let (version, result) = super::initialize_result(params["protocolVersion"].as_str());
+    let (version, result) = protocol::initialize_result(params["protocolVersion"].as_str());
     let client = params["clientInfo"]["name"].as_str();
     match mcp.sessions.open(&version, client) {
         Ok(session) => {
@@ -364,12 +368,12 @@ fn initialize(mcp: &McpState, message: &Value, id: Option<&Value>) -> HttpRespon
             HttpResponse::Ok()
                 .insert_header((SESSION_HEADER, session))
                 .content_type("application/json")
-                .body(super::response(id, result).to_string())
+                .body(protocol::response(id, result).to_string())
         }
         Err(super::session::Full(max)) => rpc_error(
             StatusCode::SERVICE_UNAVAILABLE,
             Some(id),
-            &super::error_of(
+            &protocol::error_of(
                 ErrorCode::INTERNAL_ERROR,
                 format!(
                     "too many MCP sessions ({max}, EXAI_MCP_MAX_SESSIONS), all with calls running"
@@ -402,13 +406,13 @@ async fn call(
     id: Value,
     params: &Value,
 ) -> HttpResponse {
-    let ok = |result: Value| rpc(StatusCode::OK, &super::response(&id, result));
+    let ok = |result: Value| rpc(StatusCode::OK, &protocol::response(&id, result));
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return rpc(
             StatusCode::OK,
-            &super::error_response(
+            &protocol::error_response(
                 Some(&id),
-                &super::error_of(ErrorCode::INVALID_PARAMS, "params.name must be a string"),
+                &protocol::error_of(ErrorCode::INVALID_PARAMS, "params.name must be a string"),
             ),
         );
     };
@@ -418,9 +422,9 @@ async fn call(
         Some(_) => {
             return rpc(
                 StatusCode::OK,
-                &super::error_response(
+                &protocol::error_response(
                     Some(&id),
-                    &super::error_of(
+                    &protocol::error_of(
                         ErrorCode::INVALID_PARAMS,
                         "params.arguments must be an object",
                     ),
@@ -428,25 +432,25 @@ async fn call(
             );
         }
     };
-    let tool = match surface.tools.prepare(name, &arguments) {
+    let tool = match crate::tools::registry().prepare(name, &arguments) {
         Ok(tool) => tool,
         Err(GatewayError::ToolNotFound(name)) => {
             return rpc(
                 StatusCode::OK,
-                &super::error_response(
+                &protocol::error_response(
                     Some(&id),
-                    &super::error_of(ErrorCode::INVALID_PARAMS, format!("Unknown tool: {name}")),
+                    &protocol::error_of(ErrorCode::INVALID_PARAMS, format!("Unknown tool: {name}")),
                 ),
             );
         }
         Err(error) => {
             record(&surface, &era, name, Duration::ZERO, Err(&error), None);
-            return ok(super::call_error(&error, &era));
+            return ok(protocol::call_error(&error, &era));
         }
     };
     if *surface.shutdown.borrow() {
         let error = GatewayError::Unavailable("the server is shutting down".to_owned());
-        return ok(super::call_error(&error, &era));
+        return ok(protocol::call_error(&error, &era));
     }
     let Ok(permit) = surface.ws_inflight.clone().try_acquire_owned() else {
         let max = surface.limits.global_max_inflight;
@@ -461,7 +465,7 @@ async fn call(
             Err(&error),
             None,
         );
-        return ok(super::call_error(&error, &era));
+        return ok(protocol::call_error(&error, &era));
     };
     let token = params
         .get("_meta")
@@ -498,9 +502,9 @@ async fn call(
             task.abort();
             return rpc(
                 StatusCode::OK,
-                &super::error_response(
+                &protocol::error_response(
                     Some(&id),
-                    &super::error_of(
+                    &protocol::error_of(
                         ErrorCode::INVALID_REQUEST,
                         "a call with this id is already running in this session",
                     ),
@@ -662,6 +666,7 @@ async fn run_call(task: CallTask) {
     let request_id = format!("mcp-{}", uuid::Uuid::now_v7().simple());
     let context = ToolContext {
         services: &surface,
+        tools: crate::tools::registry(),
         request_id: &request_id,
         progress: &Silent,
         cancel,
@@ -675,7 +680,7 @@ async fn run_call(task: CallTask) {
         || {
             ticks += 1;
             let frame = match &token {
-                Some(token) => Frame::Message(super::progress(
+                Some(token) => Frame::Message(protocol::progress(
                     token,
                     ticks as f64,
                     &format!("{name} running for {} ms", started.elapsed().as_millis()),
@@ -696,8 +701,8 @@ async fn run_call(task: CallTask) {
     drop(permit);
     let latency = started.elapsed();
     let body = match &result {
-        Ok(out) => super::call_result(&out.text, &era),
-        Err(error) => super::call_error(error, &era),
+        Ok(out) => protocol::call_result(&out.text, &era),
+        Err(error) => protocol::call_error(error, &era),
     };
     record(&surface, &era, name, latency, result.as_ref(), None);
     // Per call, so `debug` (DESIGN §1 rule 5), as on /ws.
@@ -713,5 +718,5 @@ async fn run_call(task: CallTask) {
         mcp.sessions.end_call(session, &key);
     }
     drop(in_flight);
-    let _ = tx.send(Frame::Message(super::response(&id, body))).await;
+    let _ = tx.send(Frame::Message(protocol::response(&id, body))).await;
 }

@@ -54,50 +54,15 @@ pub fn run(url: Option<String>) -> anyhow::Result<std::process::ExitCode> {
     let token = std::env::var("EXAI_WS_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(bridge(url.unwrap_or_else(default_url), token))
+    run_to(url.unwrap_or_else(default_url), token)
 }
 
-/// `exai mcp --embedded`: starts the gateway from `config` on its own thread (the caller
-/// chose a free loopback port), bridges stdio to it, and shuts it down when stdin ends.
-pub fn run_embedded(config: crate::config::Config) -> anyhow::Result<std::process::ExitCode> {
-    use secrecy::ExposeSecret as _;
-    let token = config
-        .server
-        .token
-        .as_ref()
-        .map(|t| t.expose_secret().to_owned());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let gateway = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let app = match crate::startup::Application::build(config).await {
-                Ok(app) => app,
-                Err(e) => {
-                    let _ = tx.send(Err(format!("{e:#}")));
-                    return Ok(());
-                }
-            };
-            let _ = tx.send(Ok((app.addr(), app.shutdown_trigger())));
-            app.run_until_stopped().await
-        })
-    });
-    let (addr, trigger) = match rx.recv() {
-        Ok(Ok(started)) => started,
-        Ok(Err(e)) => anyhow::bail!("the embedded gateway did not start: {e}"),
-        Err(_) => anyhow::bail!("the embedded gateway did not start"),
-    };
+/// Bridges stdio to the `/mcp` at `url` (with `token`, if any) until stdin ends.
+pub fn run_to(url: String, token: Option<String>) -> anyhow::Result<std::process::ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let code = rt.block_on(bridge(format!("http://{addr}/mcp"), token));
-    trigger.trigger();
-    match gateway.join() {
-        Ok(result) => result?,
-        Err(_) => anyhow::bail!("the embedded gateway's thread panicked"),
-    }
-    code
+    rt.block_on(bridge(url, token))
 }
 
 async fn bridge(url: String, token: Option<String>) -> anyhow::Result<std::process::ExitCode> {
@@ -229,7 +194,7 @@ async fn forward(bridge: &Bridge, message: Value) {
     if let Some(token) = &bridge.token {
         post = post.bearer_auth(token);
     }
-    let meta_version = message["params"]["_meta"][super::META_PROTOCOL_VERSION]
+    let meta_version = message["params"]["_meta"][super::protocol::META_PROTOCOL_VERSION]
         .as_str()
         .map(str::to_owned);
     if let Some(version) = &meta_version {

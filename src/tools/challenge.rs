@@ -5,7 +5,7 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value, json};
 
 use super::args::Args;
-use super::{Tool, ToolContext, ToolOutput};
+use super::tool::{Tool, ToolContext, ToolOutput};
 use crate::error::GatewayError;
 
 /// The `challenge` tool.

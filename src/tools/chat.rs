@@ -2,7 +2,7 @@
 //! with `files` (their text, read under the file roots) and `images` (paths under the roots or
 //! data URLs, sent as OpenAI `image_url` content parts).
 //!
-//! It goes through the shared chat path ([`crate::chat::ChatService`]), the same one
+//! It goes through the shared chat path ([`crate::service::ChatService`]), the same one
 //! `/v1/chat/completions` uses. The helpers that read files and images are shared with the
 //! workflow tools.
 
@@ -13,10 +13,10 @@ use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value, json};
 
-use super::{Tool, ToolContext, ToolOutput};
-use crate::chat::{content_of, delta_of};
+use super::tool::{Tool, ToolContext, ToolOutput};
 use crate::error::GatewayError;
 use crate::files::{Cancellation, FileRoots, Gathered};
+use crate::service::{content_of, delta_of};
 
 /// Largest `max_tokens` accepted.
 pub const MAX_TOKENS_LIMIT: u64 = 1_000_000;

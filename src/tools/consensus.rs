@@ -6,13 +6,10 @@
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
+use super::tool::{ToolContext, ToolOutput};
 use super::workflow::specs::Spec;
-use super::workflow::{Collected, StepArgs, ask, materials, render_work, request};
-use super::{ToolContext, ToolOutput};
+use super::workflow::step::{Collected, StepArgs, ask, materials, render_work, request};
 use crate::error::GatewayError;
-
-/// Models one consensus may ask.
-pub const MAX_MODELS: u64 = 8;
 
 /// The synthesiser's role.
 const SYNTHESIS_PROMPT: &str = "You moderate a panel of consultants who evaluated the same \

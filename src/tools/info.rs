@@ -11,9 +11,9 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value, json};
 
 use super::args::Args;
-use super::{Tool, ToolContext, ToolOutput, no_arguments};
+use super::tool::{Tool, ToolContext, ToolOutput, no_arguments};
 use crate::error::GatewayError;
-use crate::surface::SurfaceState;
+use crate::state::SurfaceState;
 
 /// Events `activity` returns by default.
 pub const ACTIVITY_DEFAULT_LIMIT: u64 = 50;
@@ -105,14 +105,15 @@ impl Tool for Info {
         args: Map<String, Value>,
     ) -> LocalBoxFuture<'a, Result<ToolOutput, GatewayError>> {
         let state = ctx.services;
+        let tools = ctx.tools;
         Box::pin(async move {
             match self {
                 Self::ListModels => Ok(list_models(state).await),
                 Self::Version => Ok(ToolOutput::json(&json!({
                     "name": "exai",
                     "version": env!("CARGO_PKG_VERSION"),
-                    "protocol": super::PROTOCOL,
-                    "tools": state.tools.names(),
+                    "protocol": super::tool::PROTOCOL,
+                    "tools": tools.names(),
                 }))),
                 Self::Status => Ok(status(state)),
                 Self::ProviderCapabilities => Ok(provider_capabilities(state).await),

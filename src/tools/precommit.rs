@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::io::AsyncReadExt as _;
 
-use super::ToolContext;
+use super::tool::ToolContext;
 use crate::error::GatewayError;
 
 /// Longest one git command may run.

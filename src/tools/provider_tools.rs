@@ -11,9 +11,9 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value, json};
 
 use super::args::Args;
-use super::{Tool, ToolContext, ToolOutput};
+use super::tool::{Tool, ToolContext, ToolOutput};
 use crate::error::GatewayError;
-use crate::surface::SurfaceState;
+use crate::state::SurfaceState;
 
 /// Results GLM's web search returns at most.
 pub const MAX_SEARCH_RESULTS: u64 = 50;

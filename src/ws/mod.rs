@@ -4,10 +4,13 @@
 //!
 //! - [`protocol`]: frames in and out;
 //! - [`session`]: the per-connection actor;
-//! - [`limits`]: limits, token buckets, connection tracking.
+//! - [`limits`]: limits, token buckets, connection tracking;
+//! - [`glue`]: the only file that names `actix-web-actors` (also used by `/ws/dashboard`).
 //!
-//! The tools themselves live in [`crate::tools`]; a session dispatches through its registry.
+//! The tools themselves live in [`crate::tools`]; a session dispatches through its registry
+//! ([`crate::tools::registry`]).
 
+pub mod glue;
 pub mod limits;
 pub mod protocol;
 pub mod session;
@@ -17,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 
-use crate::surface::SurfaceState;
+use crate::state::SurfaceState;
 use session::Session;
 
 /// Upgrades the connection and starts a session. The connection limit is checked here; a
@@ -32,7 +35,7 @@ pub async fn upgrade(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     let admission = state.connections.admit(peer);
     let frame_limit = state.limits.codec_frame_limit();
-    crate::ws_glue::start(
+    glue::start(
         Session::new(state, peer, admission),
         &req,
         payload,

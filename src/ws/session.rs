@@ -3,7 +3,7 @@
 //! **Owns:** the handshake state, the session's running calls (request id → task), its
 //! token bucket, its place in the connection tracker, and a partial fragmented message.
 //!
-//! **Receives:** client frames (as a stream, through [`crate::ws_glue`]); [`Outbound`] frames
+//! **Receives:** client frames (as a stream, through [`crate::ws::glue`]); [`Outbound`] frames
 //! and [`CallFinished`] results from its call tasks.
 //!
 //! **Lifecycle:** `started` closes at once with 1008 when the connection limit refused the
@@ -32,9 +32,12 @@ use super::limits::{ConnectionGuard, Refusal, TokenBucket};
 use super::protocol::{self, CallId, ReplyIds, Request};
 use crate::error::GatewayError;
 use crate::files::Cancellation;
-use crate::surface::{SurfaceState, WS_SOURCE};
+use crate::state::SurfaceState;
 use crate::tools::{Progress, Tool, ToolContext};
-use crate::ws_glue::{CloseCode, CloseReason, WsContext, WsItem, WsMessage, WsProtocolError};
+use crate::ws::glue::{CloseCode, CloseReason, WsContext, WsItem, WsMessage, WsProtocolError};
+
+/// `source` of the events `/ws` records.
+pub const WS_SOURCE: &str = "ws";
 
 /// A frame for the client, from a call task.
 #[derive(Message)]
@@ -259,7 +262,10 @@ impl Session {
             )),
             Ok(Request::Ping { ids }) => ctx.text(protocol::pong(&ids)),
             Ok(Request::ListTools { ids }) => {
-                ctx.text(protocol::list_tools_res(&ids, self.state.tools.listing()));
+                ctx.text(protocol::list_tools_res(
+                    &ids,
+                    crate::tools::registry().listing(),
+                ));
             }
             Ok(Request::Cancel { request_id, ids }) => self.cancel(&request_id, &ids, ctx),
             Ok(Request::CallTool {
@@ -289,7 +295,7 @@ impl Session {
             ctx.text(protocol::call_tool_err(&call, &error));
             return;
         }
-        let tool = match self.state.tools.prepare(name, &arguments) {
+        let tool = match crate::tools::registry().prepare(name, &arguments) {
             Ok(tool) => tool,
             Err(error) => {
                 let tool = crate::tools::normalise(name);
@@ -687,6 +693,7 @@ async fn run_call(task: CallTask) {
     };
     let context = ToolContext {
         services: &state,
+        tools: crate::tools::registry(),
         request_id: &request_id,
         progress: &reporter,
         cancel,

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use exai::mock_upstream::{MockSettings, MockUpstream};
+use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually, spawn_app_with};

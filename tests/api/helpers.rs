@@ -1,20 +1,20 @@
-//! Test harness: an app on a random port with its own data directory, plus helpers for the
+//! Test harness: an app on a random port with its own data directory, and the `exai` binary.
+//! The helpers that know nothing of exai (ports, clients, polling, PostgreSQL) live in
+//! `exai-testkit` and are re-exported here.
 #![allow(dead_code)]
-//! real PostgreSQL and Redis and for running the `exai` binary.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use exai::app::{Application, ShutdownTrigger};
 use exai::config::{CliOverrides, Config, Sources};
-use exai::startup::{Application, ShutdownTrigger};
 use serde_json::Value;
 
-/// PostgreSQL server every test shares (each test makes its own database).
-pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// Redis server every test shares (each test uses its own key prefix).
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub use exai_testkit::helpers::{
+    PG_ADMIN_URL, REDIS_URL, TestDb, eventually, free_port, http, http_builder,
+};
 
 /// Settings that keep tests fast: quick liveness checks and restarts.
 pub const FAST_ENV: &[(&str, &str)] = &[
@@ -26,18 +26,6 @@ pub const FAST_ENV: &[(&str, &str)] = &[
     ("EXAI_METRICS_FLUSH_INTERVAL_MS", "100"),
     ("EXAI_LOG", "warn"),
 ];
-
-/// An HTTP client builder. reqwest is built without a default TLS provider (exai installs
-/// ring at start-up), so install it here too before any client is built.
-pub fn http_builder() -> reqwest::ClientBuilder {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-}
-
-/// A plain HTTP client.
-pub fn http() -> reqwest::Client {
-    http_builder().build().unwrap()
-}
 
 /// A running app.
 pub struct TestApp {
@@ -170,94 +158,6 @@ pub async fn spawn_app_with(env: &[(&str, &str)], toml_text: Option<&str>) -> Te
         dir,
         thread: Some(thread),
     }
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, or panics after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A fresh PostgreSQL database for one test, dropped when the guard is dropped.
-pub struct TestDb {
-    /// Its URL.
-    pub url: String,
-    /// Its name.
-    pub name: String,
-}
-
-impl TestDb {
-    /// Creates `exai_t_<uuid>`. Fails loudly when PostgreSQL is unreachable.
-    pub async fn create() -> TestDb {
-        use sqlx::Connection;
-        let name = format!("exai_t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL at {PG_ADMIN_URL} is required for this test: {e}")
-            });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        TestDb {
-            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-            name,
-        }
-    }
-
-    /// The same database reached through another host:port (a proxy).
-    pub fn url_via(&self, addr: SocketAddr) -> String {
-        format!("postgres://postgres@{addr}/{}", self.name)
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Dropping needs async; do it on a throwaway runtime so any test runtime works.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// A free loopback TCP port (bound, then let go) for a child process to listen on.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The `exai` binary built for these tests.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestDb, eventually, exai_bin, free_port, http};
 use crate::proxy::TcpProxy;
 use crate::ws::mock;
-use exai::mock_upstream::MockUpstream;
+use exai_testkit::mock_upstream::MockUpstream;
 
 /// Concurrent clients per round.
 const CLIENTS: usize = 6;

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use exai::mock_upstream::{MockSettings, MockUpstream};
 use exai_actors::breaker::{BreakerSettings, BreakerState};
 use exai_actors::event::{Event, Recorder};
 use exai_actors::health::{HealthBoard, Status};
@@ -13,6 +12,7 @@ use exai_actors::provider::{
     TimeoutKind, health_component,
 };
 use exai_actors::retry::RetryPolicy;
+use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 use futures_util::StreamExt as _;
 use secrecy::SecretString;
 use serde_json::{Value, json};

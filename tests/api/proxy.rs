@@ -1,10 +1,7 @@
-//! The cuttable TCP proxy, shared with the benchmark harness (one source of truth).
+//! The cuttable TCP proxy of `exai-testkit` (shared with the benchmark harness).
 #![allow(dead_code)]
 
-#[path = "../../bench/src/proxy.rs"]
-mod shared;
-
-pub use shared::TcpProxy as Inner;
+pub use exai_testkit::proxy::TcpProxy as Inner;
 
 /// Test-friendly wrapper: panics instead of returning errors.
 pub struct TcpProxy(Inner);

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use exai::mock_upstream::{MockSettings, MockUpstream};
 use exai_actors::breaker::BreakerState;
 use exai_actors::provider::{ProviderError, ProviderKind};
 use exai_actors::registry::{
     ListModels, ModelSource, Register, Registry, RegistryHandle, RegistrySettings, Resolve,
     StartupComplete,
 };
+use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 

@@ -8,7 +8,7 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use exai::mock_upstream::MockUpstream;
+use exai_testkit::mock_upstream::MockUpstream;
 
 use crate::helpers::TestApp;
 use crate::ws::{Ws, app_with_mock, connect, mock, send};

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use exai::mock_upstream::{MockUpstream, RecordedRequest};
+use exai_testkit::mock_upstream::{MockUpstream, RecordedRequest};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app_with};

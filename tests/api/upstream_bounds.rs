@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use exai::mock_upstream::QUOTA_MESSAGE;
+use exai_testkit::mock_upstream::QUOTA_MESSAGE;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 

@@ -4,6 +4,9 @@
 
 use serde_json::{Value, json};
 
+/// Models one consensus may ask.
+pub const MAX_MODELS: u64 = 8;
+
 /// One workflow tool's definition.
 #[derive(Debug)]
 pub struct Spec {
@@ -333,7 +336,7 @@ const CONSENSUS: Spec = Spec {
         json!({
             "models": {
                 "type": "array",
-                "maxItems": crate::tools::consensus::MAX_MODELS,
+                "maxItems": MAX_MODELS,
                 "description": "The panel: each model with its stance",
                 "items": {
                     "type": "object",

@@ -8,7 +8,7 @@ use exai_actors::supervisor::{FAULT_INJECTION, inject_fault};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Makes the named actor panic or hang.
 async fn fault(state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {

@@ -87,7 +87,7 @@ impl BodyError {
             Self::Busy { .. } => "server_error",
             _ => "invalid_request_error",
         };
-        let mut response = crate::http_guard::refusal(
+        let mut response = crate::http::guard::refusal(
             self.status(),
             kind,
             self.code(),

@@ -1,34 +1,80 @@
-//! State shared by the two client surfaces, `/ws` (the EXAI tool protocol) and `/v1` (the
-//! OpenAI-compatible API), and the one function that registers both.
+//! The state routes share, built once in start-up ([`crate::app`]): [`AppState`] for the
+//! operational routes (health, history, metrics, dashboard, debug) and [`SurfaceState`] for
+//! the client surfaces (`/ws`, `/v1`, `/v1/messages`, `/mcp`) and the tools they call.
 //!
-//! Built once in start-up and registered as `web::Data<SurfaceState>`; every field is a
-//! cheap handle, so all workers share one set of limits, counters and conversations.
+//! A leaf: routes depend on it, it depends on no route. Each is registered as `web::Data`;
+//! every field is a cheap handle, so all workers share one set of limits, counters and
+//! conversations.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use actix::Addr;
 use actix_web::web;
 use exai_actors::cache::CacheHandle;
 use exai_actors::dispatch::Dispatcher;
 use exai_actors::event::Recorder;
-use exai_actors::health::HealthBoard;
+use exai_actors::health::{HealthBoard, Status};
+use exai_actors::metrics_buffer::MetricsPipeline;
+use exai_actors::store::EventStore;
+use exai_actors::supervisor::Supervisor;
 use secrecy::SecretString;
+use serde_json::json;
 use tokio::sync::Semaphore;
 
-use exai_actors::store::EventStore;
-
-use crate::chat::ChatService;
 use crate::config::Config;
 use crate::files::FileRoots;
 use crate::lifecycle::Lifecycle;
-use crate::tools::Registry;
+use crate::service::ChatService;
 use crate::tools::conversation::ConversationStore;
 use crate::ws::limits::{ConnectionTracker, WsLimits};
 
-/// `source` of the events the surfaces record for `/ws`.
-pub const WS_SOURCE: &str = "ws";
-/// `source` of the events the surfaces record for `/v1`.
-pub const V1_SOURCE: &str = "v1";
+/// Shared state every operational route sees.
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Actor and component health.
+    pub health: HealthBoard,
+    /// The one recording API.
+    pub recorder: Recorder,
+    /// Readiness and shutdown flags.
+    pub lifecycle: Arc<Lifecycle>,
+    /// The root actor.
+    pub supervisor: Addr<Supervisor>,
+    /// The event pipeline (flusher state, journal).
+    pub pipeline: MetricsPipeline,
+    /// Where events are persisted; history queries read it.
+    pub store: Arc<dyn EventStore>,
+    /// The client surfaces (`/ws`, `/v1`); shutdown drains their sessions.
+    pub surface: web::Data<SurfaceState>,
+}
+
+/// The `/health` document (also served by the `health` tool) and its overall status.
+pub fn health_document(
+    health: &HealthBoard,
+    recorder: &Recorder,
+    instance: &str,
+    lifecycle: Option<&Lifecycle>,
+) -> (Status, serde_json::Value) {
+    let snapshot = health.snapshot();
+    let mut components = serde_json::to_value(&snapshot.components).unwrap_or_default();
+    if let Some(map) = components.as_object_mut() {
+        // The recording queue itself: what was recorded, what waits, what overflowed.
+        let mut events = serde_json::to_value(recorder.stats()).unwrap_or_default();
+        events["status"] = json!("ok");
+        map.insert("events".to_owned(), events);
+    }
+    let body = json!({
+        "status": snapshot.status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "instance": instance,
+        "uptime_s": lifecycle.map(Lifecycle::uptime_s),
+        "shutting_down": lifecycle.is_some_and(Lifecycle::is_shutting_down),
+        "actors": snapshot.actors,
+        "components": components,
+    });
+    (snapshot.status, body)
+}
 
 /// Everything `/ws` and `/v1` need.
 pub struct SurfaceState {
@@ -52,8 +98,6 @@ pub struct SurfaceState {
     pub(crate) v1_max_inflight: usize,
     /// Conversation threads of the tools, by `continuation_id`.
     pub(crate) conversations: ConversationStore,
-    /// Every tool, for every surface.
-    pub(crate) tools: Registry,
     /// Where tools may read files, and how much per call.
     pub(crate) files: FileRoots,
     /// The event store, for the `activity` tool (absent in servers built without one).
@@ -122,7 +166,6 @@ impl SurfaceState {
                 limits.conversation_ttl,
                 limits.conversation_max_messages,
             ),
-            tools: Registry::new(),
             files: FileRoots::new(config.tools.file_roots.clone(), config.tools.file_max_bytes),
             history: None,
             lifecycle: None,
@@ -142,8 +185,8 @@ impl SurfaceState {
     }
 
     /// The `/health` document and its overall status.
-    pub fn health_document(&self) -> (exai_actors::health::Status, serde_json::Value) {
-        crate::routes::health::document(
+    pub fn health_document(&self) -> (Status, serde_json::Value) {
+        health_document(
             &self.health,
             &self.recorder,
             &self.instance,
@@ -185,12 +228,4 @@ impl SurfaceState {
     pub fn v1_in_flight(&self) -> usize {
         self.v1_inflight.load(Ordering::Relaxed)
     }
-}
-
-/// Registers `/ws` (and the WebSocket upgrade of `/`) and `/v1`. Register it before any
-/// other `/` route: a plain `GET /` falls through to the next matching resource.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    crate::ws::configure(cfg);
-    crate::routes::v1::configure(cfg);
-    crate::anthropic::configure(cfg);
 }

@@ -25,7 +25,7 @@
 //! `/v1`, `{"error","param"}` elsewhere.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -35,6 +35,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use super::origin::{host_name, ip_literal, normalize_origin, url_host};
 use crate::config::ServerConfig;
 
 /// Headers a cross-origin page may send (answered in preflights).
@@ -48,55 +49,6 @@ pub const EXPOSED_HEADERS: &str = "x-exai-cache, x-exai-cache-age-ms, x-exai-pro
      x-request-id, mcp-session-id, retry-after";
 /// How long a browser may cache a preflight answer, seconds.
 pub const PREFLIGHT_MAX_AGE: &str = "600";
-
-/// `scheme://host[:port]` of an origin, lower-cased, the default port left out; `None` for
-/// anything that is not an `http(s)` origin (a path, a query, `null`).
-pub fn normalize_origin(text: &str) -> Option<String> {
-    let url = url::Url::parse(text.trim()).ok()?;
-    if !matches!(url.scheme(), "http" | "https")
-        || url.host().is_none()
-        || !url.username().is_empty()
-        || url.password().is_some()
-        || url.path() != "/"
-        || url.query().is_some()
-        || url.fragment().is_some()
-    {
-        return None;
-    }
-    let serialized = url.origin().ascii_serialization();
-    (serialized != "null").then_some(serialized)
-}
-
-/// The host part of a `Host` header (`[::1]` keeps its brackets), lower-cased, with any
-/// port and trailing dot removed.
-fn host_name(host: &str) -> String {
-    let host = host.trim();
-    let name = if host.starts_with('[') {
-        host.find(']').map_or(host, |end| &host[..=end])
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        }
-    };
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// The IP address a host name spells, if it is an IP literal.
-fn ip_literal(name: &str) -> Option<IpAddr> {
-    name.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()
-}
-
-/// How a bound IP is written in a URL or a `Host` header.
-fn url_host(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
 
 /// Who may talk to exai from a browser, and under which `Host` names.
 #[derive(Debug, Clone)]
@@ -369,27 +321,6 @@ mod tests {
             .map(|o| normalize_origin(o).unwrap())
             .collect();
         OriginPolicy::with(token, &listed, bound.parse().unwrap())
-    }
-
-    #[test]
-    fn origins_are_normalised() {
-        assert_eq!(
-            normalize_origin("HTTP://LocalHost:80").as_deref(),
-            Some("http://localhost")
-        );
-        assert_eq!(
-            normalize_origin("https://a.example:8443/").as_deref(),
-            Some("https://a.example:8443")
-        );
-        for bad in [
-            "null",
-            "file:///x",
-            "https://a.example/path",
-            "a.example",
-            "",
-        ] {
-            assert_eq!(normalize_origin(bad), None, "{bad}");
-        }
     }
 
     #[test]

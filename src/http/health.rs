@@ -1,16 +1,14 @@
 //! `GET /health`, `/health/live` and `/health/ready` (DESIGN §7).
 
 use actix_web::{HttpResponse, web};
-use exai_actors::event::Recorder;
-use exai_actors::health::{HealthBoard, Status};
+use exai_actors::health::Status;
 use serde_json::json;
 
-use crate::lifecycle::Lifecycle;
-use crate::startup::AppState;
+use crate::state::{AppState, health_document};
 
 /// Overall status plus per-actor and per-component detail; 503 when unhealthy.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let (status, body) = document(
+    let (status, body) = health_document(
         &state.health,
         &state.recorder,
         &state.config.instance,
@@ -20,33 +18,6 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         Status::Ok | Status::Degraded => HttpResponse::Ok().json(body),
         Status::Unhealthy => HttpResponse::ServiceUnavailable().json(body),
     }
-}
-
-/// The `/health` document (also served by the `health` tool) and its overall status.
-pub fn document(
-    health: &HealthBoard,
-    recorder: &Recorder,
-    instance: &str,
-    lifecycle: Option<&Lifecycle>,
-) -> (Status, serde_json::Value) {
-    let snapshot = health.snapshot();
-    let mut components = serde_json::to_value(&snapshot.components).unwrap_or_default();
-    if let Some(map) = components.as_object_mut() {
-        // The recording queue itself: what was recorded, what waits, what overflowed.
-        let mut events = serde_json::to_value(recorder.stats()).unwrap_or_default();
-        events["status"] = json!("ok");
-        map.insert("events".to_owned(), events);
-    }
-    let body = json!({
-        "status": snapshot.status,
-        "version": env!("CARGO_PKG_VERSION"),
-        "instance": instance,
-        "uptime_s": lifecycle.map(Lifecycle::uptime_s),
-        "shutting_down": lifecycle.is_some_and(Lifecycle::is_shutting_down),
-        "actors": snapshot.actors,
-        "components": components,
-    });
-    (snapshot.status, body)
 }
 
 /// 200 while the process runs; 503 once shutdown has begun.

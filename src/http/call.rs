@@ -1,5 +1,5 @@
-//! What the two HTTP chat surfaces, `/v1/chat/completions` ([`crate::routes::v1`]) and
-//! `/v1/messages` ([`crate::anthropic`]), share: the in-flight bound, the `tool.call` record
+//! What the two HTTP chat surfaces, `/v1/chat/completions` ([`crate::http::v1`]) and
+//! `/v1/messages` ([`crate::http::anthropic`]), share: the in-flight bound, the `tool.call` record
 //! of a request, the cache directives from its headers, exai's answer headers and the check
 //! of a boolean body field. Each surface keeps its own error shape and messages.
 
@@ -13,10 +13,12 @@ use actix_web::web;
 use exai_actors::cache_key::CacheDirectives;
 use serde_json::{Map, Value, json};
 
-use crate::chat::CacheOutcome;
 use crate::error::GatewayError;
-use crate::surface::{SurfaceState, V1_SOURCE};
+use crate::service::CacheOutcome;
+use crate::state::SurfaceState;
 
+/// `source` of the events the HTTP chat surfaces record (`/v1/messages` included).
+pub const V1_SOURCE: &str = "v1";
 /// Header telling the client how the cache answered.
 pub const CACHE_HEADER: &str = "x-exai-cache";
 /// Response header: age of a cached answer in milliseconds (hits only).

@@ -16,7 +16,8 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Value, json};
 
-use super::{MockState, content_text};
+use super::bodies::{content_text, error_response};
+use super::state::MockState;
 
 /// The arguments of every mock tool call.
 pub const TOOL_ARGUMENTS: &str = "{\"city\":\"Paris\"}";
@@ -58,7 +59,7 @@ pub(super) fn tool_reply(request: &Value, seen: u64, model: &str, stream: bool) 
                     .is_some_and(|calls| calls.iter().any(|c| c["id"] == call_id))
         });
         if !bound {
-            return super::error_response(StatusCode::BAD_REQUEST, "tool_call_id matches no call");
+            return error_response(StatusCode::BAD_REQUEST, "tool_call_id matches no call");
         }
         let reply = format!("tool result: {}", content_text(&last["content"]));
         if stream {

@@ -17,7 +17,7 @@
 //! `Authorization: Bearer`, compared in constant time, [`crate::auth`]); `/dashboard` without
 //! it answers 401 with a small form that asks for it. The assets under `/dashboard/assets/`
 //! are code, not data, and are served to anyone. `Origin` is checked for every route,
-//! this stream included, by [`crate::http_guard`]: a foreign page gets 403.
+//! this stream included, by [`crate::http::guard`]: a foreign page gets 403.
 //!
 //! With the `fault-injection` feature, `POST /debug/dashboard/burst?n=&bytes=&tag=` records `n`
 //! synthetic `debug.burst` events (for the fan-out and slow-client tests).
@@ -44,8 +44,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::dashboard_allowed;
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
-use crate::startup::AppState;
-use crate::ws_glue::{self, CloseCode, CloseReason, WsContext, WsMessage, WsProtocolError};
+use crate::state::AppState;
+use crate::ws::glue::{
+    self as ws_glue, CloseCode, CloseReason, WsContext, WsMessage, WsProtocolError,
+};
 
 /// Gap between heartbeat pings.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);

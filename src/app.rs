@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
@@ -21,28 +21,9 @@ use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::http;
 use crate::lifecycle::Lifecycle;
-use crate::routes;
-
-/// Shared state every route sees.
-pub struct AppState {
-    /// The validated configuration.
-    pub config: Arc<Config>,
-    /// Actor and component health.
-    pub health: HealthBoard,
-    /// The one recording API.
-    pub recorder: Recorder,
-    /// Readiness and shutdown flags.
-    pub lifecycle: Arc<Lifecycle>,
-    /// The root actor.
-    pub supervisor: Addr<Supervisor>,
-    /// The event pipeline (flusher state, journal).
-    pub pipeline: MetricsPipeline,
-    /// Where events are persisted; history queries read it.
-    pub store: Arc<dyn EventStore>,
-    /// The client surfaces (`/ws`, `/v1`); shutdown drains their sessions.
-    pub surface: web::Data<crate::surface::SurfaceState>,
-}
+use crate::state::{AppState, SurfaceState};
 
 /// Lets tests (and the signal handler) start the graceful shutdown.
 #[derive(Debug, Clone, Default)]
@@ -95,7 +76,7 @@ impl Application {
 
         let mut children: Vec<ChildSpec> = Vec::new();
         children.push(pipeline.child_spec().0);
-        let dashboard = web::Data::new(crate::dashboard_ws::DashboardState::new(
+        let dashboard = web::Data::new(http::dashboard::DashboardState::new(
             &config,
             recorder.clone(),
             health.clone(),
@@ -106,7 +87,7 @@ impl Application {
             .context("cannot build the request path")?;
         children.extend(gateway.take_children());
         let surface = web::Data::new(
-            crate::surface::SurfaceState::new(
+            SurfaceState::new(
                 &config,
                 gateway.dispatcher(),
                 gateway.cache_handle(),
@@ -141,24 +122,24 @@ impl Application {
             state.health.clone(),
         ));
         // One guard in front of every route: Origin, Host and CORS (issue 12 §1).
-        let policy = web::Data::new(crate::http_guard::OriginPolicy::new(&config.server, addr));
-        let bodies = web::Data::new(crate::http_body::BodyBudget::new(&config.server));
+        let policy = web::Data::new(http::guard::OriginPolicy::new(&config.server, addr));
+        let bodies = web::Data::new(http::body::BodyBudget::new(&config.server));
         let grace = config.server.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(actix_web::middleware::from_fn(crate::http_guard::guard))
+                .wrap(actix_web::middleware::from_fn(http::guard::guard))
                 .app_data(policy.clone())
                 .app_data(bodies.clone())
                 .app_data(app_state.clone())
                 .app_data(dashboard.clone())
-                .configure(crate::dashboard_ws::configure)
-                .configure(routes::health::configure)
-                .configure(routes::history::configure)
-                .configure(routes::metrics::configure)
-                .configure(routes::debug::configure)
+                .configure(http::dashboard::configure)
+                .configure(http::health::configure)
+                .configure(http::history::configure)
+                .configure(http::metrics::configure)
+                .configure(http::debug::configure)
                 // Before the `/` redirect: a WebSocket upgrade of `/` speaks the tool protocol.
                 .app_data(surface.clone())
-                .configure(crate::surface::configure)
+                .configure(configure_surfaces)
                 .app_data(mcp.clone())
                 .configure(crate::mcp::configure)
                 .route(
@@ -208,6 +189,15 @@ impl Application {
         server.await.context("HTTP server task")??;
         Ok(())
     }
+}
+
+/// Registers the client surfaces: `/ws` (and the WebSocket upgrade of `/`), `/v1` and
+/// `/v1/messages`. Register it before any other `/` route: a plain `GET /` falls through to
+/// the next matching resource. They need a `web::Data<SurfaceState>`.
+pub fn configure_surfaces(cfg: &mut web::ServiceConfig) {
+    crate::ws::configure(cfg);
+    http::v1::configure(cfg);
+    http::anthropic::configure(cfg);
 }
 
 /// The ordered shutdown.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::dashboard_allowed;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Latest time accepted, unix milliseconds (the end of year 9999); times run from 0.
 const MAX_TIME_MS: i64 = 253_402_300_799_999;

@@ -1,15 +1,15 @@
 //! The OpenAI-compatible API: `POST /v1/chat/completions` (JSON, or SSE ending in
 //! `data: [DONE]`) and `GET /v1/models`.
 //!
-//! Requests go through the same path as the `/ws` `chat` tool ([`crate::chat`]): resolve,
+//! Requests go through the same path as the `/ws` `chat` tool ([`crate::service`]): resolve,
 //! cache (single-flight), provider. Unknown request fields pass through to the upstream
 //! untouched; exai's own controls (`cache`, `continuation_id`) are taken out. Errors use
 //! OpenAI's JSON shape with the status from [`crate::error`]. Bearer auth applies when
 //! `EXAI_WS_TOKEN` is set (scheme in any case). The body is read first, within
-//! [`crate::http_body`]'s time and memory bounds (408, 413, 503); only then is a place taken
+//! [`crate::http::body`]'s time and memory bounds (408, 413, 503); only then is a place taken
 //! under the global in-flight bound (`v1_max_inflight`, 429 beyond it); each provider's own
 //! concurrency limit applies behind that. Origin, Host and `Content-Type` are checked before
-//! any of this by [`crate::http_guard`].
+//! any of this by [`crate::http::guard`].
 //!
 //! The hot path is lean: no mailbox hop, the body is parsed once, the upstream's response
 //! bytes are returned as they are, and nothing is logged per request above `debug`. Each
@@ -22,14 +22,14 @@ use exai_actors::cache_key;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::GatewayError;
-use crate::http_body::{BodyBudget, BodyError};
-pub use crate::http_call::{CACHE_AGE_HEADER, CACHE_HEADER, PROVIDER_HEADER};
-use crate::http_call::{
+use crate::http::body::{BodyBudget, BodyError};
+pub use crate::http::call::{CACHE_AGE_HEADER, CACHE_HEADER, PROVIDER_HEADER};
+use crate::http::call::{
     CallRecord, InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
 };
-use crate::surface::SurfaceState;
+use crate::service::{CacheOutcome, ChunkStream};
+use crate::state::SurfaceState;
 
 /// Fields that steer exai and are not sent upstream.
 const EXAI_FIELDS: &[&str] = &[
@@ -268,8 +268,8 @@ pub async fn models(
     req: HttpRequest,
     state: web::Data<SurfaceState>,
 ) -> Result<HttpResponse, GatewayError> {
-    if crate::anthropic::is_anthropic_client(&req) {
-        return Ok(crate::anthropic::models(&req, &state).await);
+    if crate::http::anthropic::is_anthropic_client(&req) {
+        return Ok(crate::http::anthropic::models(&req, &state).await);
     }
     check_auth(&req, &state)?;
     let listings = state.chat.dispatcher().registry().list_models().await;

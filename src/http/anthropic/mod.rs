@@ -3,7 +3,7 @@
 //! Anthropic shape of `GET /v1/models` (when the request carries `anthropic-version`).
 //!
 //! A request is checked, marked as Anthropic-dialect ([`exai_actors::anthropic`]) and sent
-//! down the one chat path ([`crate::chat`]): the same resolution (aliases, `claude-*`
+//! down the one chat path ([`crate::service`]): the same resolution (aliases, `claude-*`
 //! fallback), cache and single-flight, provider calls, retries, breakers and fallbacks as
 //! `/v1/chat/completions`. The provider translates for OpenAI-compatible upstreams and
 //! passes the request through untranslated to an `anthropic` provider. Errors use
@@ -22,13 +22,13 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::chat::{CacheOutcome, ChunkStream};
 use crate::error::{AnthropicError, GatewayError};
-use crate::http_body::{BodyBudget, BodyError};
-use crate::http_call::{
+use crate::http::body::{BodyBudget, BodyError};
+use crate::http::call::{
     CallRecord, InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
 };
-use crate::surface::SurfaceState;
+use crate::service::{CacheOutcome, ChunkStream};
+use crate::state::SurfaceState;
 
 /// The header that marks an Anthropic client.
 pub const VERSION_HEADER: &str = "anthropic-version";

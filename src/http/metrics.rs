@@ -12,7 +12,7 @@ use exai_actors::health::{ActorState, Status};
 use serde_json::Value;
 
 use crate::auth::dashboard_allowed;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Makes a metric-name fragment out of a field or component name.
 fn sanitize(s: &str) -> String {
