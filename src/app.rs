@@ -10,12 +10,12 @@ use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
-use exai_actors::journal::JournalSettings;
-use exai_actors::metrics_buffer::{MetricsPipeline, PipelineSettings};
-use exai_actors::retry::RetryPolicy;
-use exai_actors::store::{EventStore, RetentionSettings, open_store};
+use exai_actors::pipeline::flusher::{MetricsPipeline, PipelineSettings};
+use exai_actors::pipeline::journal::JournalSettings;
+use exai_actors::pipeline::recorder::Recorder;
+use exai_actors::pipeline::store::{EventStore, RetentionSettings, open_store};
+use exai_actors::policy::retry::RetryPolicy;
 use exai_actors::supervisor::{ChildSpec, Shutdown, Supervisor, SupervisorSettings};
 use secrecy::ExposeSecret;
 use tokio::sync::Notify;
@@ -124,10 +124,14 @@ impl Application {
         // One guard in front of every route: Origin, Host and CORS (issue 12 §1).
         let policy = web::Data::new(http::guard::OriginPolicy::new(&config.server, addr));
         let bodies = web::Data::new(http::body::BodyBudget::new(&config.server));
+        let access_log = web::Data::new(http::access::AccessLog(config.log.access_log));
         let grace = config.server.shutdown_grace.as_secs().max(1);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(http::guard::guard))
+                // Outermost: the request span and the access log see refusals too.
+                .wrap(actix_web::middleware::from_fn(http::access::middleware))
+                .app_data(access_log.clone())
                 .app_data(policy.clone())
                 .app_data(bodies.clone())
                 .app_data(app_state.clone())
@@ -256,7 +260,7 @@ async fn migrate_or_retry(store: Arc<dyn EventStore>) {
         Ok(Err(e)) => e.to_string(),
         Err(_) => "timed out".to_owned(),
     };
-    let mut log = exai_actors::failure_log::FailureLog::new("migrations");
+    let mut log = exai_actors::policy::failure_log::FailureLog::new("migrations");
     log.failure(&error);
     actix_rt::spawn(async move {
         let mut backoff = MIGRATE_RETRY.start();

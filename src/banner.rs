@@ -15,7 +15,7 @@ pub fn log_startup_summary(config: &Config) {
         );
     }
     for p in &config.providers {
-        let builtin = exai_actors::catalog::for_kind(p.kind.actor_kind()).count();
+        let builtin = exai_actors::registry::catalog::for_kind(p.kind).count();
         tracing::info!(
             provider = %p.name,
             kind = p.kind.as_str(),

@@ -1,5 +1,5 @@
-//! The command line: `exai [serve]`, `exai check-config`, `exai migrate`, `exai mock-upstream`,
-//! `exai demo`, `exai mcp`.
+//! The command line: `exai [serve]`, `exai check-config`, `exai migrate`, `exai config-docs`,
+//! `exai mock-upstream`, `exai demo`, `exai mcp`.
 
 use std::path::PathBuf;
 
@@ -66,6 +66,8 @@ pub enum Command {
     CheckConfig(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate,
+    /// Print docs/configuration.md: every setting, rendered from the settings table.
+    ConfigDocs,
     /// Run the mock OpenAI-compatible upstream used by tests, benchmarks and the demo.
     MockUpstream {
         /// Port to listen on (127.0.0.1); 9090 when neither this nor a `--port` before the

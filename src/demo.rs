@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::app::Application;
-use crate::config::{Config, ProviderConfig, ProviderKind};
+use crate::config::{Config, ProviderSettings};
 use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 
 /// Name of the simulated provider.
@@ -33,12 +33,7 @@ pub fn add_simulated_provider(config: &mut Config) -> std::io::Result<MockUpstre
         latency: DEMO_LATENCY,
         ..MockSettings::default()
     })?;
-    let mut provider = ProviderConfig::new(
-        DEMO_PROVIDER,
-        ProviderKind::OpenAiCompatible,
-        mock.base_url(),
-    );
-    provider.simulated = true;
+    let mut provider = ProviderSettings::simulated(DEMO_PROVIDER, mock.base_url());
     provider.max_retries = 0;
     provider.models = TRAFFIC.iter().map(|(m, _)| (*m).to_owned()).collect();
     config.providers.retain(|p| p.name != DEMO_PROVIDER);

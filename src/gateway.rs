@@ -8,14 +8,14 @@
 use std::collections::HashMap;
 
 use exai_actors::cache::{CacheHandle, CacheSettings, ResponseCache};
-use exai_actors::dispatch::Dispatcher;
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
+use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::provider::{Provider, ProviderError, ProviderHandle, ProviderSettings};
+use exai_actors::registry::dispatch::Dispatcher;
 use exai_actors::registry::{Registry, RegistryHandle, RegistrySettings};
 use exai_actors::supervisor::ChildSpec;
 
-use crate::config::{self, Config};
+use crate::config::Config;
 
 /// What start-up failed to build.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,7 @@ impl Gateway {
 
     /// The dispatcher over the registry.
     pub fn dispatcher(&self) -> Dispatcher {
-        self.registry.dispatcher()
+        Dispatcher::new(self.registry.clone())
     }
 
     /// The cache's request-path handle, when enabled.
@@ -124,23 +124,13 @@ pub fn registry_settings(config: &Config) -> RegistrySettings {
     }
 }
 
-/// Provider settings from one configured provider and the limits shared by all.
-pub fn provider_settings(p: &config::ProviderConfig, config: &Config) -> ProviderSettings {
-    let mut s = ProviderSettings::new(p.name.clone(), p.kind.actor_kind());
-    s.base_url = p.base_url.clone();
-    s.api_key = p.api_key.clone();
-    s.models = p.models.clone();
-    s.max_concurrency = p.max_concurrency;
-    s.max_queue = p.max_queue;
-    s.connect_timeout = p.connect_timeout;
-    s.request_timeout = p.request_timeout;
-    s.stream_idle_timeout = p.stream_idle_timeout;
-    s.stream_max = p.stream_max;
-    s.max_body_bytes = config.upstream.max_bytes;
-    s.sse_max_event_bytes = config.upstream.sse_max_event_bytes;
-    s.max_retries = p.max_retries;
-    s.simulated = p.simulated;
-    s
+/// One configured provider with the upstream limits shared by all.
+pub fn provider_settings(p: &ProviderSettings, config: &Config) -> ProviderSettings {
+    ProviderSettings {
+        max_body_bytes: config.upstream.max_bytes,
+        sse_max_event_bytes: config.upstream.sse_max_event_bytes,
+        ..p.clone()
+    }
 }
 
 /// Cache settings from configuration.

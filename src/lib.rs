@@ -57,11 +57,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init(&config::LogConfig {
                 filter: std::env::var("EXAI_LOG").unwrap_or_else(|_| "warn".to_owned()),
                 format: config::LogFormat::Pretty,
+                access_log: false,
             });
             actix_rt::System::new().block_on(exai_testkit::mock_upstream::run(
                 port.or(cli.serve.port).unwrap_or(9090),
                 std::time::Duration::from_millis(latency_ms),
             ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::ConfigDocs) => {
+            print!("{}", config::docs::markdown());
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Mcp { url, embedded }) => {
@@ -137,7 +142,7 @@ fn migrate(config: &Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = exai_actors::store::open_store(config.database_url.expose_secret())
+        let store = exai_actors::pipeline::store::open_store(config.database_url.expose_secret())
             .context("EXAI_DATABASE_URL")?;
         store.migrate().await.context("applying migrations")?;
         println!("migrations applied ({})", store.backend());

@@ -16,10 +16,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::web::Bytes;
+use exai_actors::cache::key::CacheKey;
 use exai_actors::cache::{CacheHandle, Origin};
-use exai_actors::cache_key::CacheKey;
-use exai_actors::dispatch::Dispatcher;
 use exai_actors::provider::ProviderError;
+use exai_actors::registry::dispatch::Dispatcher;
 use futures_util::Stream;
 use serde_json::{Value, json};
 

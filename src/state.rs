@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use actix::Addr;
 use actix_web::web;
 use exai_actors::cache::CacheHandle;
-use exai_actors::dispatch::Dispatcher;
-use exai_actors::event::Recorder;
 use exai_actors::health::{HealthBoard, Status};
-use exai_actors::metrics_buffer::MetricsPipeline;
-use exai_actors::store::EventStore;
+use exai_actors::pipeline::flusher::MetricsPipeline;
+use exai_actors::pipeline::recorder::Recorder;
+use exai_actors::pipeline::store::EventStore;
+use exai_actors::registry::dispatch::Dispatcher;
 use exai_actors::supervisor::Supervisor;
 use secrecy::SecretString;
 use serde_json::json;
@@ -135,7 +135,7 @@ impl SurfaceState {
     ) -> Self {
         Self::with_limits(
             config,
-            WsLimits::from_server_config(&config.server),
+            WsLimits::from(&config.server),
             dispatcher,
             cache,
             recorder,

@@ -8,7 +8,7 @@
 //!   and can be discarded by stopping its arbiter;
 //! - polls each child: a closed mailbox means it died (a panic, or `ctx.stop()` on a fatal
 //!   error), and a [`Ping`] that outlives the ping timeout means it hung;
-//! - replaces a dead or hung child after a backoff from [`crate::retry`], and marks it
+//! - replaces a dead or hung child after a backoff from [`crate::policy::retry`], and marks it
 //!   `failed` once it has been restarted `max_restarts` times within `restart_window`;
 //! - records `actor.restarted` and `actor.failed` events and keeps per-child health.
 //!
@@ -26,9 +26,9 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 use serde_json::json;
 
-use crate::event::Recorder;
 use crate::health::{ActorState, HealthBoard, HealthSnapshot, rfc3339};
-use crate::retry::RetryPolicy;
+use crate::pipeline::recorder::Recorder;
+use crate::policy::retry::RetryPolicy;
 
 /// How the supervisor watches and restarts children.
 #[derive(Debug, Clone)]

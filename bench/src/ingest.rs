@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use exai_actors::event::Event;
-use exai_actors::store::{EventStore, open_store};
+use exai_actors::pipeline::event::Event;
+use exai_actors::pipeline::store::{EventStore, open_store};
 use serde_json::json;
 
 /// Figures for one backend.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use actix_web::HttpRequest;
 use actix_web::http::header;
 use actix_web::web;
-use exai_actors::cache_key::CacheDirectives;
+use exai_actors::cache::key::CacheDirectives;
 use serde_json::{Map, Value, json};
 
 use crate::error::GatewayError;

@@ -32,8 +32,8 @@ use exai_actors::dashboard::{
     DashboardBroadcast, DashboardSettings, DashboardShared, FanoutSettings, Outbound, Subscribe,
     Unsubscribe,
 };
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
+use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::supervisor::{ChildSpec, FAULT_INJECTION, Slot};
 use rust_embed::RustEmbed;
 use secrecy::{ExposeSecret, SecretString};

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use exai_actors::store::{Bucket, EventQuery, MAX_PAGE_LIMIT, StoreError, now_ms};
+use exai_actors::pipeline::store::{Bucket, EventQuery, MAX_PAGE_LIMIT, StoreError, now_ms};
 use serde::Deserialize;
 use serde_json::json;
 

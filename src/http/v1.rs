@@ -18,7 +18,7 @@
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
-use exai_actors::cache_key;
+use exai_actors::cache::key as cache_key;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
@@ -163,6 +163,7 @@ pub async fn chat_completions(
         record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
         let mut response = HttpResponse::Ok();
         event_stream_headers(&mut response);
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,
@@ -183,6 +184,7 @@ pub async fn chat_completions(
         drop(inflight);
         let mut response = HttpResponse::Ok();
         response.content_type("application/json");
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,

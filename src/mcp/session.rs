@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use exai_actors::event::Recorder;
+use exai_actors::pipeline::recorder::Recorder;
 use serde_json::{Value, json};
 
 use crate::files::Cancellation;

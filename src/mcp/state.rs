@@ -32,7 +32,7 @@ impl McpState {
     /// The state for `config`. Must run inside an actix `System` (it spawns the sweep).
     pub fn new(
         config: &Config,
-        recorder: exai_actors::event::Recorder,
+        recorder: exai_actors::pipeline::recorder::Recorder,
         health: HealthBoard,
     ) -> Arc<Self> {
         let state = Arc::new(Self {

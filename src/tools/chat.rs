@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use exai_actors::catalog;
+use exai_actors::registry::catalog;
 use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value, json};

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use exai_actors::pipeline::store::EventQuery;
 use exai_actors::provider::ProviderKind;
-use exai_actors::store::EventQuery;
 use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value, json};
 

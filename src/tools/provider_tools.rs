@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use exai_actors::catalog;
 use exai_actors::provider::{ProviderHandle, ProviderKind};
+use exai_actors::registry::catalog;
 use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value, json};
 

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::config::ServerConfig;
-
 /// Calls per second a session may make (sustained).
 pub const DEFAULT_SESSION_RATE: f64 = 50.0;
 /// Burst a session may make at once.
@@ -107,30 +105,6 @@ impl Default for WsLimits {
 }
 
 impl WsLimits {
-    /// The configured limits, with the defaults above for what is not configurable yet.
-    pub fn from_server_config(server: &ServerConfig) -> Self {
-        Self {
-            max_message_bytes: server.max_message_bytes,
-            session_max_inflight: server.session_max_inflight,
-            global_max_inflight: server.global_max_inflight,
-            hello_timeout: server.hello_timeout,
-            max_connections: server.max_connections,
-            max_connections_per_ip: server.max_connections_per_ip,
-            max_pending_hello: server.max_pending_hello,
-            tool_timeout: server.tool_timeout,
-            session_rate: server.session_rate.0,
-            session_burst: server.session_rate.1,
-            ip_rate: server.ip_rate.0,
-            ip_burst: server.ip_rate.1,
-            heartbeat_interval: server.heartbeat_interval,
-            client_timeout: server.client_timeout,
-            progress_interval: server.progress_interval,
-            conversation_capacity: server.conversation_capacity,
-            conversation_ttl: server.conversation_ttl,
-            ..Self::default()
-        }
-    }
-
     /// The codec's frame limit: above the message limit, so an oversized message within it
     /// gets an error reply and the session stays usable; only frames beyond it (which the
     /// codec cannot skip) close the session.

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use exai_actors::cache::key::CacheKey;
 use exai_actors::cache::{
     Bytes, Cache, CacheHandle, CacheLevel, CacheSettings, HEALTH_COMPONENT, L2State, Origin,
     ResponseCache, StoreOutcome,
 };
-use exai_actors::cache_key::CacheKey;
-use exai_actors::event::Recorder;
 use exai_actors::health::{HealthBoard, Status};
-use exai_actors::retry::RetryPolicy;
+use exai_actors::pipeline::recorder::Recorder;
+use exai_actors::policy::retry::RetryPolicy;
 use secrecy::SecretString;
 use serde_json::json;
 

@@ -2,6 +2,7 @@
 //! upstream, and the real PostgreSQL and Redis servers. One binary, so it links once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access_log;
 mod anthropic;
 mod breakers;
 mod browser;

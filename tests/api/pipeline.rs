@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor as _;
-use exai_actors::breaker::BreakerSettings;
-use exai_actors::event::{Event, Recorder};
 use exai_actors::health::HealthBoard;
-use exai_actors::histogram::{Histogram, RELATIVE_ERROR};
-use exai_actors::metrics_buffer::{Flush, MetricsBuffer, MetricsPipeline, PipelineSettings};
-use exai_actors::retry::RetryPolicy;
-use exai_actors::store::{
+use exai_actors::pipeline::event::Event;
+use exai_actors::pipeline::flusher::{Flush, MetricsBuffer, MetricsPipeline, PipelineSettings};
+use exai_actors::pipeline::histogram::{Histogram, RELATIVE_ERROR};
+use exai_actors::pipeline::recorder::Recorder;
+use exai_actors::pipeline::store::{
     Bucket, EventQuery, EventStore, RollupRow, StoreError, open_store, rollups_of,
 };
+use exai_actors::policy::breaker::BreakerSettings;
+use exai_actors::policy::retry::RetryPolicy;
 use exai_actors::supervisor::{Slot, Supervisor, SupervisorSettings};
 use serde_json::json;
 use uuid::Uuid;
@@ -184,7 +185,7 @@ async fn exactly_once_rollups_and_history(store: Arc<dyn EventStore>) {
     .unwrap();
     let (_sup, slot) = start_flusher(&pipeline, &health, &recorder);
 
-    let now = exai_actors::store::now_ms();
+    let now = exai_actors::pipeline::store::now_ms();
     let mut recorded = BTreeMap::new();
     for n in 0..N {
         // Spread over the last three hours, several events per minute bucket.
@@ -384,8 +385,8 @@ fn assert_same_rollups(left: &[RollupRow], right: &[RollupRow], what: &str) {
 /// back to its ON CONFLICT path, so both are covered.
 #[actix_rt::test]
 async fn postgres_write_paths_agree_with_each_other_and_with_sqlite() {
-    use exai_actors::store::sqlx;
-    use exai_actors::store::sqlx::types::Json;
+    use exai_actors::pipeline::store::sqlx;
+    use exai_actors::pipeline::store::sqlx::types::Json;
 
     let columns_db = TestDb::create().await;
     let columns = open_store(&columns_db.url).unwrap();
@@ -405,7 +406,7 @@ async fn postgres_write_paths_agree_with_each_other_and_with_sqlite() {
     // 900 varied events over three hours (many per minute), plus the awkward cases: a
     // latency that is a string (not counted), a sub-microsecond one (bucket 0), an `ok`
     // that is not a boolean, empty data, and a latency past the last bucket.
-    let now = exai_actors::store::now_ms();
+    let now = exai_actors::pipeline::store::now_ms();
     let mut events: Vec<Event> = (0..900)
         .map(|n| sample(n, now - (n as i64 * 11_987) % (3 * 3_600_000)))
         .collect();
@@ -516,7 +517,7 @@ async fn postgres_concurrent_overlapping_batches_count_each_event_once() {
     let store = open_store(&db.url).unwrap();
     store.migrate().await.unwrap();
     let other = open_store(&db.url).unwrap();
-    let now = exai_actors::store::now_ms();
+    let now = exai_actors::pipeline::store::now_ms();
     for round in 0..5u64 {
         let events: Vec<Event> = (0..900)
             .map(|n| sample(round * 1000 + n, now - (n as i64 * 7_001) % 3_600_000))
@@ -551,7 +552,7 @@ async fn measure_flush(store: &dyn EventStore, batch: usize, rounds: usize) -> (
     let mut times = Vec::with_capacity(rounds);
     for round in 0..rounds + 3 {
         let events: Vec<Event> = (0..batch as u64)
-            .map(|n| sample(n, exai_actors::store::now_ms()))
+            .map(|n| sample(n, exai_actors::pipeline::store::now_ms()))
             .collect();
         let started = Instant::now();
         store.insert_batch(&events).await.unwrap();
@@ -565,7 +566,7 @@ async fn measure_flush(store: &dyn EventStore, batch: usize, rounds: usize) -> (
 
 /// Grows the raw table with `rows` synthetic history rows (outside the flush path).
 async fn grow_history(backend: &str, url: &str, from: u64, rows: u64) {
-    use exai_actors::store::sqlx;
+    use exai_actors::pipeline::store::sqlx;
     let from = i64::try_from(from).unwrap();
     let to = from + i64::try_from(rows).unwrap();
     if backend == "postgres" {
@@ -647,7 +648,7 @@ async fn flush_cost_stays_flat_with_history_sqlite() {
 async fn retention_prunes_old_rows(store: Arc<dyn EventStore>) {
     const DAY: i64 = 86_400_000;
     store.migrate().await.unwrap();
-    let now = exai_actors::store::now_ms();
+    let now = exai_actors::pipeline::store::now_ms();
     // Raw events: 8 days old (gone), 6 days old (kept). Rollups follow their events' age:
     // per-minute rows at 8 days stay (30-day retention), at 40 days go.
     let ages = [8 * DAY, 6 * DAY, 40 * DAY, 400 * DAY];

@@ -7,12 +7,12 @@ use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use exai_actors::breaker::BreakerState;
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
-use exai_actors::journal::{FsyncPolicy, list_segments, read_segment_file};
-use exai_actors::metrics_buffer::{CHILD_NAME, MetricsPipeline};
-use exai_actors::store::{StoreSettings, open_store, open_store_with};
+use exai_actors::pipeline::flusher::{CHILD_NAME, MetricsPipeline};
+use exai_actors::pipeline::journal::{FsyncPolicy, list_segments, read_segment_file};
+use exai_actors::pipeline::recorder::Recorder;
+use exai_actors::pipeline::store::{StoreSettings, open_store, open_store_with};
+use exai_actors::policy::breaker::BreakerState;
 use exai_actors::supervisor::{Fault, InjectFaultInto};
 use serde_json::json;
 use uuid::Uuid;

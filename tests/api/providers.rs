@@ -4,14 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use exai_actors::breaker::{BreakerSettings, BreakerState};
-use exai_actors::event::{Event, Recorder};
 use exai_actors::health::{HealthBoard, Status};
+use exai_actors::pipeline::event::Event;
+use exai_actors::pipeline::recorder::Recorder;
+use exai_actors::policy::breaker::{BreakerSettings, BreakerState};
+use exai_actors::policy::retry::RetryPolicy;
 use exai_actors::provider::{
     Complete, ListRemoteModels, Provider, ProviderError, ProviderHandle, ProviderSettings,
     TimeoutKind, health_component,
 };
-use exai_actors::retry::RetryPolicy;
 use exai_testkit::mock_upstream::{MockSettings, MockUpstream};
 use futures_util::StreamExt as _;
 use secrecy::SecretString;

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use exai_actors::breaker::BreakerState;
+use exai_actors::policy::breaker::BreakerState;
 use exai_actors::provider::{ProviderError, ProviderKind};
+use exai_actors::registry::dispatch::Dispatcher;
 use exai_actors::registry::{
     ListModels, ModelSource, Register, Registry, RegistryHandle, RegistrySettings, Resolve,
     StartupComplete,
@@ -71,8 +72,7 @@ async fn builtin_aliases_and_auto_resolve_to_the_upstream_id() {
     assert_eq!(error.http_status(), 404);
 
     // The dispatcher sends the resolved id upstream.
-    let done = reg
-        .dispatcher()
+    let done = Dispatcher::new(reg.clone())
         .complete("kimi-k2", body("hi"))
         .await
         .unwrap();
@@ -95,8 +95,7 @@ async fn a_retryable_failure_falls_back_to_the_next_model_in_the_chain() {
         ..RegistrySettings::default()
     });
     reg.register(p.handle.clone());
-    let done = reg
-        .dispatcher()
+    let done = Dispatcher::new(reg.clone())
         .complete("mock/mock-500", body("fall back"))
         .await
         .unwrap();
@@ -105,8 +104,7 @@ async fn a_retryable_failure_falls_back_to_the_next_model_in_the_chain() {
     assert_eq!(mock.requests_for("mock-echo"), 1);
 
     // Streams fall back too, as long as no stream has started.
-    let stream = reg
-        .dispatcher()
+    let stream = Dispatcher::new(reg.clone())
         .stream("mock/mock-500", body("s"))
         .await
         .unwrap();
@@ -124,8 +122,7 @@ async fn a_client_error_does_not_fall_back() {
         ..RegistrySettings::default()
     });
     reg.register(p.handle.clone());
-    let error = reg
-        .dispatcher()
+    let error = Dispatcher::new(reg.clone())
         .complete("mock/mock-status-400", body("x"))
         .await
         .unwrap_err();
@@ -166,14 +163,16 @@ async fn an_open_breaker_is_skipped_without_a_call() {
     assert_eq!(a.handle.breaker_state_for(shared), BreakerState::Open);
     mock_a.reset();
 
-    let done = reg.dispatcher().complete(shared, body("x")).await.unwrap();
+    let done = Dispatcher::new(reg.clone())
+        .complete(shared, body("x"))
+        .await
+        .unwrap();
     assert_eq!(&*done.provider, "b");
     assert_eq!(mock_a.requests(), 0, "the open model was not called");
     assert_eq!(mock_b.requests_for(shared), 2);
 
     // With nothing else to try, the caller gets the breaker's own error.
-    let error = reg
-        .dispatcher()
+    let error = Dispatcher::new(reg.clone())
         .complete(&format!("a/{shared}"), body("x"))
         .await
         .unwrap_err();
@@ -191,7 +190,7 @@ async fn an_open_breaker_is_skipped_without_a_call() {
         "{health:?}"
     );
     // Provider a's other models are not fenced.
-    reg.dispatcher()
+    Dispatcher::new(reg.clone())
         .complete("a/mock-echo", body("x"))
         .await
         .unwrap();
@@ -216,8 +215,7 @@ async fn when_every_attempt_fails_the_error_names_each_provider_and_cause() {
         ..RegistrySettings::default()
     });
     reg.register(p.handle.clone());
-    let error = reg
-        .dispatcher()
+    let error = Dispatcher::new(reg.clone())
         .complete("upstream-x/mock-500", body("x"))
         .await
         .unwrap_err();
@@ -259,7 +257,7 @@ async fn the_total_number_of_attempts_is_bounded() {
         ..RegistrySettings::default()
     });
     reg.register(p.handle.clone());
-    reg.dispatcher()
+    Dispatcher::new(reg.clone())
         .complete("m/mock-500", body("x"))
         .await
         .unwrap_err();

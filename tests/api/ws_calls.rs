@@ -8,8 +8,8 @@ use actix_web::{App, HttpServer, web};
 use exai::gateway::Gateway;
 use exai::state::SurfaceState;
 use exai::ws::limits::WsLimits;
-use exai_actors::event::Recorder;
 use exai_actors::health::HealthBoard;
+use exai_actors::pipeline::recorder::Recorder;
 use exai_testkit::mock_upstream::MockUpstream;
 use futures_util::StreamExt as _;
 use serde_json::json;
@@ -329,7 +329,7 @@ async fn custom_server(
     let recorder = Recorder::new("test", 10_000);
     let health = HealthBoard::new();
     let gateway = Gateway::build(&config, &recorder, &health).unwrap();
-    let mut ws_limits = WsLimits::from_server_config(&config.server);
+    let mut ws_limits = WsLimits::from(&config.server);
     limits(&mut ws_limits);
     let state = web::Data::new(SurfaceState::with_limits(
         &config,

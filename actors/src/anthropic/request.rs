@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{DEFAULT_MAX_TOKENS, RAW_ARGUMENTS_KEY, TOOL_ERROR_PREFIX};
-use crate::provider::ProviderKind;
+use crate::provider::settings::ProviderKind;
 
 /// Text of an Anthropic `content` that is a string or an array of blocks: the text blocks
 /// joined by newlines; other blocks are left out (`[image]` marks an image).

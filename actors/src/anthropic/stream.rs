@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::fresh_id;
 use super::response::{finish_reason, message_id, now_secs, stop_reason, usage_to_anthropic};
-use crate::provider::ProviderError;
+use crate::provider::error::ProviderError;
 
 /// A chunk translator.
 pub trait Translate: Send {

@@ -14,9 +14,6 @@ use serde_json::{Map, Value};
 use super::settings::ProviderKind;
 use crate::anthropic::{self, DIALECT_FIELD, request, response, stream};
 
-/// Default base URL of Anthropic's API.
-pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
-
 /// How one call's body and answer cross between the request's dialect and the provider's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Translation {

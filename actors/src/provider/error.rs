@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::breaker::Outcome;
+use crate::policy::breaker::Outcome;
 
 /// Which timeout fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::BreakerSettings;
-use crate::retry::RetryPolicy;
+use crate::policy::breaker::BreakerSettings;
+use crate::policy::retry::RetryPolicy;
 
 /// Default base URL of Moonshot's Kimi API.
 pub const KIMI_BASE_URL: &str = "https://api.moonshot.ai/v1";
@@ -18,6 +18,8 @@ pub const KIMI_BASE_URL: &str = "https://api.moonshot.ai/v1";
 pub const GLM_BASE_URL: &str = "https://api.z.ai/api/paas/v4";
 /// Default base URL of the OpenAI API.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Default base URL of Anthropic's API.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
 
 /// Calls in flight per provider before callers queue (DESIGN §7).
 pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
@@ -85,7 +87,7 @@ impl ProviderKind {
             Self::Glm => Some(GLM_BASE_URL),
             Self::Openai => Some(OPENAI_BASE_URL),
             Self::OpenaiCompatible => None,
-            Self::Anthropic => Some(super::anthropic::ANTHROPIC_BASE_URL),
+            Self::Anthropic => Some(ANTHROPIC_BASE_URL),
         }
     }
 }

@@ -17,7 +17,7 @@ use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
 use exai_actors::anthropic::{DIALECT_ANTHROPIC, DIALECT_FIELD};
-use exai_actors::cache_key;
+use exai_actors::cache::key as cache_key;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -175,6 +175,7 @@ pub async fn messages(
             .map_err(|e| fail(&mut record, e))?;
         record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
         event_stream_headers(&mut response);
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,
@@ -192,6 +193,7 @@ pub async fn messages(
         record.outcome = Some(Ok(()));
         drop(inflight);
         response.content_type("application/json");
+        crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
             &mut response,
             answer.cache,

@@ -330,7 +330,7 @@ pub fn request(
         body["temperature"] = json!(t);
     }
     if let Some(mode) = step.thinking_mode
-        && exai_actors::catalog::find(model).is_some_and(|m| m.capabilities.thinking)
+        && exai_actors::registry::catalog::find(model).is_some_and(|m| m.capabilities.thinking)
     {
         body["reasoning_effort"] = json!(mode.reasoning_effort());
     }

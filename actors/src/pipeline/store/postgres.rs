@@ -1,0 +1,326 @@
+//! The PostgreSQL event store (including Supabase's). Tables live in schema `monitoring`;
+//! every batch goes through one call of `monitoring.aggregate_metrics_columns` (hence one
+//! transaction), which inserts it idempotently and folds only the newly inserted rows into
+//! both rollups (see `migrations/postgres`). The batch is bound as parallel typed arrays
+//! (ids, unix-ms timestamps, instances, sources, types, data), so the server parses only
+//! each event's `data` as JSON. `monitoring.aggregate_metrics(jsonb)`, the function DESIGN
+//! §6 names, takes the whole batch as one JSON array and delegates to the same function.
+
+use std::str::FromStr;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+
+use super::model::{
+    Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow, StoreError,
+    StoreResult, StoreSettings, to_u64,
+};
+use crate::pipeline::event::Event;
+
+/// Migrations for this backend, embedded at compile time.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Idle pooled connections are closed after this, so a dead server's sockets do not linger.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    /// Connection pool, connected lazily.
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// A store for `url`; connections are opened on first use.
+    pub fn open(url: &str, settings: StoreSettings) -> StoreResult<Self> {
+        // sqlx's parse error may quote the URL, which can hold a password: say less.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::InvalidUrl("not a valid postgres:// URL".to_owned()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            .idle_timeout(IDLE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool, for tests and tools.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The select list of [`EventStore::events`].
+macro_rules! event_columns {
+    () => {
+        "SELECT id, (extract(epoch FROM ts) * 1000)::int8 AS ts_ms, instance, source, type, \
+         data FROM monitoring.monitoring_events"
+    };
+}
+/// Whether any string in the event holds U+0000, which PostgreSQL's `jsonb` and `text`
+/// refuse (SQLSTATE 22P05): one such event would otherwise poison its whole batch.
+fn has_nul(event: &Event) -> bool {
+    fn in_value(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(in_value),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || in_value(v)),
+            _ => false,
+        }
+    }
+    [&event.instance, &event.source, &event.kind]
+        .iter()
+        .any(|s| s.contains('\0'))
+        || in_value(&event.data)
+}
+
+/// A copy of the event with every U+0000 replaced by U+FFFD (the replacement character).
+fn without_nul(event: &Event) -> Event {
+    fn clean(s: &str) -> String {
+        s.replace('\0', "\u{fffd}")
+    }
+    fn in_value(value: &Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(clean(s)),
+            Value::Array(items) => Value::Array(items.iter().map(in_value).collect()),
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| (clean(k), in_value(v))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    Event {
+        id: event.id,
+        ts: event.ts,
+        instance: clean(&event.instance),
+        source: clean(&event.source),
+        kind: clean(&event.kind),
+        data: in_value(&event.data),
+    }
+}
+
+/// Decodes a rollup row selected with `bucket` as unix milliseconds.
+fn rollup_from_row(row: &PgRow) -> StoreResult<RollupRow> {
+    Ok(RollupRow {
+        bucket: row.try_get("bucket_ms")?,
+        kind: row.try_get("type")?,
+        source: row.try_get("source")?,
+        count: to_u64(row.try_get("count")?),
+        error_count: to_u64(row.try_get("error_count")?),
+        latency_count: to_u64(row.try_get("latency_count")?),
+        latency_sum: row.try_get("latency_sum")?,
+        latency_min: row.try_get("latency_min")?,
+        latency_max: row.try_get("latency_max")?,
+        latency_hist: row.try_get("latency_hist")?,
+    })
+}
+
+/// Decodes a raw event row selected with `ts` as unix milliseconds.
+fn event_from_row(row: &PgRow) -> StoreResult<Event> {
+    Ok(Event {
+        id: row.try_get("id")?,
+        ts: row.try_get("ts_ms")?,
+        instance: row.try_get("instance")?,
+        source: row.try_get("source")?,
+        kind: row.try_get("type")?,
+        data: row.try_get("data")?,
+    })
+}
+
+impl EventStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn migrate(&self) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move { Ok(MIGRATOR.run(&self.pool).await?) })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+    }
+
+    fn insert_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, StoreResult<u64>> {
+        Box::pin(async move {
+            if events.is_empty() {
+                return Ok(0);
+            }
+            let sanitized;
+            let events = if events.iter().any(has_nul) {
+                sanitized = events.iter().map(without_nul).collect::<Vec<_>>();
+                sanitized.as_slice()
+            } else {
+                events
+            };
+            // Column-wise, so PostgreSQL parses only each event's `data` as JSON.
+            let n = events.len();
+            let mut ids = Vec::with_capacity(n);
+            let mut ts_ms = Vec::with_capacity(n);
+            let mut instances = Vec::with_capacity(n);
+            let mut sources = Vec::with_capacity(n);
+            let mut kinds = Vec::with_capacity(n);
+            let mut data = Vec::with_capacity(n);
+            for event in events {
+                ids.push(event.id);
+                ts_ms.push(event.ts);
+                instances.push(event.instance.as_str());
+                sources.push(event.source.as_str());
+                kinds.push(event.kind.as_str());
+                data.push(Json(&event.data));
+            }
+            let inserted: i32 = sqlx::query_scalar(
+                "SELECT monitoring.aggregate_metrics_columns($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(ids)
+            .bind(ts_ms)
+            .bind(instances)
+            .bind(sources)
+            .bind(kinds)
+            .bind(data)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(u64::try_from(inserted).unwrap_or(0))
+        })
+    }
+
+    fn prune(
+        &self,
+        now_ms: i64,
+        retention: RetentionSettings,
+    ) -> BoxFuture<'_, StoreResult<Pruned>> {
+        Box::pin(async move {
+            let cutoff = |d: std::time::Duration| {
+                now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            };
+            // One transaction: a reader never sees raw rows pruned but their rollups not.
+            let mut tx = self.pool.begin().await?;
+            let events = sqlx::query(
+                "DELETE FROM monitoring.monitoring_events \
+                 WHERE ts < timestamptz 'epoch' + $1 * interval '1 millisecond'",
+            )
+            .bind(cutoff(retention.raw))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let minute_rows = sqlx::query(
+                "DELETE FROM monitoring.metrics_1min \
+                 WHERE bucket < timestamptz 'epoch' + $1 * interval '1 millisecond'",
+            )
+            .bind(cutoff(retention.minute))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let hour_rows = sqlx::query(
+                "DELETE FROM monitoring.metrics_1hour \
+                 WHERE bucket < timestamptz 'epoch' + $1 * interval '1 millisecond'",
+            )
+            .bind(cutoff(retention.hour))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(Pruned {
+                events,
+                minute_rows,
+                hour_rows,
+            })
+        })
+    }
+
+    fn rollups<'a>(
+        &'a self,
+        bucket: Bucket,
+        since_ms: i64,
+        until_ms: i64,
+        kind: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Vec<RollupRow>>> {
+        Box::pin(async move {
+            let sql = match bucket {
+                Bucket::Minute => {
+                    "SELECT (extract(epoch FROM bucket) * 1000)::int8 AS bucket_ms, type, source, \
+                     count, error_count, latency_count, latency_sum, latency_min, latency_max, \
+                     latency_hist FROM monitoring.metrics_1min \
+                     WHERE bucket >= timestamptz 'epoch' + $1 * interval '1 millisecond' \
+                       AND bucket < timestamptz 'epoch' + $2 * interval '1 millisecond' \
+                       AND ($3::text IS NULL OR type = $3) \
+                     ORDER BY bucket, type, source"
+                }
+                Bucket::Hour => {
+                    "SELECT (extract(epoch FROM bucket) * 1000)::int8 AS bucket_ms, type, source, \
+                     count, error_count, latency_count, latency_sum, latency_min, latency_max, \
+                     latency_hist FROM monitoring.metrics_1hour \
+                     WHERE bucket >= timestamptz 'epoch' + $1 * interval '1 millisecond' \
+                       AND bucket < timestamptz 'epoch' + $2 * interval '1 millisecond' \
+                       AND ($3::text IS NULL OR type = $3) \
+                     ORDER BY bucket, type, source"
+                }
+            };
+            // timestamptz tops out in year 294276; keep `until` inside it.
+            let until_ms = until_ms.min(MAX_TIMESTAMP_MS);
+            let since_ms = since_ms.clamp(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS);
+            let rows = sqlx::query(sql)
+                .bind(since_ms)
+                .bind(until_ms)
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(rollup_from_row).collect()
+        })
+    }
+
+    fn events<'a>(&'a self, query: &'a EventQuery) -> BoxFuture<'a, StoreResult<Page>> {
+        Box::pin(async move {
+            let limit = query.effective_limit();
+            // One static statement per filter combination: a prepared statement with
+            // `$1 IS NULL OR …` would get a generic plan that cannot use the indexes.
+            let sql = match (query.kind.is_some(), query.before.is_some()) {
+                (false, false) => concat!(event_columns!(), " ORDER BY id DESC LIMIT $1"),
+                (true, false) => concat!(
+                    event_columns!(),
+                    " WHERE type = $1 ORDER BY id DESC LIMIT $2"
+                ),
+                (false, true) => {
+                    concat!(event_columns!(), " WHERE id < $1 ORDER BY id DESC LIMIT $2")
+                }
+                (true, true) => concat!(
+                    event_columns!(),
+                    " WHERE type = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                ),
+            };
+            let mut q = sqlx::query(sql);
+            if let Some(kind) = &query.kind {
+                q = q.bind(kind.as_str());
+            }
+            if let Some(before) = query.before {
+                q = q.bind(before);
+            }
+            let rows = q
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+            let events = rows
+                .iter()
+                .map(event_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            let next_cursor = (events.len() == limit)
+                .then(|| events.last().map(|e| e.id.to_string()))
+                .flatten();
+            Ok(Page {
+                events,
+                next_cursor,
+            })
+        })
+    }
+}
+
+/// A safe upper bound for timestamps passed to PostgreSQL (year 9999).
+const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_000;
+/// A safe lower bound for timestamps passed to PostgreSQL (year 1).
+const MIN_TIMESTAMP_MS: i64 = -62_135_596_800_000;
