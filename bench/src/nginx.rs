@@ -94,12 +94,22 @@ fn quoted(text: &str) -> anyhow::Result<String> {
     ))
 }
 
-/// A running nginx: killed on drop.
+/// A running nginx, shut down on drop.
 pub struct Nginx {
     /// Where it listens (127.0.0.1).
     pub port: u16,
-    /// The master process.
-    _proc: Proc,
+    /// The master process (`None` once stopped).
+    proc: Option<Proc>,
+}
+
+impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its workers and exits; a SIGKILL would leave the
+    /// workers running, holding their ports.
+    fn drop(&mut self) {
+        if let Some(p) = self.proc.take() {
+            let _ = p.stop(Duration::from_secs(10));
+        }
+    }
 }
 
 /// What an instance serves.
@@ -142,6 +152,11 @@ impl Nginx {
             &HashMap::new(),
             &log,
         )?;
+        // Built before the wait, so that a failed start still shuts nginx down (drop).
+        let nginx = Nginx {
+            port,
+            proc: Some(proc),
+        };
         let url = format!("http://127.0.0.1:{port}/v1/models");
         crate::procs::wait_ok(client, &url, Duration::from_secs(10))
             .await
@@ -152,7 +167,7 @@ impl Nginx {
                     root.join("error.log").display()
                 )
             })?;
-        Ok(Nginx { port, _proc: proc })
+        Ok(nginx)
     }
 
     /// Its chat URL.
