@@ -11,17 +11,23 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-/// The chat body for request `i`; `unique` makes each prompt different (no cache hits).
-pub fn chat_body(model: &str, i: u64, unique: bool) -> Vec<u8> {
-    /// Makes "unique" prompts unique across runs too: closed-loop ids repeat from run to
-    /// run, and a repeat would be a cache hit.
-    static RUN_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let prompt = if unique {
-        let seq = RUN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// Makes "unique" prompts unique across runs and surfaces too: closed-loop ids repeat from
+/// run to run, and the cache key ignores the surface, so a repeat on either would be a hit.
+static UNIQUE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The prompt for request `i`: the same every time, or one never sent before in this process.
+fn prompt(i: u64, unique: bool) -> String {
+    if unique {
+        let seq = UNIQUE_SEQ.fetch_add(1, Ordering::Relaxed);
         format!("benchmark prompt {i} {seq}")
     } else {
         "benchmark prompt".to_owned()
-    };
+    }
+}
+
+/// The chat body for request `i`; `unique` makes each prompt different (no cache hits).
+pub fn chat_body(model: &str, i: u64, unique: bool) -> Vec<u8> {
+    let prompt = prompt(i, unique);
     serde_json::to_vec(&json!({
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
@@ -116,14 +122,11 @@ impl WsClient {
         })
     }
 
-    /// Calls the `chat` tool; true when it answers `ok:true`.
+    /// Calls the `chat` tool; true when it answers `ok:true`. `unique` prompts are never
+    /// repeated, on either surface, so each such call is a cache miss.
     pub async fn chat(&self, model: &str, i: u64, unique: bool) -> bool {
         let id = format!("r{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let prompt = if unique {
-            format!("benchmark prompt {i}")
-        } else {
-            "benchmark prompt".to_owned()
-        };
+        let prompt = prompt(i, unique);
         let frame = json!({
             "op": "call_tool",
             "request_id": id,

@@ -2,7 +2,10 @@
 //! in the same run, and writes `BENCHMARKS.md`.
 //!
 //! Run it through `scripts/bench` (which builds in release mode first). Scenarios:
-//! 1. gateway overhead (mock upstream direct vs `/v1` vs `/ws`), SQLite and PostgreSQL;
+//! 0. `nginx`: exai beside nginx (canned upstream and a `proxy_pass` hop), driven by wrk,
+//!    and where exai's CPU goes at a fixed open-loop rate ([`vs_nginx`]);
+//! 1. gateway overhead (mock upstream direct vs `/v1` vs `/ws`, both cache misses), SQLite
+//!    and PostgreSQL;
 //! 2. cache hit path; 3. event ingest vs a bare `COPY`; 4. dashboard fan-out;
 //! 5. soak; 6. PostgreSQL outage under load.
 //!
@@ -13,9 +16,13 @@ mod clients;
 mod compare;
 mod ingest;
 mod loadgen;
+mod nginx;
 mod procs;
-use exai_testkit::proxy;
+mod profile;
+mod rawload;
 mod report;
+mod vs_nginx;
+mod wrk;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use exai_testkit::proxy;
 use serde_json::Value;
 
 use clients::{WsClient, chat_body, post_chat};
@@ -57,7 +65,7 @@ struct Opts {
     /// Rows already in the table for the large flush-latency point (DESIGN: 10 million).
     #[arg(long)]
     big_rows: Option<u64>,
-    /// Only these scenarios (comma-separated: overhead,cache,ingest,fanout,soak,outage).
+    /// Only these scenarios (comma-separated: nginx,overhead,cache,ingest,fanout,soak,outage).
     #[arg(long)]
     only: Option<String>,
     /// The command line to print in the report.
@@ -308,14 +316,25 @@ async fn overhead(
     }
     for load in loads {
         let base = run_http(ctx, mock.clone(), None, load, true).await;
+        let calls = mock_requests(ctx).await?;
         let v1 = run_http(ctx, v1_url(port), Some(TOKEN), load, true).await;
+        let v1_calls = mock_requests(ctx).await? - calls;
         let ws = run_ws(port, load, true).await?;
-        report
-            .overhead
-            .push(Row::overhead(backend, "/v1", &load.label(), &base, &v1));
-        report
-            .overhead
-            .push(Row::overhead(backend, "/ws", &load.label(), &base, &ws));
+        let ws_calls = mock_requests(ctx).await? - calls - v1_calls;
+        report.overhead.push(Row::overhead(
+            backend,
+            &miss_label("/v1", v1_calls, &v1),
+            &load.label(),
+            &base,
+            &v1,
+        ));
+        report.overhead.push(Row::overhead(
+            backend,
+            &miss_label("/ws", ws_calls, &ws),
+            &load.label(),
+            &base,
+            &ws,
+        ));
     }
     let max = Load::Closed {
         workers: 32,
@@ -332,6 +351,33 @@ async fn overhead(
     ));
     exai.stop(Duration::from_secs(30))?;
     Ok(())
+}
+
+/// Chat requests the mock upstream has answered so far.
+async fn mock_requests(ctx: &Ctx) -> anyhow::Result<u64> {
+    let stats: Value = ctx
+        .client
+        .get(format!("http://127.0.0.1:{}/__mock/stats", ctx.mock_port))
+        .send()
+        .await?
+        .json()
+        .await?;
+    stats["requests"]
+        .as_u64()
+        .context("no requests in the mock's stats")
+}
+
+/// A surface's label with what the upstream saw: `(miss)` when every successful call reached
+/// the upstream, else the share that did.
+fn miss_label(surface: &str, upstream_calls: u64, run: &RunResult) -> String {
+    if upstream_calls >= run.ok {
+        format!("{surface} (miss)")
+    } else {
+        format!(
+            "{surface} ({:.0} % miss)",
+            upstream_calls as f64 * 100.0 / run.ok.max(1) as f64
+        )
+    }
 }
 
 /// Scenario 2: a cached answer through both surfaces.
@@ -707,6 +753,13 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     }
     let mut report = Report::new(ctx.opts.quick, &ctx.opts.command);
 
+    if ctx.wants("nginx") {
+        eprintln!("[bench] against nginx (wrk)");
+        match vs_nginx::run(&ctx).await {
+            Ok(f) => report.nginx = Some(f),
+            Err(e) => report.note("against nginx", Err(e)),
+        }
+    }
     // A scenario that fails is reported as such in BENCHMARKS.md; the others still run.
     if ctx.wants("overhead") {
         eprintln!("[bench] gateway overhead (SQLite)");
@@ -775,7 +828,18 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     {
         text = compare::splice(&text, section);
     }
-    write(&ctx.opts.out, &text)?;
+    // `--only nginx` on an existing full report replaces that scenario's section and its
+    // target rows in place, so it can be re-run alone after a product change.
+    let spliced = match (&report.nginx, ctx.opts.only.as_deref()) {
+        (Some(f), Some("nginx")) => std::fs::read_to_string(&ctx.opts.out)
+            .ok()
+            .and_then(|old| report::splice_nginx(&old, f, &ctx.opts.command)),
+        _ => None,
+    };
+    if spliced.is_some() {
+        eprintln!("[bench] replacing the nginx section of the existing report");
+    }
+    write(&ctx.opts.out, spliced.as_deref().unwrap_or(&text))?;
     if let Some(long) = report.long_soak() {
         write(Path::new(report::LONG_SOAK_FILE), &long)?;
         eprintln!("[bench] wrote {}", report::LONG_SOAK_FILE);
