@@ -62,6 +62,12 @@ impl Application {
         let lifecycle = Arc::new(Lifecycle::new());
         let health = HealthBoard::new();
         let recorder = Recorder::new(config.instance.clone(), config.metrics.max_buffered);
+        // `/metrics` folds every event as it is recorded, from the first one on.
+        let metrics = Arc::new(crate::prometheus::Metrics::new());
+        {
+            let metrics = metrics.clone();
+            let _ = recorder.observe(Arc::new(move |event| metrics.observe(event)));
+        }
 
         let store = open_store(config.database_url.expose_secret())
             .context("EXAI_DATABASE_URL: cannot open the event store")?;
@@ -104,6 +110,11 @@ impl Application {
         )
         .start();
         gateway.startup_complete();
+        let tables = gateway.dispatcher().registry().clone();
+        metrics.set_known_models(Arc::new(move |model: &str| {
+            exai_actors::registry::catalog::find(model).is_some_and(|c| c.id == model)
+                || tables.tables().resolve(model).is_some()
+        }));
 
         let state = web::Data::new(AppState {
             config: config.clone(),
@@ -114,6 +125,7 @@ impl Application {
             pipeline,
             store,
             surface: surface.clone(),
+            metrics,
         });
         let app_state = state.clone();
         let mcp = web::Data::from(crate::mcp::McpState::new(
@@ -129,6 +141,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(http::guard::guard))
+                .wrap(actix_web::middleware::from_fn(http::request_id::middleware))
                 // Outermost: the request span and the access log see refusals too.
                 .wrap(actix_web::middleware::from_fn(http::access::middleware))
                 .app_data(access_log.clone())

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod banner;
+pub mod call_record;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -16,6 +17,8 @@ pub mod gateway;
 pub mod http;
 pub mod lifecycle;
 pub mod mcp;
+pub mod pricing;
+pub mod prometheus;
 pub mod service;
 pub mod state;
 pub mod telemetry;

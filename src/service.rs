@@ -5,8 +5,13 @@
 //! `/ws` `call_tool chat` and `POST /v1/chat/completions` build an OpenAI request body and
 //! call [`ChatService::complete`] or [`ChatService::stream`]; neither surface talks to the
 //! registry, the cache or a provider in any other way. Everything runs on the caller's task
-//! through handles (no mailbox hop). The provider records `provider.request` and the cache
-//! `cache.*` events; the surfaces record `tool.call`.
+//! through handles (no mailbox hop). What a call learns on the way — cache outcome, time
+//! upstream, usage — goes into its [`CallContext`] (the providers add their attempts, the
+//! dispatcher the answering candidate); the surface records the call's one `request` event.
+//!
+//! Usage on streams: unless the client asked for `stream_options.include_usage` itself, it
+//! is asked for here (so the call's tokens are known), and the usage chunk and the
+//! `"usage":null` fields it brings are taken back out of what the client receives.
 //!
 //! Streams are not stored in the cache (a cached answer is a complete response), but a
 //! streaming request whose answer is cached is served from the cache, re-chunked as one
@@ -14,11 +19,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::web::Bytes;
 use exai_actors::cache::key::CacheKey;
 use exai_actors::cache::{CacheHandle, Origin};
-use exai_actors::provider::ProviderError;
+use exai_actors::pipeline::request::{CacheLabel, CallContext, Tokens};
+use exai_actors::provider::{ProviderError, Usage};
 use exai_actors::registry::dispatch::Dispatcher;
 use futures_util::Stream;
 use serde_json::{Value, json};
@@ -69,6 +76,46 @@ impl CacheOutcome {
     pub const fn is_hit(self) -> bool {
         matches!(self, Self::L1 | Self::L2 | Self::Coalesced)
     }
+
+    /// The `cache` of the call's `request` event.
+    pub const fn label(self) -> CacheLabel {
+        match self {
+            Self::L1 => CacheLabel::L1,
+            Self::L2 => CacheLabel::L2,
+            Self::Miss => CacheLabel::Miss,
+            Self::Coalesced => CacheLabel::Coalesced,
+            Self::Bypass => CacheLabel::Bypass,
+        }
+    }
+}
+
+/// Usage as a `request` event counts it.
+pub fn tokens_of(usage: Usage) -> Tokens {
+    Tokens {
+        prompt: usage.prompt_tokens,
+        completion: usage.completion_tokens,
+        cached: usage.cached_tokens,
+    }
+}
+
+/// Notes a cache hit in the current call: no upstream call, the preferred provider.
+fn note_hit(outcome: CacheOutcome, model: &str, provider: Option<&str>) {
+    CallContext::note(|t| {
+        t.cache = Some(outcome.label());
+        t.resolved_model = Some(model.to_owned());
+        t.provider = provider.map(str::to_owned);
+    });
+}
+
+/// Notes a completed upstream answer in the current call: cache outcome, time, usage.
+fn note_upstream(outcome: CacheOutcome, started: Instant, usage: Option<Usage>) {
+    CallContext::note(|t| {
+        t.cache = Some(outcome.label());
+        t.upstream += started.elapsed();
+        if let Some(usage) = usage {
+            t.add_tokens(tokens_of(usage));
+        }
+    });
 }
 
 /// A complete answer.
@@ -130,11 +177,20 @@ impl ChatService {
     pub async fn complete(&self, body: Value, bypass: bool) -> Result<ChatAnswer, GatewayError> {
         let asked = model_of(&body)?;
         let resolved = self.dispatcher.resolve(&asked).await?;
+        // The dispatcher names the answering candidate; a failed call keeps this one.
+        CallContext::note(|t| t.resolved_model = Some(resolved.model.clone()));
         let preferred: Option<Arc<str>> = resolved.provider().map(Arc::from);
         let cache = match &self.cache {
             Some(cache) if !bypass => cache,
             _ => {
-                let done = self.dispatcher.complete(&asked, body).await?;
+                let started = Instant::now();
+                let done = self.dispatcher.complete(&asked, body).await;
+                note_upstream(
+                    CacheOutcome::Bypass,
+                    started,
+                    done.as_ref().ok().and_then(|d| d.usage),
+                );
+                let done = done?;
                 return Ok(ChatAnswer {
                     body: done.body,
                     model: resolved.model,
@@ -150,16 +206,27 @@ impl ChatService {
         let answered = &mut answered_by;
         let reply = cache
             .get_or_fetch(&key, &resolved.model, || async move {
-                let done = dispatcher.complete(&asked, body).await?;
+                let started = Instant::now();
+                let done = dispatcher.complete(&asked, body).await;
+                note_upstream(
+                    CacheOutcome::Miss,
+                    started,
+                    done.as_ref().ok().and_then(|d| d.usage),
+                );
+                let done = done?;
                 *answered = Some(done.provider);
                 Ok::<Bytes, ProviderError>(done.body)
             })
             .await?;
+        let outcome = CacheOutcome::from_origin(&reply.origin);
+        if outcome.is_hit() {
+            note_hit(outcome, &resolved.model, preferred.as_deref());
+        }
         Ok(ChatAnswer {
             body: reply.body,
             model: resolved.model,
             provider: answered_by.or(preferred),
-            cache: CacheOutcome::from_origin(&reply.origin),
+            cache: outcome,
             cache_age_ms: match reply.origin {
                 Origin::Hit { age_ms, .. } => Some(age_ms),
                 _ => None,
@@ -169,12 +236,14 @@ impl ChatService {
 
     /// A streaming completion of `body`. A cached complete answer is re-chunked; otherwise
     /// the upstream stream is passed through chunk by chunk.
-    pub async fn stream(&self, body: Value, bypass: bool) -> Result<ChatChunks, GatewayError> {
+    pub async fn stream(&self, mut body: Value, bypass: bool) -> Result<ChatChunks, GatewayError> {
         let asked = model_of(&body)?;
         let resolved = self.dispatcher.resolve(&asked).await?;
+        // The dispatcher names the answering candidate; a failed call keeps this one.
+        CallContext::note(|t| t.resolved_model = Some(resolved.model.clone()));
         if let Some(cache) = self.cache.as_ref().filter(|_| !bypass) {
             let key = CacheKey::derive(&body, &resolved.model);
-            if let Some(hit) = cache.lookup(&key, &resolved.model).await {
+            if let Some(hit) = cache.lookup(&key).await {
                 let outcome = if matches!(hit.level, exai_actors::cache::CacheLevel::L1) {
                     CacheOutcome::L1
                 } else {
@@ -187,6 +256,7 @@ impl ChatService {
                 } else {
                     rechunk(&hit.body, &resolved.model)?
                 };
+                note_hit(outcome, &resolved.model, resolved.provider());
                 return Ok(ChatChunks {
                     chunks: Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok))),
                     model: resolved.model.clone(),
@@ -203,34 +273,169 @@ impl ChatService {
             }
             _ => None,
         };
-        let stream = self.dispatcher.stream(&asked, body).await?;
+        // Usage on streams (see the module docs); the Anthropic dialect's translation asks
+        // for it itself.
+        let strip_usage =
+            !exai_actors::anthropic::is_anthropic(&body) && !ask_for_stream_usage(&mut body);
+        let outcome = if self.cache.is_some() && !bypass {
+            CacheOutcome::Miss
+        } else {
+            CacheOutcome::Bypass
+        };
+        let started = Instant::now();
+        let stream = match self.dispatcher.stream(&asked, body).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                note_upstream(outcome, started, None);
+                return Err(e.into());
+            }
+        };
         let provider: Arc<str> = Arc::from(stream.provider());
+        let metered = Metered {
+            inner: stream,
+            context: CallContext::current(),
+            outcome,
+            started,
+            done: false,
+        };
         let chunks: ChunkStream = match store_to {
             // A miss: pass chunks through as they come and store the assembled answer
             // once the stream completes cleanly.
             Some((cache, key)) => {
                 let limit = cache.settings().max_response_bytes;
                 Box::pin(StoreOnComplete {
-                    inner: Box::pin(stream),
+                    inner: Box::pin(metered),
                     assembly: Some(Assembly::new(limit)),
                     cache,
                     key,
                     model: resolved.model.clone(),
                 })
             }
-            None => Box::pin(stream),
+            None => Box::pin(metered),
+        };
+        let chunks: ChunkStream = if strip_usage {
+            Box::pin(futures_util::StreamExt::filter_map(chunks, |item| {
+                std::future::ready(match item {
+                    Ok(chunk) => without_usage(chunk).map(Ok),
+                    Err(e) => Some(Err(e)),
+                })
+            }))
+        } else {
+            chunks
         };
         Ok(ChatChunks {
             chunks,
             model: resolved.model,
             provider: Some(provider),
-            cache: if self.cache.is_some() && !bypass {
-                CacheOutcome::Miss
-            } else {
-                CacheOutcome::Bypass
-            },
+            cache: outcome,
             cache_age_ms: None,
         })
+    }
+}
+
+/// Asks the upstream to report usage at the end of the stream; true when the client asked
+/// for it already.
+fn ask_for_stream_usage(body: &mut Value) -> bool {
+    let Some(fields) = body.as_object_mut() else {
+        return true;
+    };
+    let options = fields.entry("stream_options").or_insert_with(|| json!({}));
+    if !options.is_object() {
+        *options = json!({});
+    }
+    let asked = options
+        .get("include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    options["include_usage"] = Value::Bool(true);
+    asked
+}
+
+/// A chunk as the client sees it when it did not ask for usage: the usage-only chunk is
+/// dropped, and the `"usage":null` that OpenAI adds to every other chunk is taken out.
+fn without_usage(chunk: Bytes) -> Option<Bytes> {
+    /// What decides whether a chunk is the usage-only one.
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        /// Empty in the usage chunk.
+        #[serde(default)]
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+        /// Set in the usage chunk.
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    const NEEDLE: &[u8] = b"\"usage\"";
+    if !chunk.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        return Some(chunk);
+    }
+    if let Ok(probe) = serde_json::from_slice::<Probe>(&chunk)
+        && probe.usage.is_some_and(|u| !u.is_null())
+        && probe.choices.is_none_or(|c| c.is_empty())
+    {
+        return None;
+    }
+    for pattern in [&b",\"usage\":null"[..], &b"\"usage\":null,"[..]] {
+        if let Some(at) = chunk.windows(pattern.len()).position(|w| w == pattern) {
+            let mut out = Vec::with_capacity(chunk.len() - pattern.len());
+            out.extend_from_slice(&chunk[..at]);
+            out.extend_from_slice(&chunk[at + pattern.len()..]);
+            return Some(Bytes::from(out));
+        }
+    }
+    Some(chunk)
+}
+
+/// Passes the upstream's chunks through and, when the stream ends (or is dropped), notes in
+/// the call's context the time spent upstream and the usage the provider read.
+struct Metered {
+    /// The provider's chunks (it reads their usage as they pass).
+    inner: exai_actors::provider::ChatStream,
+    /// The call this stream answers (taken when it started; the stream outlives the scope).
+    context: Option<Arc<CallContext>>,
+    /// How the cache took part.
+    outcome: CacheOutcome,
+    /// When the upstream call began.
+    started: Instant,
+    /// Set once noted.
+    done: bool,
+}
+
+impl Metered {
+    fn note(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let usage = self.inner.usage();
+        if let Some(context) = &self.context {
+            context.update(|t| {
+                t.cache = Some(self.outcome.label());
+                t.upstream += self.started.elapsed();
+                if let Some(usage) = usage {
+                    t.add_tokens(tokens_of(usage));
+                }
+            });
+        }
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, ProviderError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = Pin::new(&mut self.inner).poll_next(cx);
+        if matches!(next, std::task::Poll::Ready(None)) {
+            self.note();
+        }
+        next
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.note();
     }
 }
 
@@ -501,6 +706,33 @@ mod tests {
         assert!(!tools.add(br#"{"choices":[{"index":0,"delta":{"tool_calls":[{}]}}]}"#));
         let mut big = Assembly::new(10);
         assert!(!big.add(br#"{"choices":[{"index":0,"delta":{"content":"xxxxxxxxxxxx"}}]}"#));
+    }
+
+    #[test]
+    fn stream_usage_is_asked_for_and_kept_from_clients_that_did_not() {
+        let mut body = json!({"model": "m"});
+        assert!(!ask_for_stream_usage(&mut body));
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        let mut asked = json!({"model": "m", "stream_options": {"include_usage": true}});
+        assert!(ask_for_stream_usage(&mut asked));
+        let usage_chunk = Bytes::from_static(
+            br#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+        );
+        assert!(without_usage(usage_chunk).is_none());
+        let chunk = Bytes::from_static(
+            br#"{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}"#,
+        );
+        assert_eq!(
+            without_usage(chunk).unwrap(),
+            Bytes::from_static(br#"{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}]}"#)
+        );
+        let plain = Bytes::from_static(br#"{"id":"c","choices":[{"index":0,"delta":{}}]}"#);
+        assert_eq!(without_usage(plain.clone()).unwrap(), plain);
+        // Kimi reports usage inside the last choice: that chunk is kept whole.
+        let kimi = Bytes::from_static(
+            br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop","usage":{"prompt_tokens":1}}]}"#,
+        );
+        assert_eq!(without_usage(kimi.clone()).unwrap(), kimi);
     }
 
     #[test]

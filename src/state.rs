@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::files::FileRoots;
 use crate::lifecycle::Lifecycle;
+use crate::pricing::PriceTable;
 use crate::service::ChatService;
 use crate::tools::conversation::ConversationStore;
 use crate::ws::limits::{ConnectionTracker, WsLimits};
@@ -47,6 +48,8 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     /// The client surfaces (`/ws`, `/v1`); shutdown drains their sessions.
     pub surface: web::Data<SurfaceState>,
+    /// The Prometheus series of `/metrics`, fed by the recorder.
+    pub metrics: Arc<crate::prometheus::Metrics>,
 }
 
 /// The `/health` document (also served by the `health` tool) and its overall status.
@@ -110,6 +113,8 @@ pub struct SurfaceState {
     pub(crate) max_body_bytes: usize,
     /// Turns true when shutdown begins: sessions finish their calls, then close with 1001.
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+    /// Model prices, for the `cost_usd` of `request` events.
+    pub(crate) prices: Arc<PriceTable>,
 }
 
 impl std::fmt::Debug for SurfaceState {
@@ -172,6 +177,7 @@ impl SurfaceState {
             instance: config.instance.clone(),
             max_body_bytes: limits.max_message_bytes,
             shutdown: tokio::sync::watch::Sender::new(false),
+            prices: Arc::new(config.prices.clone()),
             limits,
         }
     }
@@ -182,6 +188,15 @@ impl SurfaceState {
         self.history = Some(store);
         self.lifecycle = Some(lifecycle);
         self
+    }
+
+    /// Starts the `request` event of a call on `surface`.
+    pub(crate) fn start_call(
+        &self,
+        surface: exai_actors::pipeline::request::Surface,
+        request_id: String,
+    ) -> crate::call_record::CallRecord {
+        crate::call_record::CallRecord::start(&self.recorder, &self.prices, surface, request_id)
     }
 
     /// The `/health` document and its overall status.

@@ -29,7 +29,8 @@ use exai_actors::supervisor::SupervisorSettings;
 
 use super::kind::{
     Aliases, Bytes, Chains, Count, Days, Flag, Format, Fsync, Kind, Maybe, Millis, NonNegative,
-    Origins, Paths, Port, Positive, RedisSchemes, Seconds, SecretUrl, StoreSchemes, Text, Token,
+    Origins, Paths, Port, Positive, Prices, RedisSchemes, Seconds, SecretUrl, StoreSchemes, Text,
+    Token,
 };
 use super::model::{DEFAULT_PORT, LogFormat};
 use super::raw::RawFile;
@@ -645,6 +646,15 @@ pub const ALIASES: Custom<Aliases> = Custom {
     kind: PhantomData,
 };
 
+pub const PRICES: Custom<Prices> = Custom {
+    key: "prices",
+    env: &["EXAI_PRICES"],
+    toml: |f| f.prices.as_ref(),
+    default: "built in",
+    about: "model prices in USD per million tokens, over the built-in table ([monitoring.md](monitoring.md)): `glm-4.6=0.6/2.2/0.11;my-model=1/2` (`input/output[/cached_input]`), or in toml `\"glm-4.6\" = { input = 0.6, output = 2.2, cached_input = 0.11 }` (the environment wins per model); a model without a price has no `cost_usd`",
+    kind: PhantomData,
+};
+
 // ---------------------------------------------------------------------------------------
 // [upstream] and [tools]
 
@@ -744,6 +754,7 @@ pub static SETTINGS: &[&dyn Entry] = &[
     &FALLBACK,
     &MAX_ATTEMPTS,
     &ALIASES,
+    &PRICES,
     &UPSTREAM_MAX_BYTES,
     &SSE_MAX_EVENT_BYTES,
     &FILE_ROOTS,

@@ -613,3 +613,53 @@ impl Kind for Aliases {
         "—".to_owned()
     }
 }
+
+/// Model prices, USD per million tokens: a toml table `"model" = { input, output,
+/// cached_input }`, or the environment's `model=in/out[/cached];model2=…`
+/// ([`crate::pricing::parse_env`]).
+pub struct Prices;
+impl Kind for Prices {
+    type Value = BTreeMap<String, crate::pricing::Price>;
+    const TYPE: &'static str = "prices";
+    fn parse(raw: &Raw, errors: &mut Errors) -> Option<Self::Value> {
+        let mut prices = BTreeMap::new();
+        match &raw.value {
+            toml::Value::Table(t) => {
+                for (model, price) in t {
+                    let key = format!("{}.\"{model}\"", raw.key);
+                    match price.clone().try_into::<crate::pricing::Price>() {
+                        Ok(price) => match price.problem() {
+                            Some(problem) => errors.push(&key, problem),
+                            None => {
+                                prices.insert(model.clone(), price);
+                            }
+                        },
+                        Err(e) => errors.push(
+                            &key,
+                            format!("expected {{ input = …, output = …, cached_input = … }} ({e})"),
+                        ),
+                    }
+                }
+            }
+            toml::Value::String(spec) => match crate::pricing::parse_env(spec) {
+                Ok(entries) => prices.extend(entries),
+                Err(problems) => {
+                    for problem in problems {
+                        errors.push(&raw.key, problem);
+                    }
+                }
+            },
+            _ => errors.push(
+                &raw.key,
+                "expected a table of \"model\" = { input, output }",
+            ),
+        }
+        Some(prices)
+    }
+    fn show(value: &Self::Value) -> Value {
+        json!(value)
+    }
+    fn doc(_: &Self::Value) -> String {
+        "the built-in table".to_owned()
+    }
+}

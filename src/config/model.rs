@@ -58,6 +58,8 @@ pub struct Config {
     pub providers: Vec<ProviderSettings>,
     /// What tools may read.
     pub tools: ToolsConfig,
+    /// Model prices, for the `cost_usd` of `request` events.
+    pub prices: crate::pricing::PriceTable,
 }
 
 /// What tools may read (`files`, `relevant_files`, `images`, precommit's `path`).

@@ -44,6 +44,8 @@ pub struct RawFile {
     pub tools: RawTools,
     /// `[upstream]`.
     pub upstream: RawUpstream,
+    /// `[prices]`: model → `{input, output, cached_input}`, USD per million tokens.
+    pub prices: Option<toml::Value>,
     /// `[[providers]]`: each entry is read as a [`RawProvider`] by [`RawProvider::from_value`],
     /// so a problem names its index.
     pub providers: Option<toml::Value>,

@@ -96,6 +96,7 @@ impl Config {
             upstream: upstream(&mut r),
             providers: providers(&mut r),
             tools: tools(&mut r),
+            prices: prices(&mut r),
             server,
             instance,
             data_dir,
@@ -310,6 +311,14 @@ pub fn registry(r: &mut Reader<'_>) -> RegistryConfig {
         max_attempts: r.get(&e::MAX_ATTEMPTS),
         aliases,
     }
+}
+
+/// `[prices]` over the built-in table, then `EXAI_PRICES`, per model.
+pub fn prices(r: &mut Reader<'_>) -> crate::pricing::PriceTable {
+    let (from_toml, from_env) = r.both(&e::PRICES);
+    crate::pricing::PriceTable::builtin()
+        .with(from_toml.unwrap_or_default())
+        .with(from_env.unwrap_or_default())
 }
 
 /// `[upstream]`.

@@ -91,6 +91,7 @@ impl Redact for Config {
             upstream,
             providers,
             tools,
+            prices,
         } = self;
         out.insert(
             "file",
@@ -107,6 +108,16 @@ impl Redact for Config {
         registry.redact(out);
         upstream.redact(out);
         tools.redact(out);
+        out.insert(
+            e::PRICES.key,
+            serde_json::to_value(
+                prices
+                    .entries()
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
+            .unwrap_or_default(),
+        );
         out.insert(
             "providers",
             Value::Array(providers.iter().map(provider).collect()),

@@ -89,7 +89,7 @@ fn the_table_and_the_raw_sections_declare_the_same_keys() {
     let declared: HashSet<String> = sections
         .iter()
         .flat_map(|(s, fields)| fields.iter().map(move |f| format!("{s}.{f}")))
-        .chain(["instance".to_owned()])
+        .chain(["instance".to_owned(), "prices".to_owned()])
         .collect();
     let tabled: HashSet<String> = SETTINGS.iter().map(|e| e.key().to_owned()).collect();
     assert_eq!(declared, tabled);
@@ -98,7 +98,7 @@ fn the_table_and_the_raw_sections_declare_the_same_keys() {
     let expected: HashSet<&str> = sections
         .iter()
         .map(|(s, _)| *s)
-        .chain(["instance", "providers"])
+        .chain(["instance", "providers", "prices"])
         .collect();
     assert_eq!(top, expected);
 }

@@ -1,89 +1,27 @@
 //! What the two HTTP chat surfaces, `/v1/chat/completions` ([`crate::http::v1`]) and
-//! `/v1/messages` ([`crate::http::anthropic`]), share: the in-flight bound, the `tool.call` record
-//! of a request, the cache directives from its headers, exai's answer headers and the check
-//! of a boolean body field. Each surface keeps its own error shape and messages.
+//! `/v1/messages` ([`crate::http::anthropic`]), share: the in-flight bound, the cache
+//! directives from its headers, exai's answer headers and the check of a boolean body field.
+//! Each surface keeps its own error shape and messages; both record their calls' `request`
+//! events through [`crate::call_record`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
-use actix_web::web;
 use exai_actors::cache::key::CacheDirectives;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
 use crate::service::CacheOutcome;
 use crate::state::SurfaceState;
 
-/// `source` of the events the HTTP chat surfaces record (`/v1/messages` included).
-pub const V1_SOURCE: &str = "v1";
 /// Header telling the client how the cache answered.
 pub const CACHE_HEADER: &str = "x-exai-cache";
 /// Response header: age of a cached answer in milliseconds (hits only).
 pub const CACHE_AGE_HEADER: &str = "x-exai-cache-age-ms";
 /// Header naming the provider that answered.
 pub const PROVIDER_HEADER: &str = "x-exai-provider";
-
-/// Records the request's `tool.call` (with its `surface`) when dropped: at the end of the
-/// response, or when the client went away mid-stream.
-pub(crate) struct CallRecord {
-    /// Where events go.
-    state: web::Data<SurfaceState>,
-    /// When the request arrived.
-    started: Instant,
-    /// Streaming or not.
-    stream: bool,
-    /// Filled in as the request progresses.
-    pub(crate) data: Value,
-    /// Outcome: `None` while running (a drop then means the client left).
-    pub(crate) outcome: Option<Result<(), &'static str>>,
-}
-
-impl CallRecord {
-    /// A running call on `surface` (`"v1"` or `"anthropic"`).
-    pub(crate) fn new(
-        state: &web::Data<SurfaceState>,
-        surface: &'static str,
-        stream: bool,
-    ) -> Self {
-        Self {
-            state: state.clone(),
-            started: Instant::now(),
-            stream,
-            data: json!({ "tool": "chat", "surface": surface, "stream": stream }),
-            outcome: None,
-        }
-    }
-
-    /// Notes who answered and how the cache did.
-    pub(crate) fn answered(&mut self, model: &str, provider: Option<&str>, cache: CacheOutcome) {
-        self.data["model"] = json!(model);
-        self.data["provider"] = json!(provider);
-        self.data["cache"] = json!(cache.as_str());
-    }
-}
-
-impl Drop for CallRecord {
-    fn drop(&mut self) {
-        let outcome = self.outcome.unwrap_or(Err("cancelled"));
-        self.data["ok"] = json!(outcome.is_ok());
-        self.data["latency_ms"] = json!(self.started.elapsed().as_secs_f64() * 1000.0);
-        if let Err(kind) = outcome {
-            self.data["error_kind"] = json!(kind);
-        }
-        tracing::debug!(
-            surface = self.data["surface"].as_str(),
-            stream = self.stream,
-            ok = outcome.is_ok(),
-            "v1 chat completion"
-        );
-        self.state
-            .recorder
-            .record(V1_SOURCE, "tool.call", self.data.take());
-    }
-}
 
 /// The request's `Cache-Control` and `Pragma` directives.
 pub(crate) fn cache_directives(req: &HttpRequest) -> CacheDirectives {

@@ -99,7 +99,12 @@ async fn summary(
         );
     }
     match state.store.summary(window).await {
-        Ok(rows) => HttpResponse::Ok().json(json!({"window_s": window.as_secs(), "rows": rows})),
+        Ok(summary) => HttpResponse::Ok().json(json!({
+            "window_s": window.as_secs(),
+            "rows": summary.rows,
+            "models": summary.models,
+            "requests": summary.requests,
+        })),
         Err(e) => store_error(e),
     }
 }

@@ -20,4 +20,5 @@ pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod origin;
+pub mod request_id;
 pub mod v1;

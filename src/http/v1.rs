@@ -17,16 +17,18 @@
 
 use actix_web::http::header;
 use actix_web::web::{self, Bytes, BytesMut};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
 use exai_actors::cache::key as cache_key;
+use exai_actors::pipeline::request::{CallContext, Surface};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
+use crate::call_record::CallRecord;
 use crate::error::GatewayError;
 use crate::http::body::{BodyBudget, BodyError};
 pub use crate::http::call::{CACHE_AGE_HEADER, CACHE_HEADER, PROVIDER_HEADER};
 use crate::http::call::{
-    CallRecord, InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
+    InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
 };
 use crate::service::{CacheOutcome, ChunkStream};
 use crate::state::SurfaceState;
@@ -37,8 +39,6 @@ const EXAI_FIELDS: &[&str] = &[
     "continuation_id",
     exai_actors::anthropic::DIALECT_FIELD,
 ];
-/// Longest client `x-request-id` kept in the call's event.
-const MAX_REQUEST_ID_BYTES: usize = 128;
 /// The SSE terminator.
 const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -118,49 +118,73 @@ fn parse_body(bytes: &[u8]) -> Result<(Value, bool), GatewayError> {
     Ok((body, stream))
 }
 
-/// `POST /v1/chat/completions`.
+/// `POST /v1/chat/completions`: one `request` event per call, whatever the outcome.
 pub async fn chat_completions(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<SurfaceState>,
     bodies: web::Data<BodyBudget>,
+) -> HttpResponse {
+    let mut record = Some(state.start_call(Surface::V1, crate::http::request_id::of(&req)));
+    let context = record
+        .as_ref()
+        .map(CallRecord::context)
+        .unwrap_or_else(|| CallContext::new(String::new()));
+    let result = CallContext::scope(
+        context,
+        serve_completion(&req, payload, &state, &bodies, &mut record),
+    )
+    .await;
+    let (response, kind) = match result {
+        Ok(response) => (response, None),
+        Err(e) => (e.error_response(), Some(e.kind())),
+    };
+    // A stream took the record with it; anything else ends here.
+    if let Some(record) = record {
+        record.finish(response.status().as_u16(), kind);
+    }
+    response
+}
+
+/// The call itself. A streamed answer takes `record` along, to finish it when the stream
+/// ends.
+async fn serve_completion(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &web::Data<SurfaceState>,
+    bodies: &BodyBudget,
+    record: &mut Option<CallRecord>,
 ) -> Result<HttpResponse, GatewayError> {
-    check_auth(&req, &state)?;
+    check_auth(req, state)?;
     // The body first, bounded in time and memory; the in-flight slot only once it is in,
     // so clients trickling their bodies cannot hold the slots (issue 12 §4).
-    let bytes = match bodies.read(&req, payload, state.max_body_bytes).await {
+    let bytes = match bodies.read(req, payload, state.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(BodyError::TooLarge { size, limit }) => {
             return Err(GatewayError::TooLarge { size, limit });
         }
-        Err(e) => return Ok(e.response(true)),
+        Err(e) => {
+            if let Some(r) = record.as_mut() {
+                r.hint_error(e.code());
+            }
+            return Ok(e.response(true));
+        }
     };
-    let inflight = InflightGuard::acquire(&state)?;
+    let inflight = InflightGuard::acquire(state)?;
     let (mut body, stream) = parse_body(&bytes)?;
-    let bypass = cache_key::bypass(&body, cache_directives(&req));
+    if let Some(r) = record.as_mut() {
+        let event = r.event();
+        event.stream = stream;
+        event.model = body.get("model").and_then(Value::as_str).map(str::to_owned);
+    }
+    let bypass = cache_key::bypass(&body, cache_directives(req));
     if let Some(fields) = body.as_object_mut() {
         for field in EXAI_FIELDS {
             fields.remove(*field);
         }
     }
-    let mut record = CallRecord::new(&state, "v1", stream);
-    if let Some(id) = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| id.len() <= MAX_REQUEST_ID_BYTES)
-    {
-        record.data["request_id"] = json!(id);
-    }
     if stream {
-        let answer = match state.chat.stream(body, bypass).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                record.outcome = Some(Err(e.kind()));
-                return Err(e);
-            }
-        };
-        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
+        let answer = state.chat.stream(body, bypass).await?;
         let mut response = HttpResponse::Ok();
         event_stream_headers(&mut response);
         crate::http::access::AccessFacts::note(&mut response, &answer.model);
@@ -170,17 +194,12 @@ pub async fn chat_completions(
             answer.provider.as_deref(),
             answer.cache_age_ms,
         );
+        let Some(record) = record.take() else {
+            return Err(GatewayError::Internal("the call has no record".to_owned()));
+        };
         Ok(response.streaming(sse(answer.chunks, record, inflight)))
     } else {
-        let answer = match state.chat.complete(body, bypass).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                record.outcome = Some(Err(e.kind()));
-                return Err(e);
-            }
-        };
-        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
-        record.outcome = Some(Ok(()));
+        let answer = state.chat.complete(body, bypass).await?;
         drop(inflight);
         let mut response = HttpResponse::Ok();
         response.content_type("application/json");
@@ -204,8 +223,9 @@ enum Sse {
     Open {
         /// The upstream chunks.
         chunks: ChunkStream,
-        /// Records the call when the response ends or is dropped.
-        record: CallRecord,
+        /// The call's `request` event, finished when the response ends (or, dropped, as
+        /// cancelled). Boxed: it is large and the stream state is moved on every chunk.
+        record: Box<CallRecord>,
         /// The `/v1` in-flight place, held for the whole stream.
         _inflight: InflightGuard,
     },
@@ -222,7 +242,7 @@ fn sse(
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
     let start = Sse::Open {
         chunks,
-        record,
+        record: Box::new(record),
         _inflight: inflight,
     };
     futures_util::stream::unfold(start, |state| async move {
@@ -236,6 +256,7 @@ fn sse(
         };
         match chunks.next().await {
             Some(Ok(chunk)) => {
+                record.first_byte();
                 let mut event = BytesMut::with_capacity(chunk.len() + 8);
                 event.extend_from_slice(b"data: ");
                 event.extend_from_slice(&chunk);
@@ -250,14 +271,14 @@ fn sse(
                 ))
             }
             None => {
-                record.outcome = Some(Ok(()));
+                record.finish(200, None);
                 Some((Ok(Bytes::from_static(SSE_DONE)), Sse::Closed))
             }
             Some(Err(e)) => {
                 // An error event, then `[DONE]`: the stream still ends the way clients expect,
                 // and never with a `finish_reason` it did not have.
                 let error = GatewayError::from(e);
-                record.outcome = Some(Err(error.kind()));
+                record.finish(200, Some(error.kind()));
                 let event = format!("data: {}\n\ndata: [DONE]\n\n", error.openai_json());
                 Some((Ok(Bytes::from(event)), Sse::Closed))
             }

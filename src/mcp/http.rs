@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::web::{self, Bytes};
@@ -34,13 +34,15 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::protocol::{self, Era};
-use super::session::{MCP_SOURCE, RunningCall};
+use super::session::RunningCall;
 use super::state::{InFlight, McpState};
+use crate::call_record::CallRecord;
 use crate::error::GatewayError;
 use crate::files::Cancellation;
 use crate::http::body::BodyBudget;
 use crate::state::SurfaceState;
-use crate::tools::{Silent, Tool, ToolContext, ToolOutput};
+use crate::tools::{Silent, Tool, ToolContext};
+use exai_actors::pipeline::request::{CallContext, Surface};
 
 /// The session header.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -52,6 +54,8 @@ pub const METHOD_HEADER: &str = "mcp-method";
 pub const NAME_HEADER: &str = "mcp-name";
 /// Frames a call may queue for a slow reader before progress frames are dropped.
 const CALL_QUEUE: usize = 16;
+/// Longest tool name kept in a `request` event (client-chosen text).
+const MAX_TOOL_NAME_BYTES: usize = 64;
 
 /// Registers `/mcp`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -407,7 +411,22 @@ async fn call(
     params: &Value,
 ) -> HttpResponse {
     let ok = |result: Value| rpc(StatusCode::OK, &protocol::response(&id, result));
+    let mut record = surface.start_call(Surface::Mcp, crate::http::request_id::of(req));
+    {
+        let event = record.event();
+        event.session_id = era.session_id().map(str::to_owned);
+        event.protocol_version = Some(era.version().to_owned());
+        event.tool = params.get("name").and_then(Value::as_str).map(|n| {
+            crate::tools::truncate(&crate::tools::normalise(n), MAX_TOOL_NAME_BYTES).to_owned()
+        });
+        event.model = params
+            .pointer("/arguments/model")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        event.stream = params.pointer("/arguments/stream").and_then(Value::as_bool) == Some(true);
+    }
     let Some(name) = params.get("name").and_then(Value::as_str) else {
+        record.finish(400, Some("invalid_params"));
         return rpc(
             StatusCode::OK,
             &protocol::error_response(
@@ -420,6 +439,7 @@ async fn call(
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(args)) => args.clone(),
         Some(_) => {
+            record.finish(400, Some("invalid_params"));
             return rpc(
                 StatusCode::OK,
                 &protocol::error_response(
@@ -435,6 +455,7 @@ async fn call(
     let tool = match crate::tools::registry().prepare(name, &arguments) {
         Ok(tool) => tool,
         Err(GatewayError::ToolNotFound(name)) => {
+            record.finish(404, Some("tool_not_found"));
             return rpc(
                 StatusCode::OK,
                 &protocol::error_response(
@@ -444,12 +465,13 @@ async fn call(
             );
         }
         Err(error) => {
-            record(&surface, &era, name, Duration::ZERO, Err(&error), None);
+            record.finish(error.http_status().as_u16(), Some(error.kind()));
             return ok(protocol::call_error(&error, &era));
         }
     };
     if *surface.shutdown.borrow() {
         let error = GatewayError::Unavailable("the server is shutting down".to_owned());
+        record.finish(error.http_status().as_u16(), Some(error.kind()));
         return ok(protocol::call_error(&error, &era));
     }
     let Ok(permit) = surface.ws_inflight.clone().try_acquire_owned() else {
@@ -457,14 +479,7 @@ async fn call(
         let error = GatewayError::OverCapacity(format!(
             "{max} tool calls in flight across all sessions (limit {max})"
         ));
-        record(
-            &surface,
-            &era,
-            tool.name(),
-            Duration::ZERO,
-            Err(&error),
-            None,
-        );
+        record.finish(error.http_status().as_u16(), Some(error.kind()));
         return ok(protocol::call_error(&error, &era));
     };
     let token = params
@@ -491,6 +506,7 @@ async fn call(
         tx,
         done: done.clone(),
         keep_alive: accepts_sse(req),
+        record,
     }));
     // The task has not run yet (same worker, no await since the spawn).
     if let Some(session) = era.session_id() {
@@ -518,10 +534,8 @@ async fn call(
         abort: task.abort_handle(),
         cancel,
         done,
-        surface: surface.clone(),
         era: era.clone(),
         tool: tool.name(),
-        started: Instant::now(),
     };
     if accepts_sse(req) {
         let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
@@ -561,17 +575,16 @@ enum Frame {
     KeepAlive,
 }
 
-/// Aborts a call whose response went away (the client closed the stream) and records it.
+/// Aborts a call whose response went away (the client closed the stream); the aborted task
+/// drops its `CallRecord`, which records the call as cancelled.
 struct CallGuard {
     mcp: web::Data<McpState>,
     key: String,
     abort: tokio::task::AbortHandle,
     cancel: Cancellation,
     done: Arc<AtomicBool>,
-    surface: web::Data<SurfaceState>,
     era: Era,
     tool: &'static str,
-    started: Instant,
 }
 
 impl Drop for CallGuard {
@@ -585,42 +598,8 @@ impl Drop for CallGuard {
         }
         self.cancel.cancel();
         self.abort.abort();
-        let error = GatewayError::ToolFailed("cancelled by the client".to_owned());
-        record(
-            &self.surface,
-            &self.era,
-            self.tool,
-            self.started.elapsed(),
-            Err(&error),
-            Some(json!({ "error_kind": "cancelled" })),
-        );
         tracing::debug!(tool = self.tool, "mcp tool call cancelled");
     }
-}
-
-/// Records an MCP `tool.call` event.
-fn record(
-    surface: &SurfaceState,
-    era: &Era,
-    tool: &str,
-    latency: Duration,
-    result: Result<&ToolOutput, &GatewayError>,
-    extra: Option<Value>,
-) {
-    let (session, version) = match era {
-        Era::Session { id, version } => (Some(id.as_str()), version.as_str()),
-        Era::Stateless { version } => (None, version.as_str()),
-    };
-    let mut data = crate::tools::call_event(tool, latency, result);
-    data["surface"] = json!("mcp");
-    data["session_id"] = json!(session);
-    data["protocol_version"] = json!(version);
-    if let Some(Value::Object(extra)) = extra {
-        for (k, v) in extra {
-            data[k] = v;
-        }
-    }
-    surface.recorder.record(MCP_SOURCE, "tool.call", data);
 }
 
 /// What a call task needs.
@@ -639,6 +618,8 @@ struct CallTask {
     tx: mpsc::Sender<Frame>,
     done: Arc<AtomicBool>,
     keep_alive: bool,
+    /// The call's `request` event.
+    record: CallRecord,
 }
 
 /// Runs one call: progress (or a keep-alive) every interval, the tool timeout, the event,
@@ -659,11 +640,12 @@ async fn run_call(task: CallTask) {
         tx,
         done,
         keep_alive,
+        record,
     } = task;
     let started = Instant::now();
     let name = tool.name();
     let limits = &surface.limits;
-    let request_id = format!("mcp-{}", uuid::Uuid::now_v7().simple());
+    let request_id = record.request_id().to_owned();
     let context = ToolContext {
         services: &surface,
         tools: crate::tools::registry(),
@@ -672,30 +654,34 @@ async fn run_call(task: CallTask) {
         cancel,
     };
     let mut ticks = 0u64;
-    let result = crate::tools::run_bounded(
-        tool.call(context, arguments),
-        limits.tool_timeout,
-        limits.progress_interval,
-        true,
-        || {
-            ticks += 1;
-            let frame = match &token {
-                Some(token) => Frame::Message(protocol::progress(
-                    token,
-                    ticks as f64,
-                    &format!("{name} running for {} ms", started.elapsed().as_millis()),
-                )),
-                None if keep_alive => Frame::KeepAlive,
-                None => return Ok(()),
-            };
-            // A full queue means a slow reader: skip this beat rather than buffer.
-            match tx.try_send(frame) {
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    Err(GatewayError::ToolFailed("the client went away".to_owned()))
+    let call_context = record.context();
+    let result = CallContext::scope(
+        call_context,
+        crate::tools::run_bounded(
+            tool.call(context, arguments),
+            limits.tool_timeout,
+            limits.progress_interval,
+            true,
+            || {
+                ticks += 1;
+                let frame = match &token {
+                    Some(token) => Frame::Message(protocol::progress(
+                        token,
+                        ticks as f64,
+                        &format!("{name} running for {} ms", started.elapsed().as_millis()),
+                    )),
+                    None if keep_alive => Frame::KeepAlive,
+                    None => return Ok(()),
+                };
+                // A full queue means a slow reader: skip this beat rather than buffer.
+                match tx.try_send(frame) {
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        Err(GatewayError::ToolFailed("the client went away".to_owned()))
+                    }
+                    _ => Ok(()),
                 }
-                _ => Ok(()),
-            }
-        },
+            },
+        ),
     )
     .await;
     drop(permit);
@@ -704,7 +690,10 @@ async fn run_call(task: CallTask) {
         Ok(out) => protocol::call_result(&out.text, &era),
         Err(error) => protocol::call_error(error, &era),
     };
-    record(&surface, &era, name, latency, result.as_ref(), None);
+    match &result {
+        Ok(_) => record.finish(200, None),
+        Err(e) => record.finish(e.http_status().as_u16(), Some(e.kind())),
+    }
     // Per call, so `debug` (DESIGN §1 rule 5), as on /ws.
     tracing::debug!(
         tool = name,

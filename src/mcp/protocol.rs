@@ -79,6 +79,13 @@ impl Era {
         }
     }
 
+    /// The protocol version the request is served in.
+    pub fn version(&self) -> &str {
+        match self {
+            Era::Session { version, .. } | Era::Stateless { version } => version,
+        }
+    }
+
     /// Whether results carry the 2026-07-28 fields (`resultType`, cache hints).
     pub fn stateless(&self) -> bool {
         matches!(self, Era::Stateless { .. })

@@ -73,7 +73,7 @@ impl Tool for Info {
                  provider-specific tools and breaker state."
             }
             Self::Activity => {
-                "The last events of this daemon (tool calls, provider requests, breakers, \
+                "The last events of this daemon (client calls, failed upstream attempts, breakers, \
                  restarts), newest first, filterable by type, source, outcome and text."
             }
             Self::Health => "The /health document: overall status, actors and components.",
@@ -88,7 +88,7 @@ impl Tool for Info {
                     "limit": { "type": "integer", "minimum": 1, "maximum": ACTIVITY_MAX_LIMIT,
                                "description": "How many events (default 50)" },
                     "type": { "type": "string",
-                              "description": "Event type, e.g. tool.call; a trailing * matches a prefix (provider.*)" },
+                              "description": "Event type, e.g. request; a trailing * matches a prefix (provider.*)" },
                     "source": { "type": "string", "description": "Recording component: ws, provider, cache, supervisor, …" },
                     "ok": { "type": "boolean", "description": "Only successful (true) or failed (false) events" },
                     "contains": { "type": "string", "description": "Only events whose JSON contains this text" },

@@ -32,7 +32,6 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
-use serde_json::{Value, json};
 
 use crate::error::GatewayError;
 pub use tool::{
@@ -77,30 +76,6 @@ pub(crate) async fn run_bounded(
             _ = ticker.tick(), if ticking => tick()?,
         }
     }
-}
-
-/// The transport-neutral part of a `tool.call` event: `tool`, `ok`, `latency_ms`, then
-/// `model`, `provider` and `cache` on success or `error_kind` on failure. Each surface adds
-/// its own fields (`surface`, `session_id`, ...).
-pub(crate) fn call_event(
-    tool: &str,
-    latency: Duration,
-    result: Result<&ToolOutput, &GatewayError>,
-) -> Value {
-    let mut data = json!({
-        "tool": tool,
-        "ok": result.is_ok(),
-        "latency_ms": latency.as_secs_f64() * 1000.0,
-    });
-    match result {
-        Ok(out) => {
-            data["model"] = json!(out.model);
-            data["provider"] = json!(out.provider);
-            data["cache"] = json!(out.cache);
-        }
-        Err(e) => data["error_kind"] = json!(e.kind()),
-    }
-    data
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_web::web;
@@ -30,6 +30,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::limits::{ConnectionGuard, Refusal, TokenBucket};
 use super::protocol::{self, CallId, ReplyIds, Request};
+use crate::call_record::CallRecord;
 use crate::error::GatewayError;
 use crate::files::Cancellation;
 use crate::state::SurfaceState;
@@ -38,6 +39,7 @@ use crate::ws::glue::{CloseCode, CloseReason, WsContext, WsItem, WsMessage, WsPr
 
 /// `source` of the events `/ws` records.
 pub const WS_SOURCE: &str = "ws";
+use exai_actors::pipeline::request::{CallContext, Surface};
 
 /// A frame for the client, from a call task.
 #[derive(Message)]
@@ -276,7 +278,8 @@ impl Session {
         }
     }
 
-    /// `call_tool`: validate, check capacity, then start the call's task.
+    /// `call_tool`: validate, check capacity, then start the call's task. Every call —
+    /// refused, answered or cancelled — records one `request` event.
     fn call_tool(
         &mut self,
         call: CallId,
@@ -284,26 +287,34 @@ impl Session {
         arguments: Map<String, Value>,
         ctx: &mut WsContext<Self>,
     ) {
+        let mut record = self.state.start_call(Surface::Ws, call.request_id.clone());
+        {
+            let event = record.event();
+            let tool = crate::tools::normalise(name);
+            event.tool = Some(protocol::truncate(&tool, protocol::MAX_LOGGED_NAME).to_owned());
+            event.session_id = self.session_id.as_deref().map(str::to_owned);
+            event.model = arguments
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            event.stream = arguments.get("stream").and_then(Value::as_bool) == Some(true);
+        }
+        let refuse = |record: CallRecord, error: &GatewayError, ctx: &mut WsContext<Self>| {
+            record.finish(error.http_status().as_u16(), Some(error.kind()));
+            ctx.text(protocol::call_tool_err(&call, error));
+        };
         if self.calls.contains_key(&call.request_id) {
             let error =
                 GatewayError::invalid("request_id is already in flight", Some("request_id"));
-            ctx.text(protocol::call_tool_err(&call, &error));
-            return;
+            return refuse(record, &error, ctx);
         }
         if self.draining {
             let error = GatewayError::Unavailable("the server is shutting down".to_owned());
-            ctx.text(protocol::call_tool_err(&call, &error));
-            return;
+            return refuse(record, &error, ctx);
         }
         let tool = match crate::tools::registry().prepare(name, &arguments) {
             Ok(tool) => tool,
-            Err(error) => {
-                let tool = crate::tools::normalise(name);
-                let tool = protocol::truncate(&tool, protocol::MAX_LOGGED_NAME);
-                self.record_call(tool, Duration::ZERO, Err(&error), None);
-                ctx.text(protocol::call_tool_err(&call, &error));
-                return;
-            }
+            Err(error) => return refuse(record, &error, ctx),
         };
         let limits = &self.state.limits;
         if self.calls.len() >= limits.session_max_inflight {
@@ -312,18 +323,14 @@ impl Session {
                 self.calls.len(),
                 limits.session_max_inflight
             ));
-            self.record_call(tool.name(), Duration::ZERO, Err(&error), None);
-            ctx.text(protocol::call_tool_err(&call, &error));
-            return;
+            return refuse(record, &error, ctx);
         }
         let Ok(permit) = self.state.ws_inflight.clone().try_acquire_owned() else {
             let error = GatewayError::OverCapacity(format!(
                 "{} calls in flight across all sessions (limit {})",
                 limits.global_max_inflight, limits.global_max_inflight
             ));
-            self.record_call(tool.name(), Duration::ZERO, Err(&error), None);
-            ctx.text(protocol::call_tool_err(&call, &error));
-            return;
+            return refuse(record, &error, ctx);
         };
         let Some(session_id) = self.session_id.clone() else {
             return;
@@ -341,6 +348,7 @@ impl Session {
             arguments,
             cancel: cancel.clone(),
             permit,
+            record,
         }));
         self.calls.insert(
             request_id,
@@ -358,9 +366,8 @@ impl Session {
         match self.calls.remove(request_id) {
             Some(call) => {
                 call.cancel.cancel();
+                // Dropping the task's future drops its `CallRecord`: recorded as cancelled.
                 call.task.abort();
-                let error = GatewayError::ToolFailed("cancelled by the client".to_owned());
-                self.record_call_kind(call.tool, call.started.elapsed(), "cancelled", &error);
                 tracing::debug!(
                     tool = call.tool,
                     session_id = self.session_id.as_deref().unwrap_or(""),
@@ -376,40 +383,6 @@ impl Session {
                 ctx.text(protocol::cancelled(ids, Err(&error)));
             }
         }
-    }
-
-    /// Records a `tool.call` that ended without running (refused) or was cancelled.
-    fn record_call(
-        &self,
-        tool: &str,
-        latency: Duration,
-        result: Result<(), &GatewayError>,
-        extra: Option<Value>,
-    ) {
-        let mut data = json!({
-            "tool": tool,
-            "session_id": self.session_id.as_deref(),
-            "ok": result.is_ok(),
-            "latency_ms": latency.as_secs_f64() * 1000.0,
-        });
-        if let Err(e) = result {
-            data["error_kind"] = json!(e.kind());
-        }
-        if let Some(Value::Object(extra)) = extra {
-            for (k, v) in extra {
-                data[k] = v;
-            }
-        }
-        self.state.recorder.record(WS_SOURCE, "tool.call", data);
-    }
-
-    fn record_call_kind(&self, tool: &str, latency: Duration, kind: &str, error: &GatewayError) {
-        self.record_call(
-            tool,
-            latency,
-            Err(error),
-            Some(json!({ "error_kind": kind })),
-        );
     }
 
     /// A complete binary message: not part of the protocol.
@@ -641,6 +614,9 @@ struct CallTask {
     cancel: Cancellation,
     /// The global in-flight slot, released when the task ends or is aborted.
     permit: OwnedSemaphorePermit,
+    /// The call's `request` event, finished when it ends (recorded as cancelled when the
+    /// task is aborted).
+    record: CallRecord,
 }
 
 /// Sends a call's stream frames to its session, for calls identified by `request_id` only.
@@ -651,10 +627,15 @@ struct FrameProgress {
     request_id: String,
     /// Whether the client reads frames other than the final one.
     live: bool,
+    /// The call, told when the first chunk goes out.
+    context: Arc<CallContext>,
 }
 
 impl Progress for FrameProgress {
     fn chunk(&self, text: &str) {
+        self.context.update(|t| {
+            t.first_byte.get_or_insert_with(Instant::now);
+        });
         if self.live {
             self.addr
                 .do_send(Outbound(protocol::stream_chunk(&self.request_id, text)));
@@ -681,6 +662,7 @@ async fn run_call(task: CallTask) {
         arguments,
         cancel,
         permit,
+        record,
     } = task;
     let started = Instant::now();
     let name = tool.name();
@@ -690,6 +672,7 @@ async fn run_call(task: CallTask) {
         addr: addr.clone(),
         request_id: request_id.clone(),
         live: call.live,
+        context: record.context(),
     };
     let context = ToolContext {
         services: &state,
@@ -698,25 +681,30 @@ async fn run_call(task: CallTask) {
         progress: &reporter,
         cancel,
     };
-    let result = crate::tools::run_bounded(
-        tool.call(context, arguments),
-        limits.tool_timeout,
-        limits.progress_interval,
-        call.live,
-        || {
-            addr.do_send(Outbound(protocol::progress(
-                &request_id,
-                name,
-                started.elapsed().as_millis(),
-            )));
-            Ok(())
-        },
+    let result = CallContext::scope(
+        record.context(),
+        crate::tools::run_bounded(
+            tool.call(context, arguments),
+            limits.tool_timeout,
+            limits.progress_interval,
+            call.live,
+            || {
+                addr.do_send(Outbound(protocol::progress(
+                    &request_id,
+                    name,
+                    started.elapsed().as_millis(),
+                )));
+                Ok(())
+            },
+        ),
     )
     .await;
     drop(permit);
     let latency = started.elapsed();
-    let mut data = crate::tools::call_event(name, latency, result.as_ref());
-    data["session_id"] = json!(&*session_id);
+    match &result {
+        Ok(_) => record.finish(200, None),
+        Err(e) => record.finish(e.http_status().as_u16(), Some(e.kind())),
+    }
     let frame = match &result {
         Ok(out) => {
             // Per call, so `debug`: a busy editor makes many calls (DESIGN §1 rule 5).
@@ -745,7 +733,6 @@ async fn run_call(task: CallTask) {
             protocol::call_tool_err(&call, error)
         }
     };
-    state.recorder.record(WS_SOURCE, "tool.call", data);
     addr.do_send(CallFinished {
         request_id: call.request_id.clone(),
         frame,

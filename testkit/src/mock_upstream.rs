@@ -6,7 +6,10 @@
 //! `POST /__mock/reset` clears them.
 //!
 //! Ordinary models answer deterministically: the reply is `echo: <last user message>` and
-//! usage counts words. Fault modes are chosen by model name:
+//! usage counts words (a stream reports it only when asked with
+//! `stream_options.include_usage`, as OpenAI does: `"usage": null` on every chunk, then a
+//! last chunk without choices). Each logged request keeps its `x-request-id`. Fault modes are
+//! chosen by model name:
 //!
 //! | model | behaviour |
 //! |---|---|

@@ -144,12 +144,12 @@ async fn anthropic_sdk_create_is_translated_to_the_openai_upstream() {
     for field in ["system", "metadata", "exai_dialect"] {
         assert!(sent.get(field).is_none(), "{field} went upstream: {sent}");
     }
-    // The call is a `tool.call` event of the anthropic surface.
+    // The call is a `request` event of the anthropic surface.
     eventually(
         Duration::from_secs(10),
-        "tool.call surface anthropic",
+        "request surface anthropic",
         || async {
-            let (status, page) = s.app.get_json("/api/events?type=tool.call").await;
+            let (status, page) = s.app.get_json("/api/events?type=request").await;
             (status == 200 && page.to_string().contains(r#""surface":"anthropic""#)).then_some(())
         },
     )

@@ -1,6 +1,8 @@
-//! The real-browser test: the app on a fixed port, `node tests/browser/dashboard.test.mjs`
-//! driving the system Chromium against it, and a server restart on the same port and data
-//! directory while the page stays open. `scripts/browser-test --install-only` (run by
+//! The real-browser test: the app on a fixed port with the mock upstream as its provider
+//! (the mock model priced, so calls have a cost), `node tests/browser/dashboard.test.mjs`
+//! driving the system Chromium against it at 1440 px and 390 px, an outage injected through
+//! the mock's failing model, and a server restart on the same port and data directory while
+//! the page stays open. `scripts/browser-test --install-only` (run by
 //! `scripts/test`) installs Chromium and playwright-core; without them this test fails.
 
 use std::net::SocketAddr;
@@ -11,7 +13,13 @@ use std::time::Duration;
 use exai::app::ShutdownTrigger;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use exai_testkit::mock_upstream::MockUpstream;
+
 use crate::helpers::test_config;
+use crate::ws::{mock, mock_toml};
+
+/// Prices of the mock model (USD per million tokens): high, so a few calls show a cost.
+const MOCK_PRICES: &str = "mock-echo=1000/2000";
 
 /// Longest the whole browser run may take.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -24,8 +32,17 @@ struct Served {
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn serve_at(dir: &tempfile::TempDir, port: u16) -> (Served, SocketAddr) {
-    let mut config = test_config(dir, &[("EXAI_INSTANCE", "browser")], None);
+async fn serve_at(
+    dir: &tempfile::TempDir,
+    upstream: &MockUpstream,
+    port: u16,
+) -> (Served, SocketAddr) {
+    let toml = mock_toml(upstream, "");
+    let mut config = test_config(
+        dir,
+        &[("EXAI_INSTANCE", "browser"), ("EXAI_PRICES", MOCK_PRICES)],
+        Some(&toml),
+    );
     config.server.port = port;
     let (addr, trigger, thread) = crate::helpers::start_config(config).await;
     (Served { trigger, thread }, addr)
@@ -48,7 +65,8 @@ async fn dashboard_works_in_a_real_browser_and_survives_a_restart() {
         "playwright-core is not installed: run scripts/browser-test --install-only"
     );
     let dir = tempfile::tempdir().unwrap();
-    let (served, addr) = serve_at(&dir, 0).await;
+    let upstream = mock();
+    let (served, addr) = serve_at(&dir, &upstream, 0).await;
     let mut served = Some(served);
 
     let mut node = tokio::process::Command::new("node")
@@ -72,7 +90,7 @@ async fn dashboard_works_in_a_real_browser_and_survives_a_restart() {
                 // Same port, same data directory: the page must recover by itself and refill
                 // its charts from history.
                 served.take().unwrap().stop();
-                let (again, _) = serve_at(&dir, addr.port()).await;
+                let (again, _) = serve_at(&dir, &upstream, addr.port()).await;
                 served = Some(again);
                 stdin.write_all(b"GO\n").await.unwrap();
                 stdin.flush().await.unwrap();
@@ -88,4 +106,5 @@ async fn dashboard_works_in_a_real_browser_and_survives_a_restart() {
     }
     assert!(status.success(), "browser test failed: {status}");
     assert!(root.join("test-artifacts/dashboard.png").exists());
+    assert!(root.join("test-artifacts/dashboard-390.png").exists());
 }

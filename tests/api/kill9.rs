@@ -1,6 +1,6 @@
 //! Zero loss across `kill -9` (DESIGN §5, §6): the real binary under load from a few
 //! concurrent clients is killed at a random moment and restarted, a few rounds in a row.
-//! Every request that got a complete 200 has its `tool.call` event in the store, found by
+//! Every request that got a complete 200 has its `request` event in the store, found by
 //! the `x-request-id` the client sent. On SQLite, and on PostgreSQL including a round killed
 //! while the database is unreachable (events spilling).
 
@@ -172,7 +172,7 @@ async fn restart_and_drain(dir: &Path, database_url: &str, upstream: &MockUpstre
     assert!(child.wait().unwrap().success());
 }
 
-/// Asserts every answered id has its `tool.call` event among `stored` request ids.
+/// Asserts every answered id has its `request` event among `stored` request ids.
 fn assert_all_stored(answered: &[String], stored: &[String]) {
     let stored: std::collections::HashSet<&str> = stored.iter().map(String::as_str).collect();
     let missing: Vec<&String> = answered
@@ -203,7 +203,7 @@ async fn kill_9_under_load_loses_no_answered_request_sqlite() {
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let stored: Vec<(String,)> = sqlx::query_as(
         "SELECT json_extract(data, '$.request_id') FROM monitoring_events \
-         WHERE type = 'tool.call' AND json_extract(data, '$.request_id') IS NOT NULL",
+         WHERE type = 'request' AND json_extract(data, '$.request_id') IS NOT NULL",
     )
     .fetch_all(&mut conn)
     .await
@@ -236,7 +236,7 @@ async fn kill_9_under_load_loses_no_answered_request_postgres_even_while_spillin
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let stored: Vec<(String,)> = sqlx::query_as(
         "SELECT data->>'request_id' FROM monitoring.monitoring_events \
-         WHERE type = 'tool.call' AND data ? 'request_id'",
+         WHERE type = 'request' AND data ? 'request_id'",
     )
     .fetch_all(&mut conn)
     .await

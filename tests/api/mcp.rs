@@ -146,10 +146,10 @@ fn assert_basic(out: &Value, protocol: &str) {
     );
 }
 
-/// Waits until the `mcp` surface recorded a `tool.call` matching `f`.
+/// Waits until the `mcp` surface recorded a `request` matching `f`.
 pub async fn mcp_event(app: &TestApp, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     eventually(Duration::from_secs(10), what, || async {
-        let (status, page) = app.get_json("/api/events?type=tool.call&limit=200").await;
+        let (status, page) = app.get_json("/api/events?type=request&limit=200").await;
         (status == 200)
             .then(|| {
                 page["events"]

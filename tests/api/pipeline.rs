@@ -239,8 +239,8 @@ async fn exactly_once_rollups_and_history(store: Arc<dyn EventStore>) {
             .or_default()
             .push(e);
     }
-    assert_eq!(summary.len(), groups.len());
-    for row in &summary {
+    assert_eq!(summary.rows.len(), groups.len());
+    for row in &summary.rows {
         let events = &groups[&(row.kind.clone(), row.source.clone())];
         assert_eq!(row.count, events.len() as u64);
         assert_eq!(row.errors, events.iter().filter(|e| !e.ok()).count() as u64);

@@ -67,6 +67,18 @@ impl Fixture {
     pub fn events(&self) -> Vec<Event> {
         self.recorder.drain(usize::MAX)
     }
+
+    /// The provider's `/health` component, published now.
+    pub fn health_detail(&self) -> Value {
+        self.handle.publish_health();
+        let name = exai_actors::provider::health_component(self.handle.name());
+        self.health
+            .snapshot()
+            .components
+            .get(&name)
+            .map(|c| c.detail.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// A chat request body with fields exai does not know, which must pass through.
@@ -101,10 +113,11 @@ fn a_base_url_that_is_not_a_url_is_refused_at_construction() {
     }
 }
 
-fn requests(events: &[Event]) -> Vec<&Event> {
+/// The `provider.attempt` events: attempts that failed, were retried or were cancelled.
+fn attempts(events: &[Event]) -> Vec<&Event> {
     events
         .iter()
-        .filter(|e| e.kind == "provider.request")
+        .filter(|e| e.kind == "provider.attempt")
         .collect()
 }
 
@@ -173,18 +186,13 @@ async fn non_streaming_success_keeps_content_usage_and_unknown_fields() {
     assert_eq!(sent["temperature"], 0.25);
     assert_eq!(mock.requests(), 1);
 
+    // A successful attempt records nothing of its own: its call's `request` event has it.
     let events = f.events();
-    let reqs = requests(&events);
-    assert_eq!(reqs.len(), 1);
-    let data = &reqs[0].data;
-    assert_eq!(data["provider"], "mock");
-    assert_eq!(data["model"], "mock-reasoning");
-    assert_eq!(data["ok"], true);
-    assert_eq!(data["status"], 200);
-    assert_eq!(data["attempt"], 1);
-    assert_eq!(data["total_tokens"], 9);
-    assert!(data["latency_ms"].as_f64().unwrap() >= 0.0);
-    assert!(data["error_kind"].is_null());
+    assert!(attempts(&events).is_empty(), "{events:?}");
+    assert!(!events.iter().any(|e| e.kind == "provider.request"));
+    let counters = &f.health_detail()["counters"];
+    assert_eq!(counters["succeeded"], 1, "{counters}");
+    assert_eq!(counters["prompt_tokens"], 5, "{counters}");
 }
 
 #[actix_rt::test]
@@ -193,7 +201,11 @@ async fn streaming_success_keeps_content_reasoning_and_usage() {
     let f = Fixture::new(settings_for(&mock, "mock"));
     let mut stream = f
         .handle
-        .stream("mock-reasoning", body("stream me please"))
+        .stream("mock-reasoning", {
+            let mut b = body("stream me please");
+            b["stream_options"] = json!({"include_usage": true});
+            b
+        })
         .await
         .unwrap();
     let mut content = String::new();
@@ -214,14 +226,7 @@ async fn streaming_success_keeps_content_reasoning_and_usage() {
     assert_eq!(mock.requests(), 1);
 
     let events = f.events();
-    let reqs = requests(&events);
-    assert_eq!(reqs.len(), 1, "{events:?}");
-    let data = &reqs[0].data;
-    assert_eq!(data["ok"], true);
-    assert_eq!(data["stream"], true);
-    assert!(data["ttft_ms"].as_f64().is_some(), "{data}");
-    assert_eq!(data["prompt_tokens"], 5);
-    assert_eq!(data["completion_tokens"], 4);
+    assert!(attempts(&events).is_empty(), "{events:?}");
     assert_eq!(
         f.handle.in_flight(),
         0,
@@ -239,22 +244,20 @@ async fn flaky_upstream_is_retried_until_it_answers() {
     assert_eq!(done.attempts, 3);
     assert_eq!(mock.requests_for("mock-flaky-2"), 3);
 
+    // The two failed attempts were retried; the third answered and records nothing.
     let events = f.events();
-    let reqs = requests(&events);
-    let attempts: Vec<_> = reqs
+    let reqs = attempts(&events);
+    let seen: Vec<_> = reqs
         .iter()
-        .map(|e| (e.data["attempt"].clone(), e.data["ok"].clone()))
+        .map(|e| (e.data["attempt"].clone(), e.data["outcome"].clone()))
         .collect();
     assert_eq!(
-        attempts,
-        vec![
-            (json!(1), json!(false)),
-            (json!(2), json!(false)),
-            (json!(3), json!(true))
-        ]
+        seen,
+        vec![(json!(1), json!("retried")), (json!(2), json!("retried"))]
     );
     assert_eq!(reqs[0].data["error_kind"], "upstream_server_error");
     assert_eq!(reqs[0].data["status"], 500);
+    assert_eq!(reqs[0].data["ok"], false);
 }
 
 #[actix_rt::test]
@@ -374,7 +377,7 @@ async fn a_cut_stream_ends_with_an_error_and_is_not_retried() {
         "no retry after a stream started"
     );
     let events = f.events();
-    let reqs = requests(&events);
+    let reqs = attempts(&events);
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].data["error_kind"], "stream_interrupted");
     assert_eq!(f.handle.in_flight(), 0);
@@ -498,7 +501,7 @@ async fn over_capacity_fails_at_once_when_slots_and_queue_are_full() {
     .await;
     let events = f.events();
     assert!(
-        requests(&events)
+        attempts(&events)
             .iter()
             .any(|e| e.data["error_kind"] == "cancelled"),
         "{events:?}"
@@ -528,7 +531,7 @@ async fn dropping_a_stream_aborts_the_upstream_request() {
     })
     .await;
     let events = f.events();
-    assert_eq!(requests(&events)[0].data["error_kind"], "cancelled");
+    assert_eq!(attempts(&events)[0].data["error_kind"], "cancelled");
 }
 
 #[actix_rt::test]

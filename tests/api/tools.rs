@@ -509,7 +509,7 @@ async fn challenge_and_the_informational_tools() {
             &mut ws,
             &uuid::Uuid::new_v4().to_string(),
             "activity",
-            json!({"type": "tool.*", "limit": 3, "contains": "challenge"}),
+            json!({"type": "req*", "limit": 3, "contains": "challenge"}),
         )
         .await);
         if page["count"].as_u64() > Some(0) {
@@ -517,12 +517,12 @@ async fn challenge_and_the_informational_tools() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no tool.call in activity"
+            "no request event in activity"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let event = &found["events"][0];
-    assert_eq!(event["type"], "tool.call");
+    assert_eq!(event["type"], "request");
     assert_eq!(event["data"]["tool"], "challenge");
     assert!(found["events"].as_array().unwrap().len() <= 3);
 }

@@ -304,7 +304,7 @@ async fn hello_then_every_op() {
     assert!(ack["session_id"].is_string());
 
     // Connections and calls are recorded as events.
-    for kind in ["ws.connected", "tool.call"] {
+    for kind in ["ws.connected", "request"] {
         eventually(Duration::from_secs(10), kind, || async {
             let (status, page) = app.get_json(&format!("/api/events?type={kind}")).await;
             (status == 200 && page["events"].as_array().is_some_and(|e| !e.is_empty()))

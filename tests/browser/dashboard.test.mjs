@@ -3,8 +3,12 @@
 //
 // Usage: node tests/browser/dashboard.test.mjs <base-url> [--restart]
 //
-// Asserts that the page connects, shows actor health, draws a chart with points, and shows
-// a newly generated event in its log within 2 s. With --restart it then prints `RESTART` on
+// Asserts, at 1440 px, that the page connects, shows actor health, draws a chart with points,
+// and shows a newly generated event in its log within 2 s; that an upstream outage (calls to
+// the mock upstream's failing model through /v1) makes the client-facing error rate rise
+// above zero; that tokens and cost appear per model, live and in a past window read from the
+// rollups. At 390 px it asserts that the page does not scroll sideways and that the event log
+// wraps into rows that fit the screen. With --restart it then prints `RESTART` on
 // stdout and waits for a line on stdin (the harness restarts the server on the same port
 // meanwhile), and asserts that the page reconnects by itself and that its throughput chart
 // has no gap across the restart. Saves a screenshot to test-artifacts/dashboard.png.
@@ -20,6 +24,18 @@ const CHROMIUM = process.env.EXAI_CHROMIUM || '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run'];
 const EVENT_DEADLINE_MS = 2000;
+const PHONE = { width: 390, height: 844 };
+
+// One /v1 chat completion against the server (from node, as a client would).
+async function chat(model, prompt) {
+  const resp = await fetch(base + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: prompt }], cache: false }),
+  });
+  await resp.arrayBuffer();
+  return resp.status;
+}
 
 const base = process.argv[2];
 const withRestart = process.argv.includes('--restart');
@@ -81,10 +97,78 @@ try {
     return row && row.children[2].textContent === '1';
   }, null, { timeout: 5000 });
 
+  // 5. Tokens and cost: successful calls show per model, with a cost (the test prices the
+  //    mock model), in the live view.
+  for (let i = 0; i < 3; i++) {
+    const status = await chat('mock-echo', 'count these five words ' + i);
+    if (status !== 200) throw new Error('mock-echo answered ' + status);
+  }
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#models tbody tr[data-model="mock-echo"]');
+    return row && Number(row.children[4].textContent.replace(/[^0-9]/g, '')) > 0 && row.children[6].textContent.startsWith('$');
+  }, null, { timeout: 10000 });
+  const costText = await page.$eval('#cost-window', (e) => e.textContent);
+  if (!costText.startsWith('$')) throw new Error('no cost shown: ' + costText);
+  log('tokens and cost shown live: ' + costText);
+
+  // 6. An outage: the upstream fails every call; clients get errors, and the page says so.
+  const statuses = [];
+  for (let i = 0; i < 8; i++) statuses.push(await chat('mock-500', 'outage ' + i));
+  if (!statuses.every((s) => s >= 500)) throw new Error('outage calls answered ' + statuses.join(','));
+  await page.waitForFunction(() => {
+    const s = window.__exai.state.stats;
+    const errors = window.__exai.charts.rate.data[2];
+    return s && s.requests && s.requests.error_rate > 0 && errors.some((v) => v > 0)
+      && Number(document.querySelector('#err-rate').textContent) > 0;
+  }, null, { timeout: 10000 });
+  const errLegend = await page.$eval('#legend-rate [data-series="errors"]', (e) => e.textContent);
+  const codes = await page.$eval('#err-detail', (e) => e.textContent);
+  if (!/HTTP 5\d\d/.test(codes)) throw new Error('error codes not shown: ' + codes);
+  log('outage shown: ' + errLegend + '; ' + codes + ' (clients got ' + [...new Set(statuses)].join(',') + ')');
+
+  // 7. A past window reads the rollups: the model's tokens and cost are there too.
+  await page.click('#range button[data-range="1h"]');
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#models tbody tr[data-model="mock-echo"]');
+    return window.__exai.state.range === '1h' && window.__exai.state.window && row
+      && row.children[6].textContent.startsWith('$');
+  }, null, { timeout: 15000 });
+  log('1 h window from rollups: ' + await page.$eval('#models tbody tr[data-model="mock-echo"]', (r) => r.textContent));
+  await page.click('#range button[data-range="live"]');
+
   // Let a few more ticks land for the screenshot.
   await page.waitForTimeout(1500);
   await page.screenshot({ path: join(artifacts, 'dashboard.png'), fullPage: true });
   log('screenshot saved');
+
+  // 8. Phone width: no sideways scroll, and the event log wraps into rows that fit.
+  const phone = await browser.newContext({ viewport: PHONE });
+  const small = await phone.newPage();
+  small.on('pageerror', (e) => pageErrors.push(String(e)));
+  await small.goto(base + '/dashboard', { waitUntil: 'load' });
+  await small.waitForSelector('#conn-state[data-state="live"]', { timeout: 10000 });
+  await small.waitForSelector('#events tbody tr', { timeout: 10000 });
+  await small.waitForTimeout(1500);
+  const layout = await small.evaluate(() => {
+    const width = window.innerWidth;
+    const rows = [...document.querySelectorAll('#events tbody tr')].slice(0, 20);
+    const data = rows.map((r) => r.querySelector('td.data')).filter(Boolean);
+    return {
+      width,
+      scrollWidth: document.documentElement.scrollWidth,
+      widest: Math.max(...rows.map((r) => r.getBoundingClientRect().right)),
+      wraps: data.every((d) => getComputedStyle(d).whiteSpace !== 'nowrap'),
+      tallest: Math.max(...data.map((d) => d.getBoundingClientRect().height)),
+      lineHeight: data.length ? parseFloat(getComputedStyle(data[0]).lineHeight) || 16 : 16,
+    };
+  });
+  log('390 px: ' + JSON.stringify(layout));
+  if (layout.scrollWidth > layout.width) throw new Error('the page scrolls sideways at 390 px: ' + layout.scrollWidth + ' > ' + layout.width);
+  if (layout.widest > layout.width + 0.5) throw new Error('an event row is wider than the screen: ' + layout.widest);
+  if (!layout.wraps) throw new Error('event data does not wrap at 390 px');
+  if (!(layout.tallest > layout.lineHeight * 1.5)) throw new Error('no event wraps onto several lines at 390 px');
+  await small.screenshot({ path: join(artifacts, 'dashboard-390.png'), fullPage: true });
+  await phone.close();
 
   if (withRestart) {
     const before = await page.evaluate(() => window.__exai.charts.rate.data[0].slice());

@@ -100,9 +100,9 @@ impl CacheHandle {
         }
     }
 
-    /// Looks `key` up in L1, then L2 (filling L1 on an L2 hit). Records `cache.hit` or
-    /// `cache.miss`; `model` is the resolved model, used in the miss event.
-    pub async fn lookup(&self, key: &CacheKey, model: &str) -> Option<CacheHit> {
+    /// Looks `key` up in L1, then L2 (filling L1 on an L2 hit), counting hits and misses.
+    /// Nothing is recorded per lookup: the call's `request` event says how the cache answered.
+    pub async fn lookup(&self, key: &CacheKey) -> Option<CacheHit> {
         if let Some(hit) = self.lookup_l1(key) {
             return Some(hit);
         }
@@ -110,11 +110,6 @@ impl CacheHandle {
             return Some(hit);
         }
         bump(&self.shared.counters.misses);
-        self.shared.recorder.record(
-            EVENT_SOURCE,
-            "cache.miss",
-            json!({ "model": model, "key": key.short() }),
-        );
         None
     }
 
@@ -146,7 +141,7 @@ impl CacheHandle {
         E: Clone + Send + Sync + 'static,
     {
         let flight = loop {
-            if let Some(hit) = self.lookup(key, model).await {
+            if let Some(hit) = self.lookup(key).await {
                 return Ok(hit.into());
             }
             match self.shared.flights.join_or_lead(key) {
@@ -274,7 +269,6 @@ impl CacheHandle {
         let entry = self.shared.l1.get(key)?;
         let hit = entry.hit(CacheLevel::L1);
         bump(&self.shared.counters.hits_l1);
-        self.record_hit(key, &hit);
         Some(hit)
     }
 
@@ -323,21 +317,6 @@ impl CacheHandle {
             json!({ "ok": true, "model": model, "key": key.short(), "bytes": entry.body.len() }),
         );
         Ok(entry)
-    }
-
-    /// Records `cache.hit`.
-    fn record_hit(&self, key: &CacheKey, hit: &CacheHit) {
-        self.shared.recorder.record(
-            EVENT_SOURCE,
-            "cache.hit",
-            json!({
-                "level": hit.level.as_str(),
-                "model": hit.model,
-                "key": key.short(),
-                "age_ms": hit.age_ms,
-                "bytes": hit.body.len(),
-            }),
-        );
     }
 
     // --- L2 -----------------------------------------------------------------------------
@@ -405,7 +384,6 @@ impl CacheHandle {
         }
         let hit = entry.hit(CacheLevel::L2);
         bump(&self.shared.counters.hits_l2);
-        self.record_hit(key, &hit);
         Some(hit)
     }
 

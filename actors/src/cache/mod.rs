@@ -57,8 +57,10 @@
 //!
 //! # Events (source `cache`)
 //!
-//! - `cache.hit` `{level: "l1"|"l2", model, key, age_ms, bytes}`
-//! - `cache.miss` `{model, key}`
+//! Lookups record nothing (issue 17): the client call's `request` event carries how the cache
+//! answered (`l1`, `l2`, `miss`, `coalesced`, `bypass`), and the counters behind `/metrics`'
+//! `exai_cache_operations_total` count every hit and miss.
+//!
 //! - `cache.set` `{ok: true, model, key, bytes}` or `{ok: false, reason: "too_large", model,
 //!   key, bytes, limit}`
 //! - `cache.evict` `{level: "l1", cause: "size"|"expired", model, bytes}`

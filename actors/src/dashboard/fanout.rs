@@ -75,12 +75,25 @@ pub(super) fn stats_payload(instance: &str, mut stats: Value) -> Option<String> 
         json!({"v": 1, "instance": instance, "kind": "stats", "body": body}).to_string()
     };
     let mut payload = wrap(&stats);
-    for key in ["pipeline", "store", "cache", "ws", "providers"] {
+    // What other instances' dashboards can best do without goes first; the client-facing
+    // totals (`requests` without its per-model table) go last.
+    for key in [
+        "pipeline",
+        "store",
+        "cache",
+        "ws",
+        "requests.models",
+        "providers",
+    ] {
         if payload.len() <= NOTIFY_MAX_PAYLOAD {
             return Some(payload);
         }
-        if let Value::Object(map) = &mut stats {
-            map.insert(key.to_owned(), json!({"trimmed": true}));
+        let target = match key.split_once('.') {
+            Some((outer, inner)) => stats.get_mut(outer).map(|o| (o, inner)),
+            None => Some((&mut stats, key)),
+        };
+        if let Some((Value::Object(map), field)) = target {
+            map.insert(field.to_owned(), json!({"trimmed": true}));
         }
         payload = wrap(&stats);
     }

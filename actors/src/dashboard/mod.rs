@@ -17,8 +17,9 @@
 //! full for [`DashboardSettings::evict_after_full`], is evicted: it is removed, told the close
 //! reason through its eviction channel, and its queue is dropped.
 //!
-//! **Ticks:** `stats` every [`DashboardSettings::tick`] (per-provider rates, errors and
-//! p50/p95/p99 from `provider.request` latencies over a sliding window, cache, sessions,
+//! **Ticks:** `stats` every [`DashboardSettings::tick`] (the client-facing figures of the
+//! `request` events over a sliding window — rates by status, latency and TTFT percentiles,
+//! per-model tokens and cost — per-provider figures of the same calls, cache, sessions,
 //! pipeline, health summary); `health` whenever the [`HealthBoard`]'s actors or component
 //! statuses change (polled every [`HEALTH_POLL`]).
 //!
@@ -28,7 +29,7 @@
 //!   first), latest stats of every other instance seen;
 //! - `{"type":"event","event":{id,ts,instance,source,type,data}}` — one per live event (local,
 //!   or relayed from another instance; `event.instance` says which);
-//! - `{"type":"stats","instance","ts","window_s","events":{…},"providers":{name:{rate,requests,errors,p50_ms,p95_ms,p99_ms,breaker,model_breakers,…}},"cache":{…},"ws":{…},"pipeline":{…},"dashboard":{…},"health":{status}}`;
+//! - `{"type":"stats","instance","ts","window_s","events":{…},"requests":{rate,error_rate,by_class,by_status,window_requests,window_errors,p50_ms,p95_ms,p99_ms,ttft_p50_ms,…,models:{model:{requests,errors,p95_ms,prompt_tokens,completion_tokens,cost_usd}}},"providers":{name:{rate,requests,errors,p50_ms,p95_ms,p99_ms,breaker,model_breakers,…}},"cache":{…},"ws":{…},"pipeline":{…},"dashboard":{…},"health":{status}}`;
 //! - `{"type":"health","instance","ts","health":{status,actors,components}}`;
 //! - `{"type":"lagged","dropped":N}` — N messages were dropped for this client;
 //! - `{"type":"resync","since":ts,"reason"}` — the cross-instance feed was interrupted since
@@ -62,7 +63,8 @@
 //!
 //! **Files:** `settings.rs` (names, limits, settings, counters), `actor.rs` (the actor, its
 //! messages and [`DashboardShared`]), `clients.rs` (delivery and eviction), `stats.rs` (the
-//! sliding window and the `stats` message) and `fanout.rs` (LISTEN/NOTIFY).
+//! sliding window and the `stats` message), `requests.rs` (the client-facing window of
+//! `request` events) and `fanout.rs` (LISTEN/NOTIFY).
 //!
 //! [`Recorder::subscribe`]: crate::pipeline::recorder::Recorder::subscribe
 //! [`LiveEvent`]: crate::pipeline::event::LiveEvent
@@ -72,6 +74,7 @@
 mod actor;
 mod clients;
 mod fanout;
+pub mod requests;
 mod settings;
 mod stats;
 

@@ -1,50 +1,32 @@
-//! The figures of the `stats` tick: a sliding window of per-second slots (per-provider
-//! requests, errors and latency histograms; cache hits and misses; event counts), the `/ws`
-//! session count followed from events, and the `stats` message built from them and the
+//! The figures of the `stats` tick: the client-facing window of `request` events
+//! ([`RequestWindow`]: rates by status, latency and TTFT percentiles, per-model tokens and
+//! cost, per-provider figures, cache hits and misses), a per-second count of all events, the
+//! `/ws` session count followed from events, and the `stats` message built from them and the
 //! health board.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::requests::RequestWindow;
 use super::settings::{DashboardStats, RATE_WINDOW_S};
 use crate::health::HealthBoard;
 use crate::pipeline::event::Event;
 use crate::pipeline::recorder::Recorder;
+use crate::pipeline::request::{REQUEST_EVENT, RequestFacts};
 
-/// Latency histogram range: 1 µs to one hour, two significant digits.
-const HIST_MAX_US: u64 = 3_600_000_000;
-/// Significant digits of the latency histogram (1 % resolution).
-const HIST_SIGFIG: u8 = 2;
-
-/// Latency and count aggregates of one second.
+/// Events recorded within one second.
 struct SecondSlot {
     /// Unix second.
     second: i64,
-    /// Per provider.
-    providers: BTreeMap<String, ProviderSlot>,
-    /// `cache.hit` events.
-    cache_hits: u64,
-    /// `cache.miss` events.
-    cache_misses: u64,
     /// All events.
     events: u64,
 }
 
-/// One provider's requests within one second.
-struct ProviderSlot {
-    /// Requests.
-    requests: u64,
-    /// Failed requests.
-    errors: u64,
-    /// Latencies in microseconds.
-    latency: hdrhistogram::Histogram<u64>,
-}
-
-/// Per-second slots covering the latency window.
+/// Per-second event counts covering the rate window.
 struct Window {
     /// Oldest first.
     slots: VecDeque<SecondSlot>,
@@ -53,17 +35,11 @@ struct Window {
 }
 
 impl Window {
-    /// The slot for `second`, creating it (and dropping slots that left the window). Events
-    /// from an earlier second than the newest (clock skew) join the newest.
-    fn slot(&mut self, second: i64) -> Option<&mut SecondSlot> {
+    /// Counts one event of `second` (events from an earlier second than the newest — clock
+    /// skew — join the newest).
+    fn count(&mut self, second: i64) {
         if self.slots.back().is_none_or(|s| s.second < second) {
-            self.slots.push_back(SecondSlot {
-                second,
-                providers: BTreeMap::new(),
-                cache_hits: 0,
-                cache_misses: 0,
-                events: 0,
-            });
+            self.slots.push_back(SecondSlot { second, events: 0 });
             self.prune(second);
         }
         let idx = self
@@ -71,7 +47,9 @@ impl Window {
             .iter()
             .rposition(|s| s.second == second)
             .unwrap_or(self.slots.len().saturating_sub(1));
-        self.slots.get_mut(idx)
+        if let Some(slot) = self.slots.get_mut(idx) {
+            slot.events += 1;
+        }
     }
 
     /// Drops slots older than the window ending at `now_s`.
@@ -86,17 +64,19 @@ impl Window {
     }
 }
 
-/// The sliding window and the session count, shared by every incarnation of the actor.
+/// The sliding windows and the session count, shared by every incarnation of the actor.
 pub(super) struct LiveStats {
-    /// Sliding latency/count window.
+    /// Per-second event counts.
     window: Mutex<Window>,
+    /// The client calls (`request` events) of the latency window.
+    requests: Mutex<RequestWindow>,
     /// `/ws` sessions open, followed from `ws.connected` (its `connections`) and
     /// `ws.disconnected` events, used when no `ws` health component reports it.
     ws_sessions: AtomicUsize,
 }
 
 impl LiveStats {
-    /// An empty window covering `latency_window` (at least the rate window and one second).
+    /// Empty windows covering `latency_window` (at least the rate window and one second).
     pub(super) fn new(latency_window: Duration) -> Self {
         let seconds = i64::try_from(latency_window.as_secs())
             .unwrap_or(60)
@@ -106,51 +86,23 @@ impl LiveStats {
                 slots: VecDeque::new(),
                 seconds,
             }),
+            requests: Mutex::new(RequestWindow::new(seconds)),
             ws_sessions: AtomicUsize::new(0),
         }
     }
 
-    /// Folds a local event into the sliding window.
+    /// Folds a local event into the windows.
     pub(super) fn observe(&self, event: &Event) {
-        let second = event.ts.div_euclid(1000);
-        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(slot) = window.slot(second) else {
-            return;
-        };
-        slot.events += 1;
+        self.window
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .count(event.ts.div_euclid(1000));
         match event.kind.as_str() {
-            "provider.request" => {
-                let provider = event
-                    .data
-                    .get("provider")
-                    .and_then(Value::as_str)
-                    .unwrap_or(event.source.as_str());
-                let entry = match slot.providers.get_mut(provider) {
-                    Some(entry) => entry,
-                    None => {
-                        let Ok(latency) =
-                            hdrhistogram::Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG)
-                        else {
-                            return;
-                        };
-                        slot.providers
-                            .entry(provider.to_owned())
-                            .or_insert(ProviderSlot {
-                                requests: 0,
-                                errors: 0,
-                                latency,
-                            })
-                    }
-                };
-                entry.requests += 1;
-                if !event.ok() {
-                    entry.errors += 1;
-                }
-                if let Some(ms) = event.latency_ms() {
-                    let us = (ms * 1000.0).round().clamp(1.0, HIST_MAX_US as f64) as u64;
-                    entry.latency.saturating_record(us);
-                }
-            }
+            REQUEST_EVENT => self
+                .requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(event.ts, &RequestFacts::of(&event.data)),
             "ws.connected" => {
                 let open = event.data.get("connections").and_then(Value::as_u64);
                 match open.and_then(|n| usize::try_from(n).ok()) {
@@ -167,8 +119,6 @@ impl LiveStats {
                         Some(n.saturating_sub(1))
                     });
             }
-            "cache.hit" => slot.cache_hits += 1,
-            "cache.miss" => slot.cache_misses += 1,
             _ => {}
         }
     }
@@ -186,65 +136,29 @@ impl LiveStats {
     ) -> Value {
         let now_s = now_ms.div_euclid(1000);
         let snapshot = health.snapshot();
-        let mut providers = Map::new();
-        let (window_s, events_rate, cache_hits, cache_misses) = {
+        let (window_s, events_rate) = {
             let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
             window.prune(now_s);
             let rate_from = now_s - RATE_WINDOW_S;
-            // requests, errors, recent requests, latency, recent errors
-            type Merged = (u64, u64, u64, Option<hdrhistogram::Histogram<u64>>, u64);
-            let mut merged: BTreeMap<&str, Merged> = BTreeMap::new();
-            let mut events_recent = 0;
-            let (mut hits, mut misses) = (0, 0);
-            for slot in &window.slots {
-                let recent = slot.second >= rate_from && slot.second < now_s;
-                if recent {
-                    events_recent += slot.events;
-                }
-                hits += slot.cache_hits;
-                misses += slot.cache_misses;
-                for (name, p) in &slot.providers {
-                    let entry = merged.entry(name.as_str()).or_insert((0, 0, 0, None, 0));
-                    entry.0 += p.requests;
-                    entry.1 += p.errors;
-                    if recent {
-                        entry.2 += p.requests;
-                        entry.4 += p.errors;
-                    }
-                    match &mut entry.3 {
-                        Some(h) => {
-                            let _ = h.add(&p.latency);
-                        }
-                        None => entry.3 = Some(p.latency.clone()),
-                    }
-                }
-            }
-            for (name, (requests, errors, recent, hist, recent_errors)) in merged {
-                let q = |q: f64| {
-                    hist.as_ref()
-                        .filter(|h| !h.is_empty())
-                        .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
-                };
-                providers.insert(
-                    name.to_owned(),
-                    json!({
-                        "rate": recent as f64 / RATE_WINDOW_S as f64,
-                        "error_rate": recent_errors as f64 / RATE_WINDOW_S as f64,
-                        "requests": requests,
-                        "errors": errors,
-                        "p50_ms": q(0.50),
-                        "p95_ms": q(0.95),
-                        "p99_ms": q(0.99),
-                    }),
-                );
-            }
-            (
-                window.seconds,
-                events_recent as f64 / RATE_WINDOW_S as f64,
-                hits,
-                misses,
-            )
+            let recent: u64 = window
+                .slots
+                .iter()
+                .filter(|s| s.second >= rate_from && s.second < now_s)
+                .map(|s| s.events)
+                .sum();
+            (window.seconds, recent as f64 / RATE_WINDOW_S as f64)
         };
+        let read = self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read(now_ms, RATE_WINDOW_S);
+        let (cache_hits, cache_misses) = (read.cache_hits, read.cache_misses);
+        // Per provider: the client calls it answered (or failed) in the window.
+        let mut providers = Map::new();
+        for (name, p) in &read.providers {
+            providers.insert(name.clone(), serde_json::to_value(p).unwrap_or_default());
+        }
         // Breakers, slots and configured-but-idle providers come from the health board.
         for (name, component) in &snapshot.components {
             let Some(provider) = name.strip_prefix("provider:") else {
@@ -325,6 +239,7 @@ impl LiveStats {
                 "queued": recorder_stats.queued,
                 "dropped": recorder_stats.dropped,
             },
+            "requests": read.requests,
             "providers": providers,
             "cache": cache,
             "ws": {"sessions": sessions, "dashboard_sessions": clients, "detail": ws},

@@ -65,22 +65,32 @@ async fn snapshot_then_events_then_stats_with_percentiles() {
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["events"][0]["type"], "early.event");
     for n in 1..=100 {
+        let ok = n % 10 != 0;
         recorder.record(
-            "provider",
-            "provider.request",
-            json!({"provider": "kimi", "ok": n % 10 != 0, "latency_ms": f64::from(n)}),
+            "v1",
+            "request",
+            json!({"provider": "kimi", "resolved_model": "kimi-k2", "ok": ok,
+                   "status": if ok { 200 } else { 503 }, "latency_ms": f64::from(n),
+                   "prompt_tokens": 3, "cost_usd": 0.5}),
         );
     }
     let event = next_of(&mut rx, "event").await;
-    assert_eq!(event["event"]["type"], "provider.request");
+    assert_eq!(event["event"]["type"], "request");
     let stats = next_of(&mut rx, "stats").await;
     let kimi = &stats["providers"]["kimi"];
     assert_eq!(kimi["requests"], 100);
     assert_eq!(kimi["errors"], 10);
+    // Percentiles carry the sparse histogram's bound (±4.43 %).
     let p99 = kimi["p99_ms"].as_f64().unwrap();
-    assert!((98.0..=100.5).contains(&p99), "p99 {p99}");
+    assert!((94.0..=104.5).contains(&p99), "p99 {p99}");
     let p50 = kimi["p50_ms"].as_f64().unwrap();
-    assert!((49.0..=51.0).contains(&p50), "p50 {p50}");
+    assert!((47.0..=53.0).contains(&p50), "p50 {p50}");
+    let requests = &stats["requests"];
+    assert_eq!(requests["window_requests"], 100, "{requests}");
+    assert_eq!(requests["window_errors"], 10);
+    let model = &requests["models"]["kimi-k2"];
+    assert_eq!(model["prompt_tokens"], 300, "{model}");
+    assert!((model["cost_usd"].as_f64().unwrap() - 50.0).abs() < 1e-9);
 }
 
 #[actix_rt::test]

@@ -23,7 +23,7 @@ pub struct Event {
     pub instance: String,
     /// The component that recorded it (`provider`, `cache`, `ws`, `supervisor`, …).
     pub source: String,
-    /// What happened, as `noun.verb` (`provider.request`, `actor.restarted`, …).
+    /// What happened, as `noun.verb` (`request`, `actor.restarted`, …).
     #[serde(rename = "type")]
     pub kind: String,
     /// Type-specific fields (`ok`, `latency_ms`, `error_kind`, `provider`, `model`, …).

@@ -22,6 +22,10 @@ use tokio::sync::{Notify, broadcast};
 use crate::pipeline::event::{Event, LiveEvent};
 use crate::pipeline::journal::{Appended, Journal};
 
+/// A synchronous observer of every recorded event (the Prometheus series): called on the
+/// recording thread, so it must be cheap and must not block.
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
 /// Capacity of the live broadcast channel. A subscriber that falls further behind than this
 /// is told how many events it missed (`RecvError::Lagged`) instead of slowing recording.
 pub const LIVE_CHANNEL_CAPACITY: usize = 4096;
@@ -66,6 +70,8 @@ struct Inner {
     journal: OnceLock<Arc<Journal>>,
     /// Live feed for the dashboard.
     live: broadcast::Sender<LiveEvent>,
+    /// Sees every event as it is recorded, once installed.
+    observer: OnceLock<Observer>,
     /// Counter: events recorded.
     recorded: AtomicU64,
     /// Counter: events lost without a journal.
@@ -94,6 +100,7 @@ impl Recorder {
                 notify: Notify::new(),
                 journal: OnceLock::new(),
                 live,
+                observer: OnceLock::new(),
                 recorded: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
             }),
@@ -115,6 +122,9 @@ impl Recorder {
     pub fn record_event(&self, event: Event) {
         let inner = &self.inner;
         inner.recorded.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = inner.observer.get() {
+            observer(&event);
+        }
         if inner.live.receiver_count() > 0 {
             // A send error only means every subscriber left meanwhile.
             let _ = inner.live.send(Arc::new(event.clone()));
@@ -145,6 +155,12 @@ impl Recorder {
         if queue.len() >= inner.wake_at.load(Ordering::Relaxed) {
             inner.notify.notify_one();
         }
+    }
+
+    /// Installs the observer that sees every event recorded from now on (one per recorder;
+    /// a second one is refused).
+    pub fn observe(&self, observer: Observer) -> Result<(), Observer> {
+        self.inner.observer.set(observer)
     }
 
     /// Installs the journal (the metrics pipeline's). Events queued so far move into it.

@@ -1,15 +1,14 @@
 //! One call's admission and one attempt's bookkeeping: a caller waiting for a concurrency
 //! slot is counted while it waits ([`QueueGuard`]), and an admitted attempt reports its
-//! outcome to the breakers and records its `provider.request` event exactly once
-//! ([`AttemptGuard`]), as cancelled if its caller dropped it first.
+//! outcome to the breakers exactly once ([`AttemptGuard`]); a failed, retried or cancelled
+//! attempt also records a `provider.attempt` event (a successful one is part of its call's
+//! `request` event).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::call::{EVENT_SOURCE, REQUEST_EVENT, Usage};
+use super::call::{AttemptOutcome, Usage};
 use super::error::ProviderError;
 use super::shared::Shared;
 use crate::policy::breaker::{Outcome, Probes};
@@ -35,8 +34,8 @@ impl Drop for QueueGuard<'_> {
     }
 }
 
-/// One admitted attempt: reports its outcome to the breaker and records its event exactly
-/// once — as cancelled if the caller dropped it first.
+/// One admitted attempt: reports its outcome to the breaker exactly once — as cancelled if
+/// the caller dropped it first — and records a `provider.attempt` unless it succeeded.
 pub(super) struct AttemptGuard {
     /// The provider's shared state.
     pub(super) shared: Arc<Shared>,
@@ -65,18 +64,13 @@ impl AttemptGuard {
         let h = &*self.shared;
         h.report(&self.model, Outcome::Success, self.probes);
         h.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-        h.record_attempt(
-            &self.model,
-            self.attempt,
-            self.stream,
-            self.started.elapsed(),
-            ttft,
-            usage,
-            Ok(status),
-        );
+        // The call's `request` event has the rest (status, time to first chunk).
+        let _ = (status, ttft);
+        h.attempt_succeeded(usage);
     }
 
-    pub(super) fn failed(mut self, error: &ProviderError, ttft: Option<Duration>) {
+    /// The attempt failed; `retried` says whether another attempt follows.
+    pub(super) fn failed(mut self, error: &ProviderError, ttft: Option<Duration>, retried: bool) {
         self.done = true;
         let h = &*self.shared;
         // A client error proves the upstream is up; see `ProviderError::breaker_outcome`.
@@ -87,8 +81,11 @@ impl AttemptGuard {
             self.stream,
             self.started.elapsed(),
             ttft,
-            None,
-            Err(error),
+            if retried {
+                AttemptOutcome::Retried(error)
+            } else {
+                AttemptOutcome::Failed(error)
+            },
         );
     }
 }
@@ -103,21 +100,13 @@ impl Drop for AttemptGuard {
             h.report(&self.model, Outcome::Abandoned, self.probes);
         }
         h.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-        let s = h;
-        s.recorder.record(
-            EVENT_SOURCE,
-            REQUEST_EVENT,
-            json!({
-                "provider": &*s.name,
-                "model": &self.model,
-                "ok": false,
-                "status": null,
-                "latency_ms": self.started.elapsed().as_secs_f64() * 1000.0,
-                "attempt": self.attempt,
-                "stream": self.stream,
-                "error_kind": "cancelled",
-                "simulated": s.settings.simulated,
-            }),
+        h.record_attempt(
+            &self.model,
+            self.attempt,
+            self.stream,
+            self.started.elapsed(),
+            None,
+            AttemptOutcome::Cancelled,
         );
     }
 }

@@ -15,8 +15,9 @@ use super::error::ProviderError;
 
 /// `source` of every event a provider records.
 pub const EVENT_SOURCE: &str = "provider";
-/// Event type of one upstream attempt.
-pub const REQUEST_EVENT: &str = "provider.request";
+/// Event type of an upstream attempt that failed, was retried or was cancelled (successful
+/// attempts are part of their call's `request` event).
+pub const ATTEMPT_EVENT: &str = "provider.attempt";
 /// The health component name of a provider (`provider:<name>`).
 pub fn health_component(provider: &str) -> String {
     format!("provider:{provider}")
@@ -24,16 +25,90 @@ pub fn health_component(provider: &str) -> String {
 
 /// Token usage as reported by the upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "RawUsage")]
 pub struct Usage {
-    /// Tokens in the prompt (Anthropic: `input_tokens`).
-    #[serde(default, alias = "input_tokens")]
+    /// Tokens in the prompt, cached ones included (Anthropic: `input_tokens` plus
+    /// `cache_read_input_tokens`).
     pub prompt_tokens: u64,
     /// Tokens generated (Anthropic: `output_tokens`).
-    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
     /// Their sum, as the upstream counted it.
-    #[serde(default)]
     pub total_tokens: u64,
+    /// Prompt tokens served from the provider's prompt cache, when it says: OpenAI's and
+    /// GLM's `prompt_tokens_details.cached_tokens`, Kimi's `cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`.
+    pub cached_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// `self` completed by `later` (a later report of the same stream): every count `later`
+    /// has wins; Anthropic streams report input tokens first and output tokens last.
+    pub fn merged(self, later: Self) -> Self {
+        let pick = |old: u64, new: u64| if new > 0 { new } else { old };
+        Self {
+            prompt_tokens: pick(self.prompt_tokens, later.prompt_tokens),
+            completion_tokens: pick(self.completion_tokens, later.completion_tokens),
+            total_tokens: pick(self.total_tokens, later.total_tokens),
+            cached_tokens: later.cached_tokens.or(self.cached_tokens),
+        }
+    }
+}
+
+/// `usage` in any of the shapes upstreams send.
+#[derive(Deserialize)]
+struct RawUsage {
+    /// OpenAI, Kimi, GLM.
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    /// Anthropic (cache reads not included).
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    /// OpenAI, Kimi, GLM.
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    /// Anthropic.
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    /// OpenAI, Kimi, GLM.
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    /// OpenAI and GLM: `{"cached_tokens": n}`.
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    /// Kimi.
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    /// Anthropic.
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+/// `prompt_tokens_details`.
+#[derive(Deserialize)]
+struct PromptDetails {
+    /// Prompt tokens read from the provider's cache.
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl From<RawUsage> for Usage {
+    fn from(raw: RawUsage) -> Self {
+        let anthropic_cached = raw.cache_read_input_tokens;
+        let prompt = raw
+            .prompt_tokens
+            .unwrap_or_else(|| raw.input_tokens.unwrap_or(0) + anthropic_cached.unwrap_or(0));
+        let completion = raw.completion_tokens.or(raw.output_tokens).unwrap_or(0);
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: raw.total_tokens.unwrap_or(prompt + completion),
+            cached_tokens: raw
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .or(raw.cached_tokens)
+                .or(anthropic_cached),
+        }
+    }
 }
 
 /// A finished non-streaming completion.
@@ -128,5 +203,27 @@ impl Stream for ChatStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// How a recorded attempt ended.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum AttemptOutcome<'a> {
+    /// Failed, and another attempt follows.
+    Retried(&'a ProviderError),
+    /// Failed, and the call gives up on this provider.
+    Failed(&'a ProviderError),
+    /// Its caller went away first.
+    Cancelled,
+}
+
+impl AttemptOutcome<'_> {
+    /// The `outcome` of the event.
+    pub(super) const fn label(self) -> &'static str {
+        match self {
+            Self::Retried(_) => "retried",
+            Self::Failed(_) => "failed",
+            Self::Cancelled => "cancelled",
+        }
     }
 }

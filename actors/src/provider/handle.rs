@@ -6,9 +6,11 @@
 //! slots, the counters — lives behind its `Arc`.
 //!
 //! One call is: take a concurrency slot (or queue, or fail with over-capacity), then up to
-//! `1 + max_retries` attempts, each admitted by the breaker, each recorded as a
-//! `provider.request` event. Dropping the returned future or stream drops the HTTP request
-//! (aborting it upstream) and releases the slot.
+//! `1 + max_retries` attempts, each admitted by the breaker and counted in the client call's
+//! [`CallContext`] (whose request id goes upstream as `x-request-id`); an attempt that fails,
+//! is retried or is cancelled is recorded as a `provider.attempt` event (a successful one is
+//! part of the call's `request` event). Dropping the returned future or stream drops the HTTP
+//! request (aborting it upstream) and releases the slot.
 //!
 //! The pieces of a call live beside it: [`Shared`] state (`shared.rs`), the result types
 //! (`call.rs`), slot and attempt guards (`attempt.rs`), a running stream (`stream.rs`) and
@@ -42,11 +44,14 @@ use super::stream::StreamState;
 use super::upstream::{AnswerBody, error_chain, is_event_stream};
 use crate::health::HealthBoard;
 use crate::pipeline::recorder::Recorder;
+use crate::pipeline::request::CallContext;
 use crate::policy::breaker::{BreakerSet, BreakerState, MAX_MODEL_BREAKERS, SetPermit};
 use crate::policy::failure_log::FailureLog;
 
 /// How long idle pooled connections are kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The header carrying the client call's request id upstream.
+const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Source of unique handle ids, the key of the per-thread client table.
 static NEXT_HANDLE_ID: AtomicU64 = AtomicU64::new(1);
@@ -275,7 +280,7 @@ impl ProviderHandle {
                         Ok(bytes) => self.shared.non_stream_answer_error(&bytes),
                         Err(e) => self.shared.body_error(e),
                     };
-                    guard.failed(&error, None);
+                    guard.failed(&error, None, false);
                     s.counters.failed.fetch_add(1, Ordering::Relaxed);
                     drop(slot);
                     return Ok(ChatStream {
@@ -323,8 +328,8 @@ impl ProviderHandle {
 
     /// A JSON `POST` to another endpoint of the provider's API (`path` relative to its base
     /// URL, e.g. GLM's `web_search`), with the same slot, breaker, retries, timeout and
-    /// `provider.request` event as a completion; `label` names the call in the event's
-    /// `model`. Returns the response body, which must be JSON.
+    /// `provider.attempt` events as a completion; `label` names the call in their `model`.
+    /// Returns the response body, which must be JSON.
     #[tracing::instrument(name = "upstream", skip_all, fields(provider = %self.shared.name, model = %label, request_id = tracing::field::Empty))]
     pub async fn post_json(
         &self,
@@ -547,6 +552,10 @@ impl ProviderHandle {
         if attempt > 1 {
             s.counters.retries.fetch_add(1, Ordering::Relaxed);
         }
+        CallContext::note(|t| {
+            t.attempts += 1;
+            t.provider = Some(s.name.to_string());
+        });
         Ok(AttemptGuard {
             shared: self.shared.clone(),
             model: model.to_owned(),
@@ -587,8 +596,9 @@ impl ProviderHandle {
         attempt: u32,
         backoff: &mut crate::policy::retry::Backoff,
     ) -> Option<ProviderError> {
-        guard.failed(&error, None);
-        if error.is_retryable() && attempt <= self.shared.settings.max_retries {
+        let retry = error.is_retryable() && attempt <= self.shared.settings.max_retries;
+        guard.failed(&error, None, retry);
+        if retry {
             tokio::time::sleep(self.retry_delay(&error, backoff)).await;
             return None;
         }
@@ -639,11 +649,17 @@ impl ProviderHandle {
         url: reqwest::Url,
         body: Bytes,
     ) -> reqwest::RequestBuilder {
-        client
+        let request = client
             .post(url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .headers(self.shared.headers.clone())
-            .body(body)
+            .headers(self.shared.headers.clone());
+        // The client call's id goes upstream, so both sides' logs can be joined.
+        let request =
+            match CallContext::current().and_then(|c| HeaderValue::from_str(c.request_id()).ok()) {
+                Some(id) => request.header(REQUEST_ID_HEADER, id),
+                None => request,
+            };
+        request.body(body)
     }
 
     /// The delay before the next retry: the upstream's `Retry-After` when it sent one

@@ -31,7 +31,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 pub use call::{
-    ChatStream, Completion, EVENT_SOURCE, REQUEST_EVENT, RemoteModel, Usage, health_component,
+    ATTEMPT_EVENT, ChatStream, Completion, EVENT_SOURCE, RemoteModel, Usage, health_component,
 };
 pub use error::{ErrorLabels, ProviderError, TimeoutKind};
 pub use handle::ProviderHandle;

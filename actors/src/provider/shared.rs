@@ -10,11 +10,12 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use super::call::{EVENT_SOURCE, REQUEST_EVENT, Usage, health_component};
+use super::call::{ATTEMPT_EVENT, AttemptOutcome, EVENT_SOURCE, Usage, health_component};
 use super::error::ProviderError;
 use super::settings::ProviderSettings;
 use crate::health::{HealthBoard, Status};
 use crate::pipeline::recorder::Recorder;
+use crate::pipeline::request::CallContext;
 use crate::policy::breaker::{BreakerSet, Outcome, Probes, Scope, Transition};
 use crate::policy::failure_log::FailureLog;
 
@@ -83,7 +84,7 @@ pub(super) struct Shared {
     pub(super) breaker: Mutex<BreakerSet>,
     /// Counters for `/health`.
     pub(super) counters: Counters,
-    /// Where `provider.request` and `breaker.*` events go.
+    /// Where `provider.attempt` and `breaker.*` events go.
     pub(super) recorder: Recorder,
     /// Where the `provider:<name>` component is published.
     pub(super) health: HealthBoard,
@@ -211,8 +212,25 @@ impl Shared {
         self.publish_health();
     }
 
-    /// Records the `provider.request` event of one attempt and feeds the failure log.
-    #[allow(clippy::too_many_arguments)]
+    /// Counts a successful attempt's usage and tells the failure log.
+    pub(super) fn attempt_succeeded(&self, usage: Option<Usage>) {
+        if let Some(usage) = usage {
+            self.counters
+                .prompt_tokens
+                .fetch_add(usage.prompt_tokens, Ordering::Relaxed);
+            self.counters
+                .completion_tokens
+                .fetch_add(usage.completion_tokens, Ordering::Relaxed);
+        }
+        if self.failing.load(Ordering::Relaxed) {
+            let mut log = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+            log.success();
+            self.failing.store(log.is_failing(), Ordering::Relaxed);
+        }
+    }
+
+    /// Records the `provider.attempt` event of a failed, retried or cancelled attempt and
+    /// feeds the failure log (a cancellation says nothing about the upstream).
     pub(super) fn record_attempt(
         &self,
         model: &str,
@@ -220,55 +238,38 @@ impl Shared {
         stream: bool,
         latency: Duration,
         ttft: Option<Duration>,
-        usage: Option<Usage>,
-        outcome: Result<Option<u16>, &ProviderError>,
+        outcome: AttemptOutcome<'_>,
     ) {
-        let s = self;
-        let (ok, status, error_kind) = match outcome {
-            Ok(status) => (true, status, None),
-            Err(error) => (false, error.upstream_status(), Some(error.kind())),
+        let (status, error_kind) = match outcome {
+            AttemptOutcome::Retried(e) | AttemptOutcome::Failed(e) => {
+                (e.upstream_status(), e.kind())
+            }
+            AttemptOutcome::Cancelled => (None, "cancelled"),
         };
-        if let Some(usage) = usage {
-            s.counters
-                .prompt_tokens
-                .fetch_add(usage.prompt_tokens, Ordering::Relaxed);
-            s.counters
-                .completion_tokens
-                .fetch_add(usage.completion_tokens, Ordering::Relaxed);
-        }
-        s.recorder.record(
+        let context = CallContext::current();
+        self.recorder.record(
             EVENT_SOURCE,
-            REQUEST_EVENT,
+            ATTEMPT_EVENT,
             json!({
-                "provider": &*s.name,
+                "provider": &*self.name,
                 "model": model,
-                "ok": ok,
+                "attempt": attempt,
+                "outcome": outcome.label(),
+                "ok": false,
                 "status": status,
+                "error_kind": error_kind,
                 "latency_ms": latency.as_secs_f64() * 1000.0,
                 "ttft_ms": ttft.map(|t| t.as_secs_f64() * 1000.0),
-                "prompt_tokens": usage.map(|u| u.prompt_tokens),
-                "completion_tokens": usage.map(|u| u.completion_tokens),
-                "total_tokens": usage.map(|u| u.total_tokens),
-                "attempt": attempt,
                 "stream": stream,
-                "error_kind": error_kind,
-                "simulated": s.settings.simulated,
+                "request_id": context.as_ref().map(|c| c.request_id()),
+                "simulated": self.settings.simulated,
             }),
         );
-        match outcome {
-            Ok(_) => {
-                if s.failing.load(Ordering::Relaxed) {
-                    let mut log = s.failures.lock().unwrap_or_else(PoisonError::into_inner);
-                    log.success();
-                    s.failing.store(log.is_failing(), Ordering::Relaxed);
-                }
-            }
-            Err(error) => {
-                tracing::debug!(provider = %s.name, model, attempt, %error, "upstream attempt failed");
-                let mut log = s.failures.lock().unwrap_or_else(PoisonError::into_inner);
-                log.failure(error);
-                s.failing.store(log.is_failing(), Ordering::Relaxed);
-            }
+        if let AttemptOutcome::Retried(error) | AttemptOutcome::Failed(error) = outcome {
+            tracing::debug!(provider = %self.name, model, attempt, %error, "upstream attempt failed");
+            let mut log = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+            log.failure(error);
+            self.failing.store(log.is_failing(), Ordering::Relaxed);
         }
     }
 }

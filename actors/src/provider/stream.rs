@@ -196,7 +196,8 @@ impl StreamState {
                 .usage
                 .or_else(|| chunk.choices.into_iter().find_map(|c| c.usage))
         {
-            *self.usage.lock().unwrap_or_else(PoisonError::into_inner) = Some(usage);
+            let mut slot = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
+            *slot = Some(slot.map_or(usage, |earlier| earlier.merged(usage)));
         }
     }
 
@@ -214,7 +215,7 @@ impl StreamState {
             }
             Some(error) => {
                 self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-                guard.failed(error, self.first_chunk);
+                guard.failed(error, self.first_chunk, false);
             }
         }
     }

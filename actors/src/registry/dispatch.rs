@@ -13,7 +13,19 @@ use serde_json::Value;
 
 use super::handle::RegistryHandle;
 use super::tables::{Resolved, Target};
+use crate::pipeline::request::CallContext;
 use crate::provider::{ChatStream, Completion, ProviderError};
+
+/// Notes in the client call's context which candidate answered: its canonical model, its
+/// provider, and the model it stood in for when it came from the fallback chain.
+fn note_answer(candidates: &[Candidate], answered: &Candidate) {
+    let first = candidates.first().map(|c| c.model.as_str());
+    CallContext::note(|t| {
+        t.resolved_model = Some(answered.model.clone());
+        t.provider = Some(answered.target.provider.name().to_owned());
+        t.fallback_from = first.filter(|m| *m != answered.model).map(str::to_owned);
+    });
+}
 
 /// Calls providers for a model name, with fallback. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -66,7 +78,10 @@ impl Dispatcher {
                 .complete(&candidate.target.upstream_model, payload)
                 .await
             {
-                Ok(done) => return Ok(done),
+                Ok(done) => {
+                    note_answer(&candidates, candidate);
+                    return Ok(done);
+                }
                 Err(error) => run.failed(candidate, error)?,
             }
             if run.exhausted() {
@@ -94,7 +109,10 @@ impl Dispatcher {
                 .stream(&candidate.target.upstream_model, payload)
                 .await
             {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => {
+                    note_answer(&candidates, candidate);
+                    return Ok(stream);
+                }
                 Err(error) => run.failed(candidate, error)?,
             }
             if run.exhausted() {

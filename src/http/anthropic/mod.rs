@@ -18,14 +18,16 @@ use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, ResponseError as _};
 use exai_actors::anthropic::{DIALECT_ANTHROPIC, DIALECT_FIELD};
 use exai_actors::cache::key as cache_key;
+use exai_actors::pipeline::request::{CallContext, Surface};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::call_record::CallRecord;
 use crate::error::{AnthropicError, GatewayError};
 use crate::http::body::{BodyBudget, BodyError};
 use crate::http::call::{
-    CallRecord, InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
+    InflightGuard, answer_headers, bool_field, cache_directives, event_stream_headers,
 };
 use crate::service::{CacheOutcome, ChunkStream};
 use crate::state::SurfaceState;
@@ -141,39 +143,63 @@ fn parse_body(bytes: &[u8], count_only: bool) -> Result<(Value, bool), GatewayEr
     Ok((body, stream))
 }
 
-/// `POST /v1/messages`.
+/// `POST /v1/messages`: one `request` event per call, whatever the outcome.
 pub async fn messages(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<SurfaceState>,
     bodies: web::Data<BodyBudget>,
+) -> HttpResponse {
+    let mut record = Some(state.start_call(Surface::Anthropic, crate::http::request_id::of(&req)));
+    let context = record
+        .as_ref()
+        .map(CallRecord::context)
+        .unwrap_or_else(|| CallContext::new(String::new()));
+    let result = CallContext::scope(
+        context,
+        serve_messages(&req, payload, &state, &bodies, &mut record),
+    )
+    .await;
+    let (response, kind) = match result {
+        Ok(response) => (response, None),
+        Err(e) => (e.error_response(), Some(e.0.kind())),
+    };
+    // A stream took the record with it; anything else ends here.
+    if let Some(record) = record {
+        record.finish(response.status().as_u16(), kind);
+    }
+    response
+}
+
+/// The call itself; a streamed answer takes `record` along.
+async fn serve_messages(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &web::Data<SurfaceState>,
+    bodies: &BodyBudget,
+    record: &mut Option<CallRecord>,
 ) -> Result<HttpResponse, AnthropicError> {
-    check_auth(&req, &state)?;
+    check_auth(req, state)?;
     // The body first; the in-flight place only once it is in (issue 12 §4), as on /v1.
-    let bytes = match read_body(&req, payload, &bodies, state.max_body_bytes).await? {
+    let bytes = match read_body(req, payload, bodies, state.max_body_bytes).await? {
         Ok(bytes) => bytes,
         Err(refusal) => return Ok(refusal),
     };
-    let inflight = InflightGuard::acquire(&state)?;
+    let inflight = InflightGuard::acquire(state)?;
     let (mut body, stream) = parse_body(&bytes, false)?;
-    let bypass = cache_key::bypass(&body, cache_directives(&req));
+    if let Some(r) = record.as_mut() {
+        let event = r.event();
+        event.stream = stream;
+        event.model = body.get("model").and_then(Value::as_str).map(str::to_owned);
+    }
+    let bypass = cache_key::bypass(&body, cache_directives(req));
     if let Some(fields) = body.as_object_mut() {
         fields.remove("cache");
         fields.insert(DIALECT_FIELD.into(), json!(DIALECT_ANTHROPIC));
     }
-    let mut record = CallRecord::new(&state, "anthropic", stream);
-    let fail = |record: &mut CallRecord, e: GatewayError| {
-        record.outcome = Some(Err(e.kind()));
-        AnthropicError(e)
-    };
     let mut response = HttpResponse::Ok();
     if stream {
-        let answer = state
-            .chat
-            .stream(body, bypass)
-            .await
-            .map_err(|e| fail(&mut record, e))?;
-        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
+        let answer = state.chat.stream(body, bypass).await?;
         event_stream_headers(&mut response);
         crate::http::access::AccessFacts::note(&mut response, &answer.model);
         answer_headers(
@@ -182,15 +208,12 @@ pub async fn messages(
             answer.provider.as_deref(),
             answer.cache_age_ms,
         );
+        let Some(record) = record.take() else {
+            return Err(GatewayError::Internal("the call has no record".to_owned()).into());
+        };
         Ok(response.streaming(sse(answer.chunks, record, inflight)))
     } else {
-        let answer = state
-            .chat
-            .complete(body, bypass)
-            .await
-            .map_err(|e| fail(&mut record, e))?;
-        record.answered(&answer.model, answer.provider.as_deref(), answer.cache);
-        record.outcome = Some(Ok(()));
+        let answer = state.chat.complete(body, bypass).await?;
         drop(inflight);
         response.content_type("application/json");
         crate::http::access::AccessFacts::note(&mut response, &answer.model);
@@ -229,7 +252,8 @@ fn frame(kind: &str, payload: &[u8]) -> Bytes {
 /// Where an SSE response is.
 enum Sse {
     /// Forwarding events.
-    Open(ChunkStream, CallRecord, InflightGuard),
+    /// (The record is boxed: it is large and the state moves on every event.)
+    Open(ChunkStream, Box<CallRecord>, InflightGuard),
     /// Ended.
     Closed,
 }
@@ -241,37 +265,40 @@ fn sse(
     record: CallRecord,
     inflight: InflightGuard,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    futures_util::stream::unfold(Sse::Open(chunks, record, inflight), |state| async move {
-        let Sse::Open(mut chunks, mut record, inflight) = state else {
-            return None;
-        };
-        match chunks.next().await {
-            Some(Ok(chunk)) => {
-                let kind = serde_json::from_slice::<EventType<'_>>(&chunk)
-                    .map(|t| t.kind.into_owned())
-                    .unwrap_or_else(|_| "message".to_owned());
-                let bytes = frame(&kind, &chunk);
-                if kind == "error" {
-                    record.outcome = Some(Err("upstream_error_event"));
-                    return Some((Ok(bytes), Sse::Closed));
+    futures_util::stream::unfold(
+        Sse::Open(chunks, Box::new(record), inflight),
+        |state| async move {
+            let Sse::Open(mut chunks, mut record, inflight) = state else {
+                return None;
+            };
+            match chunks.next().await {
+                Some(Ok(chunk)) => {
+                    let kind = serde_json::from_slice::<EventType<'_>>(&chunk)
+                        .map(|t| t.kind.into_owned())
+                        .unwrap_or_else(|_| "message".to_owned());
+                    let bytes = frame(&kind, &chunk);
+                    if kind == "error" {
+                        record.finish(200, Some("upstream_error_event"));
+                        return Some((Ok(bytes), Sse::Closed));
+                    }
+                    if kind == "content_block_delta" {
+                        record.first_byte();
+                    }
+                    Some((Ok(bytes), Sse::Open(chunks, record, inflight)))
                 }
-                if kind == "message_stop" {
-                    record.outcome = Some(Ok(()));
+                None => {
+                    record.finish(200, None);
+                    None
                 }
-                Some((Ok(bytes), Sse::Open(chunks, record, inflight)))
+                Some(Err(e)) => {
+                    let error = GatewayError::from(e);
+                    record.finish(200, Some(error.kind()));
+                    let payload = error.anthropic_json().to_string();
+                    Some((Ok(frame("error", payload.as_bytes())), Sse::Closed))
+                }
             }
-            None => {
-                record.outcome.get_or_insert(Ok(()));
-                None
-            }
-            Some(Err(e)) => {
-                let error = GatewayError::from(e);
-                record.outcome = Some(Err(error.kind()));
-                let payload = error.anthropic_json().to_string();
-                Some((Ok(frame("error", payload.as_bytes())), Sse::Closed))
-            }
-        }
-    })
+        },
+    )
 }
 
 /// `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, estimated locally.

@@ -126,6 +126,14 @@ fn mode(model: &str) -> Mode {
     Mode::Echo
 }
 
+/// The request's `x-request-id`, if it sent one.
+fn request_id(http: &HttpRequest) -> Option<String> {
+    http.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 pub(super) async fn chat(
     state: web::Data<MockState>,
     http: HttpRequest,
@@ -139,7 +147,7 @@ pub(super) async fn chat(
         .last_request
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(body);
-    state.log("chat/completions", &request);
+    state.log("chat/completions", &request, request_id(&http));
     let model = request
         .get("model")
         .and_then(Value::as_str)
@@ -296,10 +304,21 @@ pub(super) async fn chat(
             .map(|p| chunk(json!({ "content": p }), Value::Null)),
     );
     chunks.push(chunk(json!({}), json!("stop")));
-    let mut usage_chunk = chunk(json!({}), Value::Null);
-    usage_chunk["choices"] = json!([]);
-    usage_chunk["usage"] = usage;
-    chunks.push(usage_chunk);
+    // As OpenAI does: usage only when asked for, then `"usage": null` on every chunk and a
+    // last chunk with no choices that carries it.
+    let include_usage = request
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
+    if include_usage {
+        for c in &mut chunks {
+            c["usage"] = Value::Null;
+        }
+        let mut usage_chunk = chunk(json!({}), Value::Null);
+        usage_chunk["choices"] = json!([]);
+        usage_chunk["usage"] = usage;
+        chunks.push(usage_chunk);
+    }
 
     let mut frames: VecDeque<Bytes> = chunks
         .iter()
@@ -380,12 +399,16 @@ fn tool_call(request: &Value, last_user: &str) -> Option<Value> {
 }
 
 /// GLM's `POST /web_search`: `count` results derived from `search_query`.
-pub(super) async fn web_search(state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+pub(super) async fn web_search(
+    state: web::Data<MockState>,
+    http: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
     use actix_web::http::StatusCode;
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error_response(StatusCode::BAD_REQUEST, "request body is not JSON");
     };
-    state.log("web_search", &request);
+    state.log("web_search", &request, request_id(&http));
     let Some(query) = request.get("search_query").and_then(Value::as_str) else {
         return error_response(StatusCode::BAD_REQUEST, "search_query is required");
     };

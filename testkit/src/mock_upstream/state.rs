@@ -78,6 +78,8 @@ pub struct RecordedRequest {
     pub endpoint: &'static str,
     /// The parsed body.
     pub body: Value,
+    /// The `x-request-id` header, when sent.
+    pub request_id: Option<String>,
 }
 
 impl MockState {
@@ -125,7 +127,7 @@ impl MockState {
     }
 
     /// Adds a request to the bounded log.
-    pub(super) fn log(&self, endpoint: &'static str, body: &Value) {
+    pub(super) fn log(&self, endpoint: &'static str, body: &Value, request_id: Option<String>) {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         while log.len() >= REQUEST_LOG_CAPACITY {
             log.pop_front();
@@ -133,6 +135,7 @@ impl MockState {
         log.push_back(RecordedRequest {
             endpoint,
             body: body.clone(),
+            request_id,
         });
     }
 

@@ -6,7 +6,8 @@
 //! Both backends have the same semantics: a batch is inserted idempotently by event id and
 //! only the newly inserted rows are folded into the `metrics_1min` and `metrics_1hour`
 //! rollups, in the same transaction. A flush therefore costs O(batch), never O(history),
-//! and re-delivering a batch changes no count.
+//! and re-delivering a batch changes no count. Rollup rows are keyed by (bucket, type, source,
+//! model) — the model of a `request` event, `""` otherwise — and sum its tokens and cost.
 //!
 //! History queries read rollups (summary, timeseries) or raw rows (events) and merge the
 //! rollups' latency histograms ([`crate::pipeline::histogram`]), so percentiles carry the

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::pipeline::event::Event;
 use crate::pipeline::histogram::Histogram;
+use crate::pipeline::request::{REQUEST_EVENT, RequestFacts};
 
 /// Most events one [`EventStore::events`] page returns, whatever the caller asks for.
 pub const MAX_PAGE_LIMIT: usize = 1000;
@@ -150,7 +151,7 @@ pub struct Pruned {
     pub hour_rows: u64,
 }
 
-/// One rollup row as stored: the aggregates of one (bucket, type, source).
+/// One rollup row as stored: the aggregates of one (bucket, type, source, model).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RollupRow {
     /// Bucket start, unix milliseconds.
@@ -160,6 +161,9 @@ pub struct RollupRow {
     pub kind: String,
     /// Event source.
     pub source: String,
+    /// A `request` event's `resolved_model`; `""` for other types and unresolved calls
+    /// ([`rollup_model`]).
+    pub model: String,
     /// Events in the bucket.
     pub count: u64,
     /// Events with `data.ok == false`.
@@ -174,16 +178,26 @@ pub struct RollupRow {
     pub latency_max: Option<f64>,
     /// Sparse latency histogram ([`Histogram::to_json`]).
     pub latency_hist: Value,
+    /// Prompt tokens of the `request` events; `None` while none reported any.
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens of the `request` events; `None` while none reported any.
+    pub completion_tokens: Option<u64>,
+    /// Cost of the `request` events, USD; `None` while none had a price.
+    pub cost_usd: Option<f64>,
 }
 
-/// One line of `GET /api/metrics/summary`: a (type, source) over the window.
+/// One line of `GET /api/metrics/summary`: a (type, source, model) over the window (or, in
+/// [`Summary::models`] and [`Summary::requests`], `request` rows folded across sources).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SummaryRow {
     /// Event type.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Event source.
+    /// Event source (`""` when folded across sources).
     pub source: String,
+    /// The rows' model (`""`: not a `request` row, an unresolved call, or folded across
+    /// models).
+    pub model: String,
     /// Events.
     pub count: u64,
     /// Failed events (`data.ok == false`).
@@ -200,6 +214,23 @@ pub struct SummaryRow {
     pub p95_ms: Option<f64>,
     /// 99th percentile latency, ms (histogram estimate).
     pub p99_ms: Option<f64>,
+    /// Prompt tokens reported.
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens reported.
+    pub completion_tokens: Option<u64>,
+    /// Cost, USD.
+    pub cost_usd: Option<f64>,
+}
+
+/// `GET /api/metrics/summary`: every row, the `request` rows per model, and their totals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// Per (type, source, model), ordered.
+    pub rows: Vec<SummaryRow>,
+    /// `request` rows per model, across sources, ordered by model.
+    pub models: Vec<SummaryRow>,
+    /// All `request` rows together; `None` without any.
+    pub requests: Option<SummaryRow>,
 }
 
 /// One point of `GET /api/metrics/timeseries`: every matching row of one bucket.
@@ -219,6 +250,12 @@ pub struct Point {
     pub p95_ms: Option<f64>,
     /// 99th percentile latency, ms.
     pub p99_ms: Option<f64>,
+    /// Prompt tokens reported.
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens reported.
+    pub completion_tokens: Option<u64>,
+    /// Cost, USD.
+    pub cost_usd: Option<f64>,
 }
 
 /// One page of `GET /api/events`, newest first.
@@ -303,9 +340,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// A page of raw events, newest first (keyset pagination on the time-ordered id).
     fn events<'a>(&'a self, query: &'a EventQuery) -> BoxFuture<'a, StoreResult<Page>>;
 
-    /// Per (type, source) totals over the last `window` (rounded out to whole buckets: per
-    /// minute up to [`SUMMARY_MINUTE_ROLLUP_MAX`], per hour beyond), ordered by type, source.
-    fn summary(&self, window: Duration) -> BoxFuture<'_, StoreResult<Vec<SummaryRow>>> {
+    /// Per (type, source, model) totals over the last `window` (rounded out to whole
+    /// buckets: per minute up to [`SUMMARY_MINUTE_ROLLUP_MAX`], per hour beyond), with the
+    /// `request` rows per model and in total.
+    fn summary(&self, window: Duration) -> BoxFuture<'_, StoreResult<Summary>> {
         Box::pin(async move {
             let bucket = if window <= SUMMARY_MINUTE_ROLLUP_MAX {
                 Bucket::Minute
@@ -316,7 +354,21 @@ pub trait EventStore: Send + Sync + 'static {
             let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
             let since = bucket.floor(now.saturating_sub(window_ms));
             let rows = self.rollups(bucket, since, i64::MAX, None).await?;
-            Ok(summarize(&rows))
+            let requests: Vec<RollupRow> = rows
+                .iter()
+                .filter(|r| r.kind == REQUEST_EVENT)
+                .cloned()
+                .collect();
+            let fold_all = |rows: &[RollupRow]| {
+                let mut fold = Fold::default();
+                rows.iter().for_each(|r| fold.add_row(r));
+                (!rows.is_empty()).then(|| fold.into_summary(REQUEST_EVENT, "", ""))
+            };
+            Ok(Summary {
+                rows: summarize(&rows),
+                models: summarize_by(&requests, |r| (r.kind.as_str(), "", r.model.as_str())),
+                requests: fold_all(&requests),
+            })
         })
     }
 
@@ -373,6 +425,34 @@ pub(crate) struct Fold {
     pub(crate) latency_max: Option<f64>,
     /// Merged histogram.
     pub(crate) hist: Histogram,
+    /// Prompt tokens, once any were reported.
+    pub(crate) prompt_tokens: Option<u64>,
+    /// Completion tokens, once any were reported.
+    pub(crate) completion_tokens: Option<u64>,
+    /// Cost, once any call had one.
+    pub(crate) cost_usd: Option<f64>,
+}
+
+/// The model dimension of an event's rollup row: a `request` event's `resolved_model`, `""`
+/// for everything else (so only registry-resolved names, never client-chosen ones, become
+/// rows).
+pub fn rollup_model(event: &Event) -> &str {
+    if event.kind != REQUEST_EVENT {
+        return "";
+    }
+    event
+        .data
+        .get("resolved_model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Adds an optional amount to an optional sum (`None` + `None` stays `None`).
+pub(crate) fn add_opt<T: std::ops::Add<Output = T>>(sum: Option<T>, v: Option<T>) -> Option<T> {
+    match (sum, v) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Fold {
@@ -389,6 +469,12 @@ impl Fold {
             self.latency_max = Some(self.latency_max.map_or(latency, |m| m.max(latency)));
             self.hist.record(latency);
         }
+        if event.kind == REQUEST_EVENT {
+            let facts = RequestFacts::of(&event.data);
+            self.prompt_tokens = add_opt(self.prompt_tokens, facts.prompt_tokens);
+            self.completion_tokens = add_opt(self.completion_tokens, facts.completion_tokens);
+            self.cost_usd = add_opt(self.cost_usd, facts.cost_usd.filter(|c| c.is_finite()));
+        }
     }
 
     /// Adds one stored rollup row.
@@ -401,6 +487,29 @@ impl Fold {
         self.latency_max = opt_max(self.latency_max, row.latency_max);
         self.hist
             .merge_stored(&row.latency_hist, row.latency_min, row.latency_max);
+        self.prompt_tokens = add_opt(self.prompt_tokens, row.prompt_tokens);
+        self.completion_tokens = add_opt(self.completion_tokens, row.completion_tokens);
+        self.cost_usd = add_opt(self.cost_usd, row.cost_usd);
+    }
+
+    /// These totals as a summary line.
+    fn into_summary(self, kind: &str, source: &str, model: &str) -> SummaryRow {
+        SummaryRow {
+            kind: kind.to_owned(),
+            source: source.to_owned(),
+            model: model.to_owned(),
+            count: self.count,
+            errors: self.errors,
+            latency_avg_ms: self.latency_avg(),
+            latency_min_ms: self.latency_min,
+            latency_max_ms: self.latency_max,
+            p50_ms: self.hist.quantile(0.50),
+            p95_ms: self.hist.quantile(0.95),
+            p99_ms: self.hist.quantile(0.99),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cost_usd: self.cost_usd,
+        }
     }
 
     /// Mean latency.
@@ -425,29 +534,25 @@ pub(crate) fn opt_max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Folds rollup rows into one summary line per (type, source).
+/// Folds rollup rows into one summary line per (type, source, model).
 pub fn summarize(rows: &[RollupRow]) -> Vec<SummaryRow> {
-    let mut folds: BTreeMap<(&str, &str), Fold> = BTreeMap::new();
+    summarize_by(rows, |r| {
+        (r.kind.as_str(), r.source.as_str(), r.model.as_str())
+    })
+}
+
+/// Folds rollup rows into one summary line per `key` (type, source, model).
+pub fn summarize_by<'a>(
+    rows: &'a [RollupRow],
+    key: impl Fn(&'a RollupRow) -> (&'a str, &'a str, &'a str),
+) -> Vec<SummaryRow> {
+    let mut folds: BTreeMap<(&str, &str, &str), Fold> = BTreeMap::new();
     for row in rows {
-        folds
-            .entry((row.kind.as_str(), row.source.as_str()))
-            .or_default()
-            .add_row(row);
+        folds.entry(key(row)).or_default().add_row(row);
     }
     folds
         .into_iter()
-        .map(|((kind, source), fold)| SummaryRow {
-            kind: kind.to_owned(),
-            source: source.to_owned(),
-            count: fold.count,
-            errors: fold.errors,
-            latency_avg_ms: fold.latency_avg(),
-            latency_min_ms: fold.latency_min,
-            latency_max_ms: fold.latency_max,
-            p50_ms: fold.hist.quantile(0.50),
-            p95_ms: fold.hist.quantile(0.95),
-            p99_ms: fold.hist.quantile(0.99),
-        })
+        .map(|((kind, source, model), fold)| fold.into_summary(kind, source, model))
         .collect()
 }
 
@@ -467,6 +572,9 @@ pub fn series(rows: &[RollupRow]) -> Vec<Point> {
             p50_ms: fold.hist.quantile(0.50),
             p95_ms: fold.hist.quantile(0.95),
             p99_ms: fold.hist.quantile(0.99),
+            prompt_tokens: fold.prompt_tokens,
+            completion_tokens: fold.completion_tokens,
+            cost_usd: fold.cost_usd,
         })
         .collect()
 }
@@ -474,26 +582,32 @@ pub fn series(rows: &[RollupRow]) -> Vec<Point> {
 /// The rollup rows `events` would produce, computed directly from the events: what the
 /// stores must hold after inserting them once. Used by tests and consistency checks.
 pub fn rollups_of(events: &[Event], bucket: Bucket) -> Vec<RollupRow> {
-    let mut folds: BTreeMap<(i64, &str, &str), Fold> = BTreeMap::new();
+    let mut folds: BTreeMap<(i64, &str, &str, &str), Fold> = BTreeMap::new();
     for event in events {
         folds
-            .entry((bucket.floor(event.ts), &event.kind, &event.source))
+            .entry((
+                bucket.floor(event.ts),
+                &event.kind,
+                &event.source,
+                rollup_model(event),
+            ))
             .or_default()
             .add_event(event);
     }
     folds
         .into_iter()
-        .map(|((bucket, kind, source), fold)| fold.into_row(bucket, kind, source))
+        .map(|((bucket, kind, source, model), fold)| fold.into_row(bucket, kind, source, model))
         .collect()
 }
 
 impl Fold {
     /// The stored form of these totals.
-    pub(crate) fn into_row(self, bucket: i64, kind: &str, source: &str) -> RollupRow {
+    pub(crate) fn into_row(self, bucket: i64, kind: &str, source: &str, model: &str) -> RollupRow {
         RollupRow {
             bucket,
             kind: kind.to_owned(),
             source: source.to_owned(),
+            model: model.to_owned(),
             count: self.count,
             error_count: self.errors,
             latency_count: self.latency_count,
@@ -501,6 +615,9 @@ impl Fold {
             latency_min: self.latency_min,
             latency_max: self.latency_max,
             latency_hist: self.hist.to_json(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cost_usd: self.cost_usd,
         }
     }
 }

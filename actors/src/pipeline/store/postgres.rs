@@ -116,6 +116,12 @@ fn rollup_from_row(row: &PgRow) -> StoreResult<RollupRow> {
         latency_min: row.try_get("latency_min")?,
         latency_max: row.try_get("latency_max")?,
         latency_hist: row.try_get("latency_hist")?,
+        model: row.try_get("model")?,
+        prompt_tokens: row.try_get::<Option<i64>, _>("prompt_tokens")?.map(to_u64),
+        completion_tokens: row
+            .try_get::<Option<i64>, _>("completion_tokens")?
+            .map(to_u64),
+        cost_usd: row.try_get("cost_usd")?,
     })
 }
 
@@ -245,21 +251,23 @@ impl EventStore for PgStore {
             let sql = match bucket {
                 Bucket::Minute => {
                     "SELECT (extract(epoch FROM bucket) * 1000)::int8 AS bucket_ms, type, source, \
-                     count, error_count, latency_count, latency_sum, latency_min, latency_max, \
-                     latency_hist FROM monitoring.metrics_1min \
+                     model, count, error_count, latency_count, latency_sum, latency_min, \
+                     latency_max, latency_hist, prompt_tokens, completion_tokens, cost_usd \
+                     FROM monitoring.metrics_1min \
                      WHERE bucket >= timestamptz 'epoch' + $1 * interval '1 millisecond' \
                        AND bucket < timestamptz 'epoch' + $2 * interval '1 millisecond' \
                        AND ($3::text IS NULL OR type = $3) \
-                     ORDER BY bucket, type, source"
+                     ORDER BY bucket, type, source, model"
                 }
                 Bucket::Hour => {
                     "SELECT (extract(epoch FROM bucket) * 1000)::int8 AS bucket_ms, type, source, \
-                     count, error_count, latency_count, latency_sum, latency_min, latency_max, \
-                     latency_hist FROM monitoring.metrics_1hour \
+                     model, count, error_count, latency_count, latency_sum, latency_min, \
+                     latency_max, latency_hist, prompt_tokens, completion_tokens, cost_usd \
+                     FROM monitoring.metrics_1hour \
                      WHERE bucket >= timestamptz 'epoch' + $1 * interval '1 millisecond' \
                        AND bucket < timestamptz 'epoch' + $2 * interval '1 millisecond' \
                        AND ($3::text IS NULL OR type = $3) \
-                     ORDER BY bucket, type, source"
+                     ORDER BY bucket, type, source, model"
                 }
             };
             // timestamptz tops out in year 294276; keep `until` inside it.

@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 use super::model::{
     Bucket, EventQuery, EventStore, Fold, Page, Pruned, RetentionSettings, RollupRow,
-    SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, opt_max, opt_min, to_i64, to_u64,
+    SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, add_opt, opt_max, opt_min,
+    rollup_model, to_i64, to_u64,
 };
 use crate::pipeline::event::Event;
 use crate::pipeline::histogram::Histogram;
@@ -187,32 +188,48 @@ fn insert_rows(
 /// memory and written once per touched rollup row.
 #[derive(Default)]
 struct Rollups<'a> {
-    /// Per-minute totals by (bucket, type, source).
-    minute: BTreeMap<(i64, &'a str, &'a str), Fold>,
-    /// Per-hour totals by (bucket, type, source).
-    hour: BTreeMap<(i64, &'a str, &'a str), Fold>,
+    /// Per-minute totals by (bucket, type, source, model).
+    minute: BTreeMap<RollupKey<'a>, Fold>,
+    /// Per-hour totals by (bucket, type, source, model).
+    hour: BTreeMap<RollupKey<'a>, Fold>,
 }
+
+/// A rollup row's key: bucket, type, source, model ([`rollup_model`]).
+type RollupKey<'a> = (i64, &'a str, &'a str, &'a str);
 
 impl<'a> Rollups<'a> {
     /// Folds one newly inserted event.
     fn add(&mut self, event: &'a Event) {
+        let model = rollup_model(event);
         self.minute
-            .entry((Bucket::Minute.floor(event.ts), &event.kind, &event.source))
+            .entry((
+                Bucket::Minute.floor(event.ts),
+                &event.kind,
+                &event.source,
+                model,
+            ))
             .or_default()
             .add_event(event);
         self.hour
-            .entry((Bucket::Hour.floor(event.ts), &event.kind, &event.source))
+            .entry((
+                Bucket::Hour.floor(event.ts),
+                &event.kind,
+                &event.source,
+                model,
+            ))
             .or_default()
             .add_event(event);
     }
 
     /// Adds the totals to the stored rollup rows, inside the batch's transaction.
     async fn write(self, tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
-        for ((bucket, kind, source), fold) in self.minute {
-            upsert_rollup(tx, Bucket::Minute, fold.into_row(bucket, kind, source)).await?;
+        for ((bucket, kind, source, model), fold) in self.minute {
+            let row = fold.into_row(bucket, kind, source, model);
+            upsert_rollup(tx, Bucket::Minute, row).await?;
         }
-        for ((bucket, kind, source), fold) in self.hour {
-            upsert_rollup(tx, Bucket::Hour, fold.into_row(bucket, kind, source)).await?;
+        for ((bucket, kind, source, model), fold) in self.hour {
+            let row = fold.into_row(bucket, kind, source, model);
+            upsert_rollup(tx, Bucket::Hour, row).await?;
         }
         Ok(())
     }
@@ -226,20 +243,21 @@ async fn upsert_rollup(
 ) -> StoreResult<()> {
     let select = match bucket {
         Bucket::Minute => {
-            "SELECT bucket, type, source, count, error_count, latency_count, latency_sum, \
-             latency_min, latency_max, latency_hist FROM metrics_1min \
-             WHERE bucket = ? AND type = ? AND source = ?"
+            "SELECT bucket, type, source, model, count, error_count, latency_count, latency_sum, \
+             latency_min, latency_max, latency_hist, prompt_tokens, completion_tokens, cost_usd \
+             FROM metrics_1min WHERE bucket = ? AND type = ? AND source = ? AND model = ?"
         }
         Bucket::Hour => {
-            "SELECT bucket, type, source, count, error_count, latency_count, latency_sum, \
-             latency_min, latency_max, latency_hist FROM metrics_1hour \
-             WHERE bucket = ? AND type = ? AND source = ?"
+            "SELECT bucket, type, source, model, count, error_count, latency_count, latency_sum, \
+             latency_min, latency_max, latency_hist, prompt_tokens, completion_tokens, cost_usd \
+             FROM metrics_1hour WHERE bucket = ? AND type = ? AND source = ? AND model = ?"
         }
     };
     let existing = sqlx::query(select)
         .bind(add.bucket)
         .bind(&add.kind)
         .bind(&add.source)
+        .bind(&add.model)
         .fetch_optional(&mut **tx)
         .await?;
     let merged = match existing {
@@ -255,6 +273,9 @@ async fn upsert_rollup(
                 latency_min: opt_min(old.latency_min, add.latency_min),
                 latency_max: opt_max(old.latency_max, add.latency_max),
                 latency_hist: hist.to_json(),
+                prompt_tokens: add_opt(old.prompt_tokens, add.prompt_tokens),
+                completion_tokens: add_opt(old.completion_tokens, add.completion_tokens),
+                cost_usd: add_opt(old.cost_usd, add.cost_usd),
                 ..add
             }
         }
@@ -262,20 +283,21 @@ async fn upsert_rollup(
     };
     let write = match bucket {
         Bucket::Minute => {
-            "INSERT OR REPLACE INTO metrics_1min (bucket, type, source, count, error_count, \
-             latency_count, latency_sum, latency_min, latency_max, latency_hist) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT OR REPLACE INTO metrics_1min (bucket, type, source, model, count, error_count, \
+             latency_count, latency_sum, latency_min, latency_max, latency_hist, prompt_tokens, \
+             completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         }
         Bucket::Hour => {
-            "INSERT OR REPLACE INTO metrics_1hour (bucket, type, source, count, error_count, \
-             latency_count, latency_sum, latency_min, latency_max, latency_hist) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT OR REPLACE INTO metrics_1hour (bucket, type, source, model, count, error_count, \
+             latency_count, latency_sum, latency_min, latency_max, latency_hist, prompt_tokens, \
+             completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         }
     };
     sqlx::query(write)
         .bind(merged.bucket)
         .bind(&merged.kind)
         .bind(&merged.source)
+        .bind(&merged.model)
         .bind(to_i64(merged.count))
         .bind(to_i64(merged.error_count))
         .bind(to_i64(merged.latency_count))
@@ -283,6 +305,9 @@ async fn upsert_rollup(
         .bind(merged.latency_min)
         .bind(merged.latency_max)
         .bind(merged.latency_hist.to_string())
+        .bind(merged.prompt_tokens.map(to_i64))
+        .bind(merged.completion_tokens.map(to_i64))
+        .bind(merged.cost_usd)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -302,6 +327,12 @@ fn rollup_from_row(row: &SqliteRow) -> StoreResult<RollupRow> {
         latency_min: row.try_get("latency_min")?,
         latency_max: row.try_get("latency_max")?,
         latency_hist: serde_json::from_str(&hist).unwrap_or_default(),
+        model: row.try_get("model")?,
+        prompt_tokens: row.try_get::<Option<i64>, _>("prompt_tokens")?.map(to_u64),
+        completion_tokens: row
+            .try_get::<Option<i64>, _>("completion_tokens")?
+            .map(to_u64),
+        cost_usd: row.try_get("cost_usd")?,
     })
 }
 
@@ -391,16 +422,18 @@ impl EventStore for SqliteStore {
         Box::pin(async move {
             let sql = match bucket {
                 Bucket::Minute => {
-                    "SELECT bucket, type, source, count, error_count, latency_count, \
-                     latency_sum, latency_min, latency_max, latency_hist FROM metrics_1min \
+                    "SELECT bucket, type, source, model, count, error_count, latency_count, \
+                     latency_sum, latency_min, latency_max, latency_hist, prompt_tokens, \
+                     completion_tokens, cost_usd FROM metrics_1min \
                      WHERE bucket >= ? AND bucket < ? AND (? IS NULL OR type = ?) \
-                     ORDER BY bucket, type, source"
+                     ORDER BY bucket, type, source, model"
                 }
                 Bucket::Hour => {
-                    "SELECT bucket, type, source, count, error_count, latency_count, \
-                     latency_sum, latency_min, latency_max, latency_hist FROM metrics_1hour \
+                    "SELECT bucket, type, source, model, count, error_count, latency_count, \
+                     latency_sum, latency_min, latency_max, latency_hist, prompt_tokens, \
+                     completion_tokens, cost_usd FROM metrics_1hour \
                      WHERE bucket >= ? AND bucket < ? AND (? IS NULL OR type = ?) \
-                     ORDER BY bucket, type, source"
+                     ORDER BY bucket, type, source, model"
                 }
             };
             let rows = sqlx::query(sql)
