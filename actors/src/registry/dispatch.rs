@@ -62,37 +62,33 @@ impl Dispatcher {
 
     /// A non-streaming completion for `model`, with fallback.
     pub async fn complete(&self, model: &str, body: Value) -> Result<Completion, ProviderError> {
-        let candidates = self.candidates(model).await?;
-        let mut run = Run::new(model, self.registry.tables().max_attempts());
-        let last = candidates.len().saturating_sub(1);
-        let mut body = Some(body);
-        for (i, candidate) in candidates.iter().enumerate() {
-            if !run.admit(candidate) {
-                continue;
-            }
-            let payload = if i == last { body.take() } else { body.clone() };
-            let Some(payload) = payload else { break };
-            match candidate
-                .target
-                .provider
-                .complete(&candidate.target.upstream_model, payload)
-                .await
-            {
-                Ok(done) => {
-                    note_answer(&candidates, candidate);
-                    return Ok(done);
-                }
-                Err(error) => run.failed(candidate, error)?,
-            }
-            if run.exhausted() {
-                break;
-            }
-        }
-        Err(run.into_error())
+        self.with_fallback(model, body, |target, payload| async move {
+            target.provider.complete(&target.upstream_model, payload).await
+        })
+        .await
     }
 
     /// A streaming completion for `model`, with fallback until a stream has started.
     pub async fn stream(&self, model: &str, body: Value) -> Result<ChatStream, ProviderError> {
+        self.with_fallback(model, body, |target, payload| async move {
+            target.provider.stream(&target.upstream_model, payload).await
+        })
+        .await
+    }
+
+    /// Calls `call` on each admitted candidate in turn until one answers, a failure blames
+    /// the request, or the attempts run out. The last candidate gets the body itself, the
+    /// others a copy.
+    async fn with_fallback<T, F, Fut>(
+        &self,
+        model: &str,
+        body: Value,
+        call: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: Fn(Target, Value) -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
         let candidates = self.candidates(model).await?;
         let mut run = Run::new(model, self.registry.tables().max_attempts());
         let last = candidates.len().saturating_sub(1);
@@ -103,15 +99,10 @@ impl Dispatcher {
             }
             let payload = if i == last { body.take() } else { body.clone() };
             let Some(payload) = payload else { break };
-            match candidate
-                .target
-                .provider
-                .stream(&candidate.target.upstream_model, payload)
-                .await
-            {
-                Ok(stream) => {
+            match call(candidate.target.clone(), payload).await {
+                Ok(answer) => {
                     note_answer(&candidates, candidate);
-                    return Ok(stream);
+                    return Ok(answer);
                 }
                 Err(error) => run.failed(candidate, error)?,
             }
