@@ -157,8 +157,8 @@ fn section(
         s,
         "## `/v1` before and after the write-ahead journal (issue 12)\n\n\
          Measured by `{}` on {}: the build before the change (`{}`) and this build, side by \
-         side with the same configuration (cache on, unique prompts, so each request records \
-         four events), each on a fresh database, against the same mock upstream. Each binary \
+         side with the same configuration (cache on, unique prompts, so each request is a miss and \
+         records its events: four before issue 17, two since), each on a fresh database, against the same mock upstream. Each binary \
          was measured {reps} times, alternating (before, after, after, before, …), {} s at 32 \
          connections then {} s at concurrency 1 each time; the tables give medians (and the \
          range at 32 connections). Both exai instances, the mock and the load generator share \

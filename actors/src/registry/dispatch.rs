@@ -63,7 +63,10 @@ impl Dispatcher {
     /// A non-streaming completion for `model`, with fallback.
     pub async fn complete(&self, model: &str, body: Value) -> Result<Completion, ProviderError> {
         self.with_fallback(model, body, |target, payload| async move {
-            target.provider.complete(&target.upstream_model, payload).await
+            target
+                .provider
+                .complete(&target.upstream_model, payload)
+                .await
         })
         .await
     }
@@ -71,7 +74,10 @@ impl Dispatcher {
     /// A streaming completion for `model`, with fallback until a stream has started.
     pub async fn stream(&self, model: &str, body: Value) -> Result<ChatStream, ProviderError> {
         self.with_fallback(model, body, |target, payload| async move {
-            target.provider.stream(&target.upstream_model, payload).await
+            target
+                .provider
+                .stream(&target.upstream_model, payload)
+                .await
         })
         .await
     }
