@@ -138,6 +138,97 @@ pub struct Sample {
     pub comm: String,
     /// Frames, innermost first (symbol names).
     pub frames: Vec<String>,
+    /// Whether the innermost frame is in the kernel.
+    pub in_kernel: bool,
+}
+
+/// Which part of exai a sample's CPU belongs to, for the component table: the first frame,
+/// from the innermost out, that names one of these crates or modules decides. A sample whose
+/// innermost frame is in the kernel is the kernel's (syscalls, scheduling), whoever called.
+const COMPONENTS: &[(&str, &[&str])] = &[
+    (
+        "event pipeline (recorder, journal, flusher, store, live feed)",
+        &[
+            "exai_actors::pipeline::",
+            "exai_actors::dashboard::",
+            "exai_actors::journal::",
+            "exai_actors::store::",
+            "exai_actors::event::",
+            "sqlx",
+            "sqlite3",
+            "rusqlite",
+        ],
+    ),
+    (
+        "JSON (serde_json)",
+        &["serde_json::", "serde_core::", "serde::"],
+    ),
+    (
+        "upstream HTTP client (reqwest, hyper)",
+        &[
+            "reqwest::",
+            "hyper::",
+            "hyper_util::",
+            "tower::",
+            "tower_http::",
+            "http::",
+        ],
+    ),
+    (
+        "HTTP server (actix-web)",
+        &[
+            "actix_http::",
+            "actix_web::",
+            "actix_server::",
+            "actix_router::",
+            "actix_service::",
+        ],
+    ),
+    (
+        "tracing",
+        &["tracing", "tracing_core::", "tracing_subscriber::"],
+    ),
+    (
+        "Prometheus metrics",
+        &["prometheus_client::", "exai::prometheus::"],
+    ),
+    (
+        "exai's own code (handlers, dispatch, cache, providers)",
+        &["exai::", "exai_actors::"],
+    ),
+    (
+        "async runtime (tokio, actix)",
+        &["tokio::", "mio::", "actix::", "actix_rt::"],
+    ),
+];
+
+/// The component of one sample (see [`COMPONENTS`]).
+fn component(sample: &Sample) -> &'static str {
+    if sample.in_kernel {
+        return "kernel (syscalls, scheduling)";
+    }
+    if sample.comm.starts_with("sqlx-sqlite") || sample.comm.starts_with("exai-sqlite") {
+        return COMPONENTS[0].0;
+    }
+    for frame in &sample.frames {
+        let sym = frame.trim_start_matches(['<', '&']);
+        if let Some((name, _)) = COMPONENTS
+            .iter()
+            .find(|(_, prefixes)| prefixes.iter().any(|p| sym.starts_with(p)))
+        {
+            return name;
+        }
+    }
+    match sample.frames.first().map(String::as_str) {
+        Some(leaf)
+            if ["mi_", "_mi_", "malloc", "free", "_int_", "__rust_"]
+                .iter()
+                .any(|p| leaf.starts_with(p)) =>
+        {
+            "allocator, not attributed"
+        }
+        _ => "other (libc, std, unknown frames)",
+    }
 }
 
 impl Sample {
@@ -177,6 +268,9 @@ pub fn parse_script(text: &str) -> Vec<Sample> {
                 let mut parts = line.trim().splitn(2, char::is_whitespace);
                 let _ip = parts.next();
                 let sym = parts.next().unwrap_or("[unknown]").trim();
+                if s.frames.is_empty() {
+                    s.in_kernel = sym.ends_with("([kernel.kallsyms])");
+                }
                 // `sym+0x1f (dso)` → `sym`
                 let sym = sym.split(" (").next().unwrap_or(sym);
                 let sym = match sym.rfind("+0x") {
@@ -199,6 +293,7 @@ pub fn parse_script(text: &str) -> Vec<Sample> {
             cur = Some(Sample {
                 comm,
                 frames: Vec::new(),
+                in_kernel: false,
             });
         }
     }
@@ -224,6 +319,8 @@ pub struct Profile {
     /// Share of the pipeline functions that charged samples to persistence or events (the
     /// innermost pipeline frame; inclusive of what it called), largest first.
     pub top_pipeline: Vec<(String, f64)>,
+    /// Share of samples per component ([`COMPONENTS`]), largest first.
+    pub components: Vec<(String, f64)>,
 }
 
 /// Summarises parsed samples.
@@ -234,7 +331,9 @@ pub fn summarise(samples: &[Sample], top: usize) -> Profile {
     let mut selfs: HashMap<&str, usize> = HashMap::new();
     let mut pers: HashMap<&str, usize> = HashMap::new();
     let mut pipeline: HashMap<&str, usize> = HashMap::new();
+    let mut components: HashMap<&str, usize> = HashMap::new();
     for s in samples {
+        *components.entry(component(s)).or_default() += 1;
         let (b, by) = s.charged();
         if b != Bucket::Rest {
             let by = by.unwrap_or("(SQLite worker thread, no pipeline frame)");
@@ -274,6 +373,7 @@ pub fn summarise(samples: &[Sample], top: usize) -> Profile {
         top_self: share(selfs),
         top_persistence: share(pers),
         top_pipeline: share(pipeline),
+        components: share(components),
     }
 }
 
@@ -416,6 +516,39 @@ tokio-runtime-w 4260
                 ("sqlite3VdbeExec".to_owned(), 0.25),
             ]
         );
+    }
+
+    #[test]
+    fn samples_are_charged_to_components() {
+        let s = parse_script(SCRIPT);
+        assert!(s[3].in_kernel && !s[0].in_kernel);
+        let names: Vec<&str> = s.iter().map(component).collect();
+        assert_eq!(
+            names,
+            vec![
+                COMPONENTS[0].0,
+                COMPONENTS[0].0,
+                COMPONENTS[0].0,
+                "kernel (syscalls, scheduling)"
+            ]
+        );
+        let json = Sample {
+            comm: "actix-rt|system".into(),
+            frames: vec![
+                "_mi_page_malloc_zero".into(),
+                "serde_json::de::from_slice".into(),
+                "exai::http::v1::chat".into(),
+            ],
+            in_kernel: false,
+        };
+        assert_eq!(component(&json), "JSON (serde_json)");
+        let alloc = Sample {
+            frames: vec!["mi_free".into(), "std::rt::lang_start".into()],
+            ..json
+        };
+        assert_eq!(component(&alloc), "allocator, not attributed");
+        let p = summarise(&s, 10);
+        assert_eq!(p.components[0], (COMPONENTS[0].0.to_owned(), 0.75));
     }
 
     #[test]

@@ -664,6 +664,16 @@ fn render_profile(p: &ProfileRun, s: &mut String) {
                 };
                 let _ = writeln!(s, "| {name} | {:.1} % |", share * 100.0);
             }
+            let _ = writeln!(
+                s,
+                "\nWhere all of exai's samples go, by component (the first frame from the \
+                 innermost out that names a component's crate or module decides; a sample in \
+                 the kernel is the kernel's, whoever made the syscall):\n\n\
+                 | component | share of exai's samples |\n|---|---|"
+            );
+            for (name, share) in &prof.components {
+                let _ = writeln!(s, "| {name} | {:.1} % |", share * 100.0);
+            }
             symbols(
                 s,
                 "Pipeline functions charged (the innermost pipeline frame of each sample, with \
