@@ -540,7 +540,8 @@ async fn postgres_concurrent_overlapping_batches_count_each_event_once() {
 /// A `request` event (the one event per client call): a model for most, tokens and cost
 /// for some, so the rollups' model dimension and nullable sums are exercised.
 fn request_sample(n: u64, ts: i64) -> Event {
-    let mut data = json!({ "ok": !n.is_multiple_of(7), "latency_ms": (n % 211) as f64 * 2.3 + 0.5 });
+    let mut data =
+        json!({ "ok": !n.is_multiple_of(7), "latency_ms": (n % 211) as f64 * 2.3 + 0.5 });
     if !n.is_multiple_of(4) {
         data["resolved_model"] = json!(["glm-4.6", "kimi-k2"][(n % 2) as usize]);
     }
@@ -580,7 +581,11 @@ async fn assert_rollups_exact(store: &dyn EventStore, what: &str) {
                 (e.count, e.error_count, e.latency_count),
                 "{at}"
             );
-            assert_eq!((s.latency_min, s.latency_max), (e.latency_min, e.latency_max), "{at}");
+            assert_eq!(
+                (s.latency_min, s.latency_max),
+                (e.latency_min, e.latency_max),
+                "{at}"
+            );
             assert!(close(s.latency_sum, e.latency_sum), "{at}: latency_sum");
             assert_eq!(
                 Histogram::from_json(&s.latency_hist),
@@ -614,7 +619,11 @@ async fn postgres_prefolded_fast_path_and_replay_paths_equal_the_fold_of_raw_row
     let events: Vec<Event> = (0..1200u64)
         .map(|n| {
             let ts = now - (n as i64 * 9_013) % (3 * 3_600_000);
-            if n.is_multiple_of(2) { request_sample(n, ts) } else { sample(n, ts) }
+            if n.is_multiple_of(2) {
+                request_sample(n, ts)
+            } else {
+                sample(n, ts)
+            }
         })
         .collect();
     let (a, rest) = events.split_at(300);

@@ -20,8 +20,8 @@ use std::str::FromStr;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::Postgres;
+use sqlx::Row;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 

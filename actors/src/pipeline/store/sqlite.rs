@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::model::{
     Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow, Rollups,
-    SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, add_opt, opt_max, opt_min,
-    to_i64, to_u64,
+    SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, add_opt, opt_max, opt_min, to_i64,
+    to_u64,
 };
 use crate::pipeline::event::Event;
 use crate::pipeline::histogram::Histogram;
