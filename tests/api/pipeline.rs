@@ -377,12 +377,13 @@ fn assert_same_rollups(left: &[RollupRow], right: &[RollupRow], what: &str) {
     }
 }
 
-/// The PostgreSQL write path (typed arrays into `aggregate_metrics_columns`), the JSON
+/// The PostgreSQL write path (typed arrays and Rust-folded partials into
+/// `ingest_prefolded`, falling back to `aggregate_metrics_columns`), the JSON
 /// entry point DESIGN §6 names (`aggregate_metrics(jsonb)`, called directly) and the
 /// SQLite store, fed the same batches with retries and in-batch duplicates: the same
 /// inserted counts, the same raw rows, and identical rollups (each event counted once).
-/// Fresh batches take the function's plain-INSERT fast path; retries and duplicates fall
-/// back to its ON CONFLICT path, so both are covered.
+/// Fresh batches take `ingest_prefolded`'s plain-INSERT fast path; retries and duplicates
+/// fall back to the ON CONFLICT path and its SQL fold, so both are covered.
 #[actix_rt::test]
 async fn postgres_write_paths_agree_with_each_other_and_with_sqlite() {
     use exai_actors::pipeline::store::sqlx;
@@ -534,6 +535,134 @@ async fn postgres_concurrent_overlapping_batches_count_each_event_once() {
     }
     assert_eq!(all_events(store.as_ref(), None).await.len(), 4500);
     assert_rollups_match_raw(store.as_ref()).await;
+}
+
+/// A `request` event (the one event per client call): a model for most, tokens and cost
+/// for some, so the rollups' model dimension and nullable sums are exercised.
+fn request_sample(n: u64, ts: i64) -> Event {
+    let mut data =
+        json!({ "ok": !n.is_multiple_of(7), "latency_ms": (n % 211) as f64 * 2.3 + 0.5 });
+    if !n.is_multiple_of(4) {
+        data["resolved_model"] = json!(["glm-4.6", "kimi-k2"][(n % 2) as usize]);
+    }
+    if !n.is_multiple_of(3) {
+        data["prompt_tokens"] = json!(n % 50 + 1);
+        data["completion_tokens"] = json!(n % 17);
+    }
+    if n.is_multiple_of(5) {
+        data["cost_usd"] = json!((n % 13) as f64 * 0.000_25);
+    }
+    let mut event = Event::new("test", ["kimi", "glm"][(n % 2) as usize], "request", data);
+    event.ts = ts;
+    event
+}
+
+/// Asserts the store's rollups equal [`rollups_of`] its raw rows, every column: key with
+/// model, counts, min, max, histogram, tokens; sums up to float rounding.
+async fn assert_rollups_exact(store: &dyn EventStore, what: &str) {
+    let raw = all_events(store, None).await;
+    for bucket in [Bucket::Minute, Bucket::Hour] {
+        let stored = store
+            .rollups(bucket, i64::MIN / 2, i64::MAX, None)
+            .await
+            .unwrap();
+        let expected = rollups_of(&raw, bucket);
+        let key = |r: &RollupRow| (r.bucket, r.kind.clone(), r.source.clone(), r.model.clone());
+        assert_eq!(
+            stored.iter().map(key).collect::<Vec<_>>(),
+            expected.iter().map(key).collect::<Vec<_>>(),
+            "{what} {bucket:?}: keys"
+        );
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        for (s, e) in stored.iter().zip(&expected) {
+            let at = format!("{what} {bucket:?} {:?}", key(s));
+            assert_eq!(
+                (s.count, s.error_count, s.latency_count),
+                (e.count, e.error_count, e.latency_count),
+                "{at}"
+            );
+            assert_eq!(
+                (s.latency_min, s.latency_max),
+                (e.latency_min, e.latency_max),
+                "{at}"
+            );
+            assert!(close(s.latency_sum, e.latency_sum), "{at}: latency_sum");
+            assert_eq!(
+                Histogram::from_json(&s.latency_hist),
+                Histogram::from_json(&e.latency_hist),
+                "{at}: histogram"
+            );
+            assert_eq!(
+                (s.prompt_tokens, s.completion_tokens),
+                (e.prompt_tokens, e.completion_tokens),
+                "{at}: tokens"
+            );
+            match (s.cost_usd, e.cost_usd) {
+                (Some(a), Some(b)) => assert!(close(a, b), "{at}: cost {a} vs {b}"),
+                (a, b) => assert_eq!(a, b, "{at}: cost"),
+            }
+        }
+    }
+}
+
+/// `monitoring.ingest_prefolded`'s two paths: a fresh batch takes the plain INSERT and
+/// upserts the partials folded in Rust; a replay, a batch with one stored id among new ones
+/// and a batch with an id twice fall back to the SQL fold of only the rows inserted. After
+/// every step the rollups equal folding the raw rows, model, tokens and cost included.
+#[actix_rt::test]
+async fn postgres_prefolded_fast_path_and_replay_paths_equal_the_fold_of_raw_rows() {
+    let db = TestDb::create().await;
+    let store = open_store(&db.url).unwrap();
+    store.migrate().await.unwrap();
+    let now = exai_actors::pipeline::store::now_ms();
+    // Three hours of mixed events, several per minute, in four batches.
+    let events: Vec<Event> = (0..1200u64)
+        .map(|n| {
+            let ts = now - (n as i64 * 9_013) % (3 * 3_600_000);
+            if n.is_multiple_of(2) {
+                request_sample(n, ts)
+            } else {
+                sample(n, ts)
+            }
+        })
+        .collect();
+    let (a, rest) = events.split_at(300);
+    let (b, rest) = rest.split_at(300);
+    let (c, d) = rest.split_at(300);
+
+    // Fresh: the fast path.
+    assert_eq!(store.insert_batch(a).await.unwrap(), 300);
+    assert_rollups_exact(store.as_ref(), "fresh").await;
+    // The same batch again: nothing new, nothing counted twice.
+    assert_eq!(store.insert_batch(a).await.unwrap(), 0);
+    assert_rollups_exact(store.as_ref(), "replay").await;
+    // One already-stored id among new ones (in the middle, so the fast path has inserted
+    // rows before it meets the conflict).
+    let mut one_stored = b.to_vec();
+    one_stored.insert(150, a[7].clone());
+    assert_eq!(store.insert_batch(&one_stored).await.unwrap(), 300);
+    assert_rollups_exact(store.as_ref(), "one stored id").await;
+    // An id twice within one fresh batch: stored and counted once.
+    let mut twice = c.to_vec();
+    twice.push(c[42].clone());
+    assert_eq!(store.insert_batch(&twice).await.unwrap(), 300);
+    assert_rollups_exact(store.as_ref(), "id twice").await;
+    // Fresh again after the fallbacks: the fast path adds to rows both paths wrote.
+    assert_eq!(store.insert_batch(d).await.unwrap(), 300);
+    assert_rollups_exact(store.as_ref(), "fresh after fallbacks").await;
+
+    let mut want = events.clone();
+    want.sort_by_key(|e| std::cmp::Reverse(e.id));
+    assert_eq!(all_events(store.as_ref(), None).await, want);
+    // The request rows really carry models, tokens and cost.
+    let rows = store
+        .rollups(Bucket::Hour, i64::MIN / 2, i64::MAX, Some("request"))
+        .await
+        .unwrap();
+    assert!(rows.iter().any(|r| r.model == "glm-4.6"));
+    assert!(rows.iter().any(|r| r.model.is_empty()));
+    assert!(rows.iter().any(|r| r.prompt_tokens.is_some()));
+    assert!(rows.iter().any(|r| r.cost_usd.is_some()));
 }
 
 #[test]

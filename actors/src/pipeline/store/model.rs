@@ -582,15 +582,10 @@ pub fn series(rows: &[RollupRow]) -> Vec<Point> {
 /// The rollup rows `events` would produce, computed directly from the events: what the
 /// stores must hold after inserting them once. Used by tests and consistency checks.
 pub fn rollups_of(events: &[Event], bucket: Bucket) -> Vec<RollupRow> {
-    let mut folds: BTreeMap<(i64, &str, &str, &str), Fold> = BTreeMap::new();
+    let mut folds: BTreeMap<RollupKey<'_>, Fold> = BTreeMap::new();
     for event in events {
         folds
-            .entry((
-                bucket.floor(event.ts),
-                &event.kind,
-                &event.source,
-                rollup_model(event),
-            ))
+            .entry(rollup_key(bucket, event))
             .or_default()
             .add_event(event);
     }
@@ -598,6 +593,64 @@ pub fn rollups_of(events: &[Event], bucket: Bucket) -> Vec<RollupRow> {
         .into_iter()
         .map(|((bucket, kind, source, model), fold)| fold.into_row(bucket, kind, source, model))
         .collect()
+}
+
+/// A rollup row's key: bucket start (unix ms), type, source, model ([`rollup_model`]).
+pub(crate) type RollupKey<'a> = (i64, &'a str, &'a str, &'a str);
+
+/// The key of the `bucket` rollup row `event` is folded into.
+pub(crate) fn rollup_key(bucket: Bucket, event: &Event) -> RollupKey<'_> {
+    (
+        bucket.floor(event.ts),
+        &event.kind,
+        &event.source,
+        rollup_model(event),
+    )
+}
+
+/// The per-minute and per-hour totals of the newly inserted events of one batch, folded in
+/// memory. Each backend then adds them to its stored rows, once per touched key and in the
+/// batch's transaction: SQLite row by row, PostgreSQL as one upsert per rollup table.
+#[derive(Debug, Default)]
+pub(crate) struct Rollups<'a> {
+    /// Per-minute totals, ordered by key.
+    pub(crate) minute: BTreeMap<RollupKey<'a>, Fold>,
+    /// Per-hour totals, ordered by key.
+    pub(crate) hour: BTreeMap<RollupKey<'a>, Fold>,
+}
+
+impl<'a> Rollups<'a> {
+    /// The totals of `events`, every one of them new.
+    pub(crate) fn of(events: &'a [Event]) -> Self {
+        let mut rollups = Self::default();
+        events.iter().for_each(|event| rollups.add(event));
+        rollups
+    }
+
+    /// Folds one newly inserted event.
+    pub(crate) fn add(&mut self, event: &'a Event) {
+        self.minute
+            .entry(rollup_key(Bucket::Minute, event))
+            .or_default()
+            .add_event(event);
+        self.hour
+            .entry(rollup_key(Bucket::Hour, event))
+            .or_default()
+            .add_event(event);
+    }
+
+    /// The totals as rollup rows of each granularity, ordered by key: (minute, hour).
+    pub(crate) fn into_rows(self) -> (Vec<RollupRow>, Vec<RollupRow>) {
+        let rows = |folds: BTreeMap<RollupKey<'a>, Fold>| {
+            folds
+                .into_iter()
+                .map(|((bucket, kind, source, model), fold)| {
+                    fold.into_row(bucket, kind, source, model)
+                })
+                .collect()
+        };
+        (rows(self.minute), rows(self.hour))
+    }
 }
 
 impl Fold {

@@ -1,22 +1,33 @@
-//! The PostgreSQL event store (including Supabase's). Tables live in schema `monitoring`;
-//! every batch goes through one call of `monitoring.aggregate_metrics_columns` (hence one
-//! transaction), which inserts it idempotently and folds only the newly inserted rows into
-//! both rollups (see `migrations/postgres`). The batch is bound as parallel typed arrays
-//! (ids, unix-ms timestamps, instances, sources, types, data), so the server parses only
-//! each event's `data` as JSON. `monitoring.aggregate_metrics(jsonb)`, the function DESIGN
-//! §6 names, takes the whole batch as one JSON array and delegates to the same function.
+//! The PostgreSQL event store (including Supabase's). Tables live in schema `monitoring`
+//! (see `migrations/postgres`).
+//!
+//! Every batch is one call of `monitoring.ingest_prefolded` (one round trip, one
+//! transaction). The events are bound as parallel typed arrays (ids, unix-ms timestamps,
+//! instances, sources, types, data), so the server parses only each event's `data` as JSON.
+//! The rollup fold runs here, in Rust, with the code the SQLite store uses
+//! ([`Rollups`](super::model::Rollups)): the batch's per-minute and per-hour partial rows go
+//! along as parallel arrays too. The function first tries a plain `INSERT` of the events
+//! (no `ON CONFLICT`, no `RETURNING`); if it succeeds every event was new, so it upserts the
+//! partials. On a `unique_violation` (a replayed batch, an id twice in the batch, a
+//! concurrent writer storing one of these ids) it discards them and falls back to
+//! `monitoring.aggregate_metrics_columns`, which inserts idempotently and folds, in SQL,
+//! only the rows it actually inserted. Either way each event is counted once.
+//!
+//! `monitoring.aggregate_metrics(jsonb)`, the function DESIGN §6 names, takes the whole
+//! batch as one JSON array and delegates to `aggregate_metrics_columns`.
 
 use std::str::FromStr;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
+use sqlx::Postgres;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 
 use super::model::{
-    Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow, StoreError,
-    StoreResult, StoreSettings, to_u64,
+    Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow, Rollups,
+    StoreError, StoreResult, StoreSettings, to_i64, to_u64,
 };
 use crate::pipeline::event::Event;
 
@@ -137,6 +148,89 @@ fn event_from_row(row: &PgRow) -> StoreResult<Event> {
     })
 }
 
+/// One granularity's partial rollup rows as the parallel arrays `monitoring.ingest_prefolded`
+/// takes (element i of every field is row i).
+#[derive(Debug, Default)]
+struct Partials<'a> {
+    /// Bucket starts, unix milliseconds.
+    bucket_ms: Vec<i64>,
+    /// Event types.
+    kinds: Vec<&'a str>,
+    /// Event sources.
+    sources: Vec<&'a str>,
+    /// Models ([`rollup_model`](super::model::rollup_model)).
+    models: Vec<&'a str>,
+    /// Events.
+    counts: Vec<i64>,
+    /// Failed events.
+    errors: Vec<i64>,
+    /// Events with a latency.
+    latency_counts: Vec<i64>,
+    /// Sums of latencies.
+    latency_sums: Vec<f64>,
+    /// Smallest latencies.
+    latency_mins: Vec<Option<f64>>,
+    /// Largest latencies.
+    latency_maxs: Vec<Option<f64>>,
+    /// Sparse histograms.
+    latency_hists: Vec<Json<&'a Value>>,
+    /// Prompt token sums.
+    prompt_tokens: Vec<Option<i64>>,
+    /// Completion token sums.
+    completion_tokens: Vec<Option<i64>>,
+    /// Cost sums, USD.
+    cost_usd: Vec<Option<f64>>,
+}
+
+impl<'a> Partials<'a> {
+    /// The columns of `rows`.
+    fn of(rows: &'a [RollupRow]) -> Self {
+        let mut p = Self::default();
+        for row in rows {
+            p.bucket_ms.push(row.bucket);
+            p.kinds.push(&row.kind);
+            p.sources.push(&row.source);
+            p.models.push(&row.model);
+            p.counts.push(to_i64(row.count));
+            p.errors.push(to_i64(row.error_count));
+            p.latency_counts.push(to_i64(row.latency_count));
+            p.latency_sums.push(row.latency_sum);
+            p.latency_mins.push(row.latency_min);
+            p.latency_maxs.push(row.latency_max);
+            p.latency_hists.push(Json(&row.latency_hist));
+            p.prompt_tokens.push(row.prompt_tokens.map(to_i64));
+            p.completion_tokens.push(row.completion_tokens.map(to_i64));
+            p.cost_usd.push(row.cost_usd);
+        }
+        p
+    }
+
+    /// Binds the fourteen arrays, in the function's parameter order.
+    fn bind_to<'q>(
+        self,
+        query: sqlx::query::QueryScalar<'q, Postgres, i32, PgArguments>,
+    ) -> sqlx::query::QueryScalar<'q, Postgres, i32, PgArguments>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.bucket_ms)
+            .bind(self.kinds)
+            .bind(self.sources)
+            .bind(self.models)
+            .bind(self.counts)
+            .bind(self.errors)
+            .bind(self.latency_counts)
+            .bind(self.latency_sums)
+            .bind(self.latency_mins)
+            .bind(self.latency_maxs)
+            .bind(self.latency_hists)
+            .bind(self.prompt_tokens)
+            .bind(self.completion_tokens)
+            .bind(self.cost_usd)
+    }
+}
+
 impl EventStore for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -181,17 +275,23 @@ impl EventStore for PgStore {
                 kinds.push(event.kind.as_str());
                 data.push(Json(&event.data));
             }
-            let inserted: i32 = sqlx::query_scalar(
-                "SELECT monitoring.aggregate_metrics_columns($1, $2, $3, $4, $5, $6)",
+            // The batch's rollups, as if every event were new; the function uses them only
+            // if it was (see the module docs).
+            let (minute, hour) = Rollups::of(events).into_rows();
+            let query = sqlx::query_scalar(
+                "SELECT monitoring.ingest_prefolded($1, $2, $3, $4, $5, $6, \
+                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+                 $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
             )
             .bind(ids)
             .bind(ts_ms)
             .bind(instances)
             .bind(sources)
             .bind(kinds)
-            .bind(data)
-            .fetch_one(&self.pool)
-            .await?;
+            .bind(data);
+            let query = Partials::of(&minute).bind_to(query);
+            let query = Partials::of(&hour).bind_to(query);
+            let inserted: i32 = query.fetch_one(&self.pool).await?;
             Ok(u64::try_from(inserted).unwrap_or(0))
         })
     }

@@ -1,17 +1,17 @@
 //! The SQLite event store, the embedded default (`sqlite://data/exai.db`).
 //!
-//! SQLite has no stored procedures, so [`EventStore::insert_batch`] does in one transaction
-//! what PostgreSQL's `monitoring.aggregate_metrics` does in one statement: a multi-row
-//! `INSERT OR IGNORE` per chunk of events, fold only the rows inserted into per-minute and
-//! per-hour totals in memory, then upsert each touched rollup row once (read, merge,
-//! write — safe inside the write transaction). A batch of fresh events (the usual case) is
+//! [`EventStore::insert_batch`] does in one transaction what PostgreSQL's
+//! `monitoring.ingest_prefolded` does in one call: a multi-row `INSERT OR IGNORE` per chunk
+//! of events, fold only the rows inserted into per-minute and per-hour totals in memory
+//! ([`Rollups`], shared with the PostgreSQL store), then upsert each touched rollup row once
+//! (read, merge, write — safe inside the write transaction). A batch of fresh events (the usual case) is
 //! one statement per chunk, its rows counted by `changes()`; a batch with an id already
 //! stored is rolled back and redone with `RETURNING id`, which names the rows inserted.
 //! Every write goes through one connection (sqlx runs each SQLite connection on its own
 //! worker thread, with one channel hop per statement, so fewer statements is the saving).
 //! The database runs in WAL mode.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use futures_util::future::BoxFuture;
@@ -23,9 +23,9 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::model::{
-    Bucket, EventQuery, EventStore, Fold, Page, Pruned, RetentionSettings, RollupRow,
-    SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, add_opt, opt_max, opt_min,
-    rollup_model, to_i64, to_u64,
+    Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow, Rollups,
+    SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, add_opt, opt_max, opt_min, to_i64,
+    to_u64,
 };
 use crate::pipeline::event::Event;
 use crate::pipeline::histogram::Histogram;
@@ -112,11 +112,7 @@ impl SqliteStore {
             tx.rollback().await?;
             return Ok(None);
         }
-        let mut rollups = Rollups::default();
-        for event in events {
-            rollups.add(event);
-        }
-        rollups.write(&mut tx).await?;
+        write_rollups(Rollups::of(events), &mut tx).await?;
         tx.commit().await?;
         Ok(Some(inserted))
     }
@@ -142,7 +138,7 @@ impl SqliteStore {
                 rollups.add(event);
             }
         }
-        rollups.write(&mut tx).await?;
+        write_rollups(rollups, &mut tx).await?;
         tx.commit().await?;
         Ok(inserted)
     }
@@ -184,55 +180,19 @@ fn insert_rows(
     query
 }
 
-/// The per-minute and per-hour totals of the newly inserted events of one batch, folded in
-/// memory and written once per touched rollup row.
-#[derive(Default)]
-struct Rollups<'a> {
-    /// Per-minute totals by (bucket, type, source, model).
-    minute: BTreeMap<RollupKey<'a>, Fold>,
-    /// Per-hour totals by (bucket, type, source, model).
-    hour: BTreeMap<RollupKey<'a>, Fold>,
-}
-
-/// A rollup row's key: bucket, type, source, model ([`rollup_model`]).
-type RollupKey<'a> = (i64, &'a str, &'a str, &'a str);
-
-impl<'a> Rollups<'a> {
-    /// Folds one newly inserted event.
-    fn add(&mut self, event: &'a Event) {
-        let model = rollup_model(event);
-        self.minute
-            .entry((
-                Bucket::Minute.floor(event.ts),
-                &event.kind,
-                &event.source,
-                model,
-            ))
-            .or_default()
-            .add_event(event);
-        self.hour
-            .entry((
-                Bucket::Hour.floor(event.ts),
-                &event.kind,
-                &event.source,
-                model,
-            ))
-            .or_default()
-            .add_event(event);
+/// Adds the batch's totals to the stored rollup rows, inside the batch's transaction.
+async fn write_rollups(
+    rollups: Rollups<'_>,
+    tx: &mut Transaction<'static, Sqlite>,
+) -> StoreResult<()> {
+    let (minute, hour) = rollups.into_rows();
+    for row in minute {
+        upsert_rollup(tx, Bucket::Minute, row).await?;
     }
-
-    /// Adds the totals to the stored rollup rows, inside the batch's transaction.
-    async fn write(self, tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
-        for ((bucket, kind, source, model), fold) in self.minute {
-            let row = fold.into_row(bucket, kind, source, model);
-            upsert_rollup(tx, Bucket::Minute, row).await?;
-        }
-        for ((bucket, kind, source, model), fold) in self.hour {
-            let row = fold.into_row(bucket, kind, source, model);
-            upsert_rollup(tx, Bucket::Hour, row).await?;
-        }
-        Ok(())
+    for row in hour {
+        upsert_rollup(tx, Bucket::Hour, row).await?;
     }
+    Ok(())
 }
 
 /// Adds `add` to the stored rollup row with the same key (or creates it).
