@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use exai_actors::pipeline::event::Event;
@@ -20,8 +20,10 @@ pub struct IngestRow {
     pub batch: usize,
     /// Sustained events/s through `insert_batch`.
     pub store_eps: f64,
-    /// Raw ceiling events/s for the same rows.
+    /// Raw ceiling events/s for the same rows (PostgreSQL: in the same batches).
     pub raw_eps: f64,
+    /// PostgreSQL: the raw ceiling with all rows in one transaction.
+    pub single_eps: Option<f64>,
     /// What the raw ceiling was.
     pub raw_method: String,
 }
@@ -51,11 +53,28 @@ pub struct Ingest {
 fn events(n: usize) -> Vec<Event> {
     (0..n)
         .map(|i| {
+            // The shape of a real `/v1` call's one `request` event (DESIGN §5).
+            let ok = i % 50 != 0;
             Event::new(
                 "bench",
-                "provider",
-                "provider.request",
-                json!({"ok": i % 50 != 0, "latency_ms": (i % 997) as f64 * 0.37 + 0.5, "provider": "mock", "model": "bench-echo"}),
+                "v1",
+                "request",
+                json!({
+                    "request_id": format!("bench-{i}"),
+                    "surface": "v1",
+                    "model": "bench-echo",
+                    "resolved_model": "bench-echo",
+                    "provider": "mock",
+                    "stream": false,
+                    "cache": "miss",
+                    "ok": ok,
+                    "status": if ok { 200 } else { 502 },
+                    "attempts": 1,
+                    "latency_ms": (i % 997) as f64 * 0.37 + 0.5,
+                    "prompt_tokens": 31,
+                    "completion_tokens": 96,
+                    "cost_usd": 0.000_127,
+                }),
             )
         })
         .collect()
@@ -81,35 +100,68 @@ async fn flush_latency(store: &Arc<dyn EventStore>, flushes: usize) -> anyhow::R
     Ok((h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
 }
 
-/// `COPY` of the same rows into an identical, empty table.
-async fn pg_copy_eps(url: &str, total: usize) -> anyhow::Result<f64> {
+/// Binary `COPY` of the same rows into an identical, empty table: one `COPY` (its own
+/// transaction, committed) per `batch` rows, or one for all of them. The rows are encoded
+/// before the clock starts, so this is the server's ceiling, not a client's.
+async fn pg_copy_eps(url: &str, total: usize, batch: Option<usize>) -> anyhow::Result<f64> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(url).await?;
+    sqlx::query("DROP TABLE IF EXISTS monitoring.copy_ceiling")
+        .execute(&mut c)
+        .await?;
     sqlx::query(
         "CREATE TABLE monitoring.copy_ceiling (LIKE monitoring.monitoring_events INCLUDING ALL)",
     )
     .execute(&mut c)
     .await?;
-    let mut text = String::with_capacity(total * 200);
-    for e in events(total) {
-        let ts = humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + Duration::from_millis(e.ts as u64),
-        );
-        let data = e.data.to_string().replace('\\', "\\\\");
-        text.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\n",
-            e.id, ts, e.instance, e.source, e.kind, data
-        ));
-    }
+    let events = events(total);
+    let payloads: Vec<Vec<u8>> = events
+        .chunks(batch.unwrap_or(total).max(1))
+        .map(copy_binary)
+        .collect();
     let start = Instant::now();
-    let mut copy = c
-        .copy_in_raw(
-            "COPY monitoring.copy_ceiling (id, ts, instance, source, type, data) FROM STDIN",
-        )
+    for payload in &payloads {
+        let mut copy = c
+            .copy_in_raw(
+                "COPY monitoring.copy_ceiling (id, ts, instance, source, type, data) \
+                 FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        copy.send(payload.as_slice()).await?;
+        copy.finish().await?;
+    }
+    let eps = total as f64 / start.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE monitoring.copy_ceiling")
+        .execute(&mut c)
         .await?;
-    copy.send(text.as_bytes()).await?;
-    copy.finish().await?;
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok(eps)
+}
+
+/// PostgreSQL's binary `COPY` format for `events` (uuid, timestamptz, 3 × text, jsonb).
+fn copy_binary(events: &[Event]) -> Vec<u8> {
+    /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+    const PG_EPOCH_US: i64 = 946_684_800_000_000;
+    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::with_capacity(events.len() * 400);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0i32.to_be_bytes()); // flags
+    out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    for e in events {
+        out.extend_from_slice(&6i16.to_be_bytes());
+        field(&mut out, e.id.as_bytes());
+        field(&mut out, &(e.ts * 1000 - PG_EPOCH_US).to_be_bytes());
+        field(&mut out, e.instance.as_bytes());
+        field(&mut out, e.source.as_bytes());
+        field(&mut out, e.kind.as_bytes());
+        let mut jsonb = vec![1u8]; // jsonb's binary format: version 1, then the text
+        jsonb.extend_from_slice(e.data.to_string().as_bytes());
+        field(&mut out, &jsonb);
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out
 }
 
 /// Grows the PostgreSQL events table to `rows` rows with server-side generated data.
@@ -201,15 +253,17 @@ pub async fn run(work: &Path, quick: bool, big_rows: u64) -> anyhow::Result<Inge
         p50_us: p50,
         p99_us: p99,
     });
-    let raw = pg_copy_eps(&url, total).await?;
+    let single = pg_copy_eps(&url, total, None).await?;
     for batch in [50, 1000] {
         let eps = store_eps(&store, total, batch).await?;
+        let raw = pg_copy_eps(&url, total, Some(batch)).await?;
         out.rows.push(IngestRow {
             backend: "postgres".into(),
             batch,
             store_eps: eps,
             raw_eps: raw,
-            raw_method: "COPY FROM STDIN".into(),
+            single_eps: Some(single),
+            raw_method: "binary COPY FROM STDIN, one per batch (each its own transaction)".into(),
         });
     }
     eprintln!("[bench] filling PostgreSQL to {big_rows} rows");
@@ -242,6 +296,7 @@ pub async fn run(work: &Path, quick: bool, big_rows: u64) -> anyhow::Result<Inge
             batch,
             store_eps: eps,
             raw_eps: raw,
+            single_eps: None,
             raw_method: "one prepared INSERT transaction".into(),
         });
     }
