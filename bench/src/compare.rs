@@ -107,10 +107,11 @@ async fn backend(
                 "[bench] compare {name} rep {rep}: {}",
                 if is_old { "before" } else { "after" }
             );
-            let sample = Sample {
-                c32: run_http(ctx, v1_url(port), Some(TOKEN), c32, true).await,
-                c1: run_http(ctx, v1_url(port), Some(TOKEN), c1, true).await,
-            };
+            let c32 = run_http(ctx, v1_url(port), Some(TOKEN), c32, true).await;
+            settle(ctx, [old_port, new_port]).await;
+            let c1 = run_http(ctx, v1_url(port), Some(TOKEN), c1, true).await;
+            settle(ctx, [old_port, new_port]).await;
+            let sample = Sample { c32, c1 };
             if is_old {
                 olds.push(sample);
             } else {
@@ -121,6 +122,43 @@ async fn backend(
     old.stop(Duration::from_secs(30))?;
     new.stop(Duration::from_secs(30))?;
     Ok((Summary::of(&olds), Summary::of(&news), baseline))
+}
+
+/// Waits (up to 60 s) until neither instance has events waiting for its store, so the
+/// flush of one phase's backlog does not run during the next phase (of either binary).
+async fn settle(ctx: &Ctx, ports: [u16; 2]) {
+    for port in ports {
+        if let Err(e) = pipeline_idle(ctx, port, Duration::from_secs(60)).await {
+            eprintln!("[bench] compare: exai on {port} did not settle: {e:#}");
+        }
+    }
+}
+
+/// Polls `/health` until the pipeline reports nothing buffered and nothing spilled (fields
+/// both builds publish).
+async fn pipeline_idle(ctx: &Ctx, port: u16, within: Duration) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let health: serde_json::Value = ctx
+            .client
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let pipeline = &health["components"]["pipeline"];
+        let waiting = |field: &str| pipeline[field].as_u64();
+        match (waiting("buffered"), waiting("spilled_bytes")) {
+            (Some(0), Some(0)) => return Ok(()),
+            (Some(_), Some(_)) => {}
+            _ => anyhow::bail!("no pipeline.buffered / spilled_bytes in /health"),
+        }
+        anyhow::ensure!(
+            start.elapsed() < within,
+            "still busy after {within:?}: {pipeline}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs the comparison on SQLite and PostgreSQL and returns the report section.
@@ -160,8 +198,9 @@ fn section(
          side with the same configuration (cache on, unique prompts, so each request is a miss and \
          records its events: four before issue 17, two since), each on a fresh database, against the same mock upstream. Each binary \
          was measured {reps} times, alternating (before, after, after, before, …), {} s at 32 \
-         connections then {} s at concurrency 1 each time; the tables give medians (and the \
-         range at 32 connections). Both exai instances, the mock and the load generator share \
+         connections then {} s at concurrency 1 each time, waiting after each phase until \
+         neither instance has events waiting for its store (so one phase's flush backlog does \
+         not run during the next); the tables give medians (and the range at 32 connections). Both exai instances, the mock and the load generator share \
          the machine's cores, and other work ran on it at the same time, so differences of a \
          few percent are within the noise of one run.\n",
         ctx.opts.command,

@@ -54,8 +54,16 @@ pub(crate) async fn fanout(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()>
     };
     let base = run_http(ctx, mock, None, load, true).await;
     let started = Instant::now();
+    // Own threads only: the exai instances are this process's children.
+    let ticks = |pid: u32| crate::profile::process_ticks(pid) as f64 / crate::profile::TICKS_PER_S;
+    let (exai_cpu, own_cpu) = (ticks(exai.pid()), ticks(std::process::id()));
     let v1 = run_http(ctx, v1_url(port), Some(TOKEN), load, true).await;
     let secs = started.elapsed().as_secs_f64();
+    let cores = (
+        (ticks(exai.pid()) - exai_cpu) / secs,
+        (ticks(std::process::id()) - own_cpu) / secs,
+        std::thread::available_parallelism().map_or(0, usize::from),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for r in readers {
@@ -69,6 +77,7 @@ pub(crate) async fn fanout(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()>
         p99_us: h.value_at_quantile(0.99),
         samples: h.len(),
         gateway: Row::overhead("sqlite", "/v1 during fan-out", &load.label(), &base, &v1),
+        cores,
     });
     exai.stop(Duration::from_secs(30))?;
     Ok(())

@@ -170,6 +170,11 @@ impl Nginx {
         Ok(nginx)
     }
 
+    /// The master's pid (its workers are its children), once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
     /// Its chat URL.
     pub fn chat_url(&self) -> String {
         format!("http://127.0.0.1:{}/v1/chat/completions", self.port)

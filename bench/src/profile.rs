@@ -38,6 +38,29 @@ pub fn task_times(pid: u32) -> TaskTimes {
     out
 }
 
+/// CPU ticks (user + system) used so far by `pid` and its children (nginx's workers): the
+/// whole process tree one level down, read from `/proc`.
+pub fn tree_ticks(pid: u32) -> u64 {
+    let own = process_ticks(pid);
+    let mut children = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for e in dir.filter_map(Result::ok) {
+            if let Ok(list) = std::fs::read_to_string(e.path().join("children")) {
+                children.extend(
+                    list.split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    own + children.into_iter().map(process_ticks).sum::<u64>()
+}
+
+/// CPU ticks (user + system) used so far by `pid`'s own threads.
+pub fn process_ticks(pid: u32) -> u64 {
+    task_times(pid).values().map(|(_, t)| t).sum()
+}
+
 /// (comm, utime + stime) from a `/proc/.../stat` line; comm may hold spaces and parentheses.
 fn parse_stat(stat: &str) -> Option<(String, u64)> {
     let open = stat.find('(')?;

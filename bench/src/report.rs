@@ -70,6 +70,9 @@ pub struct Fanout {
     pub samples: u64,
     /// The gateway's latency during the fan-out against the baseline.
     pub gateway: Row,
+    /// CPU in cores over the loaded window: exai, and this process (the readers and the
+    /// load generator), from `/proc`; the machine's cores for scale.
+    pub cores: (f64, f64, usize),
 }
 
 /// Scenarios 5 and 6.
@@ -304,6 +307,12 @@ impl Report {
                 f.samples
             );
             table(&mut s, std::slice::from_ref(&f.gateway));
+            let _ = writeln!(
+                s,
+                "\nCPU over the loaded window (from `/proc`): exai {:.2} cores, the benchmark \
+                 process ({} readers and the load generator) {:.2} cores, of {} on the machine.",
+                f.cores.0, f.clients, f.cores.1, f.cores.2
+            );
             s.push('\n');
         }
         if !self.steady.is_empty() {

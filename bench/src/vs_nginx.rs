@@ -133,6 +133,11 @@ pub struct Figures {
     pub c1: Vec<(Target, Median)>,
     /// 32-connection medians.
     pub c32: Vec<(Target, Median)>,
+    /// As `c32_cpu_us`, at concurrency 1.
+    pub c1_cpu_us: Vec<(Target, f64)>,
+    /// CPU the serving process (nginx with its workers, or exai) used per response in the
+    /// 32-connection runs, median µs (from `/proc`; the upstream's share is not included).
+    pub c32_cpu_us: Vec<(Target, f64)>,
     /// The profile, if it ran.
     pub profile: Option<ProfileRun>,
     /// Size of the canned answer, bytes.
@@ -150,6 +155,22 @@ impl Figures {
     /// A 32-connection median.
     pub fn c32(&self, t: Target) -> Option<Median> {
         self.c32.iter().find(|(x, _)| *x == t).map(|(_, m)| *m)
+    }
+
+    /// CPU µs per response of `t`'s serving process at concurrency 1.
+    pub fn c1_cpu(&self, t: Target) -> Option<f64> {
+        self.c1_cpu_us
+            .iter()
+            .find(|(x, _)| *x == t)
+            .map(|(_, v)| *v)
+    }
+
+    /// CPU µs per response of `t`'s serving process at 32 connections.
+    pub fn c32_cpu(&self, t: Target) -> Option<f64> {
+        self.c32_cpu_us
+            .iter()
+            .find(|(x, _)| *x == t)
+            .map(|(_, v)| *v)
     }
 
     /// Added p50/p99 of `t` over the direct baseline at concurrency 1, µs.
@@ -262,6 +283,18 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Figures> {
             wrk_run(t, 4, Duration::from_secs(1)).await??;
         }
     }
+    let pids: HashMap<Target, u32> = [
+        (Target::Direct, upstream.pid()),
+        (Target::Hop, hop.pid()),
+        (Target::ExaiSqlite, Some(sqlite.pid())),
+        (Target::ExaiPostgres, Some(pg.pid())),
+        (Target::ExaiHit, Some(hit.pid())),
+    ]
+    .into_iter()
+    .filter_map(|(t, pid)| Some((t, pid?)))
+    .collect();
+    let (mut cpu, mut cpu1): (HashMap<Target, Vec<f64>>, HashMap<Target, Vec<f64>>) =
+        Default::default();
     let mut c1: HashMap<Target, Vec<WrkResult>> = HashMap::new();
     let mut c32: HashMap<Target, Vec<WrkResult>> = HashMap::new();
     for rep in 0..reps {
@@ -273,11 +306,29 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Figures> {
         }
         for t in order1 {
             eprintln!("[bench] nginx rep {rep}: c=1 {}", t.label());
-            c1.entry(t).or_default().push(wrk_run(t, 1, span).await??);
+            let before = pids.get(&t).map(|p| profile::tree_ticks(*p));
+            let run = wrk_run(t, 1, span).await??;
+            if let (Some(before), Some(pid)) = (before, pids.get(&t)) {
+                let ticks = profile::tree_ticks(*pid).saturating_sub(before);
+                let us = ticks as f64 / profile::TICKS_PER_S * 1e6;
+                cpu1.entry(t)
+                    .or_default()
+                    .push(us / run.requests.max(1) as f64);
+            }
+            c1.entry(t).or_default().push(run);
         }
         for t in order32 {
             eprintln!("[bench] nginx rep {rep}: 32 conns {}", t.label());
-            c32.entry(t).or_default().push(wrk_run(t, 32, span).await??);
+            let before = pids.get(&t).map(|p| profile::tree_ticks(*p));
+            let run = wrk_run(t, 32, span).await??;
+            if let (Some(before), Some(pid)) = (before, pids.get(&t)) {
+                let ticks = profile::tree_ticks(*pid).saturating_sub(before);
+                let us = ticks as f64 / profile::TICKS_PER_S * 1e6;
+                cpu.entry(t)
+                    .or_default()
+                    .push(us / run.requests.max(1) as f64);
+            }
+            c32.entry(t).or_default().push(run);
         }
     }
     let mut figures = Figures {
@@ -290,6 +341,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Figures> {
         c32: c32_targets
             .iter()
             .map(|t| (*t, Median::of(&c32[t])))
+            .collect(),
+        c1_cpu_us: c1_targets
+            .iter()
+            .filter_map(|t| Some((*t, median_f(cpu1.get(t)?.clone()))))
+            .collect(),
+        c32_cpu_us: c32_targets
+            .iter()
+            .filter_map(|t| Some((*t, median_f(cpu.get(t)?.clone()))))
             .collect(),
         profile: None,
         body_bytes: canned.len(),
@@ -511,16 +570,22 @@ pub fn render(f: &Figures, command: &str, s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "Concurrency 1:\n\n| target | p50 µs | p99 µs | added p50 / p99 µs (vs direct) | req/s | errors |\n|---|---|---|---|---|---|"
+        "Concurrency 1 (CPU per response as in the 32-connection table below):\n\n\
+         | target | p50 µs | p99 µs | added p50 / p99 µs (vs direct) | req/s | CPU µs per response | errors |\n\
+         |---|---|---|---|---|---|---|"
     );
     for (t, m) in &f.c1 {
         let added = match (t, f.added(*t)) {
             (Target::Direct, _) | (_, None) => "—".to_owned(),
             (_, Some((a, b))) => format!("{a} / {b}"),
         };
+        let cpu = f
+            .c1_cpu(*t)
+            .map(|us| format!("{us:.1}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {added} | {:.0} | {} |",
+            "| {} | {} | {} | {added} | {:.0} | {cpu} | {} |",
             t.label(),
             m.p50,
             m.p99,
@@ -530,16 +595,23 @@ pub fn render(f: &Figures, command: &str, s: &mut String) {
     }
     let _ = writeln!(
         s,
-        "\n32 connections:\n\n| target | req/s (range) | ÷ nginx hop | p50 µs | p99 µs | errors |\n|---|---|---|---|---|---|"
+        "\n32 connections (CPU per response: the serving process's own CPU time over the run, \
+         from `/proc`, divided by its responses; for exai that excludes the upstream's):\n\n\
+         | target | req/s (range) | ÷ nginx hop | p50 µs | p99 µs | CPU µs per response | errors |\n\
+         |---|---|---|---|---|---|---|"
     );
     for (t, m) in &f.c32 {
         let ratio = f
             .vs_hop(*t)
             .map(|r| format!("{:.0} %", r * 100.0))
             .unwrap_or_default();
+        let cpu = f
+            .c32_cpu(*t)
+            .map(|us| format!("{us:.1}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {} | {:.0} ({:.0}–{:.0}) | {ratio} | {} | {} | {} |",
+            "| {} | {:.0} ({:.0}–{:.0}) | {ratio} | {} | {} | {cpu} | {} |",
             t.label(),
             m.rps,
             m.rps_range.0,

@@ -125,9 +125,13 @@ impl Recorder {
         if let Some(observer) = inner.observer.get() {
             observer(&event);
         }
+        // One allocation shared by the live feed and the journal's memory copy: the
+        // dashboard lets go once it has encoded the event, so the flusher later takes it
+        // back without a copy.
+        let event = Arc::new(event);
         if inner.live.receiver_count() > 0 {
             // A send error only means every subscriber left meanwhile.
-            let _ = inner.live.send(Arc::new(event.clone()));
+            let _ = inner.live.send(Arc::clone(&event));
         }
         match inner.journal.get() {
             Some(journal) => match journal.append(event) {
@@ -139,7 +143,7 @@ impl Recorder {
                 // The flusher has disk to read (or a loss to report).
                 Appended::DiskOnly | Appended::Dropped => inner.notify.notify_one(),
             },
-            None => self.queue_in_memory(event),
+            None => self.queue_in_memory(Arc::unwrap_or_clone(event)),
         }
     }
 

@@ -78,7 +78,7 @@ impl Journal {
         let mut not_on_disk = taken.unwritten.iter().copied().peekable();
         for (i, event) in std::mem::take(&mut taken.events).into_iter().enumerate() {
             if not_on_disk.next_if_eq(&i).is_some() {
-                unwritten.push(event);
+                unwritten.push(Arc::new(event));
             } else {
                 forgotten += 1;
             }
@@ -115,7 +115,7 @@ impl Journal {
 
     /// Writes events that are not on disk yet; keeps in memory (or drops and counts) those
     /// that still cannot be written. Returns how many were written.
-    fn write_unwritten(&self, events: Vec<Event>) -> u64 {
+    fn write_unwritten(&self, events: Vec<Arc<Event>>) -> u64 {
         let mut written = 0;
         for event in events {
             match self.append_disk_only(event) {
@@ -135,7 +135,7 @@ impl Journal {
 
     /// Writes an event that has no memory copy; its segment is read from disk from now on.
     /// Gives the event back if it could not be written.
-    fn append_disk_only(&self, event: Event) -> Option<Event> {
+    fn append_disk_only(&self, event: Arc<Event>) -> Option<Arc<Event>> {
         let record = match encode(&event) {
             Ok(record) => record,
             Err(error) => {

@@ -163,8 +163,8 @@ struct At {
 /// An event kept in memory, with where it is in the log.
 #[derive(Debug)]
 struct Pending {
-    /// The event.
-    event: Event,
+    /// The event, shared with the live feed until the dashboard has encoded it.
+    event: Arc<Event>,
     /// Its record; `None` if it could not be written.
     at: Option<At>,
 }
@@ -197,7 +197,8 @@ impl Taken {
             },
             None => self.unwritten.push(self.events.len()),
         }
-        self.events.push(pending.event);
+        // The live feed has usually let go by now, so this moves rather than copies.
+        self.events.push(Arc::unwrap_or_clone(pending.event));
     }
 }
 
@@ -433,7 +434,8 @@ impl Journal {
 
     /// Writes `event` to the log (one `write`, plus an `fsync` under policy `always`) and
     /// keeps a copy in memory if there is room. Never waits for another thread's write.
-    pub fn append(&self, event: Event) -> Appended {
+    pub fn append(&self, event: impl Into<Arc<Event>>) -> Appended {
+        let event = event.into();
         let record = match encode(&event) {
             Ok(record) => Some(record),
             Err(error) => {
