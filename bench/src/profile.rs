@@ -106,18 +106,31 @@ pub enum Bucket {
     Rest,
 }
 
-/// Frames (demangled symbol prefixes or substrings) that place a sample in a bucket.
+/// Frames (demangled symbol prefixes or substrings) that place a sample in a bucket. The
+/// `exai_actors::journal::`-style paths are the ones before the `pipeline/` layout.
 const PERSISTENCE: &[&str] = &[
+    "exai_actors::pipeline::journal::",
+    "exai_actors::pipeline::flusher::",
+    "exai_actors::pipeline::store::",
     "exai_actors::journal::",
     "exai_actors::metrics_buffer::",
     "exai_actors::store::",
     "sqlx_sqlite::",
     "sqlx_postgres::",
     "sqlx_core::",
+    "rusqlite::",
     "libsqlite3_sys::",
     "sqlite3",
 ];
-const EVENTS: &[&str] = &["exai_actors::event::", "exai_actors::dashboard::"];
+const EVENTS: &[&str] = &[
+    "exai_actors::pipeline::event::",
+    "exai_actors::pipeline::recorder::",
+    "exai_actors::event::",
+    "exai_actors::dashboard::",
+];
+/// Threads (name prefixes) whose every sample is persistence: sqlx's SQLite connection
+/// workers (`sqlx-sqlite-worker-N`) and the SQLite store's writer thread.
+const PERSISTENCE_THREADS: &[&str] = &["sqlx-sqlite", "exai-sqlite-wr"];
 
 /// The bucket of one frame's symbol, if it names one.
 fn frame_bucket(sym: &str) -> Option<Bucket> {
@@ -151,12 +164,14 @@ const COMPONENTS: &[(&str, &[&str])] = &[
         &[
             "exai_actors::pipeline::",
             "exai_actors::dashboard::",
+            // The paths before the `pipeline/` layout.
             "exai_actors::journal::",
             "exai_actors::store::",
             "exai_actors::event::",
             "sqlx",
             "sqlite3",
-            "rusqlite",
+            "rusqlite::",
+            "libsqlite3_sys::",
         ],
     ),
     (
@@ -207,7 +222,7 @@ fn component(sample: &Sample) -> &'static str {
     if sample.in_kernel {
         return "kernel (syscalls, scheduling)";
     }
-    if sample.comm.starts_with("sqlx-sqlite") || sample.comm.starts_with("exai-sqlite") {
+    if sample.persistence_thread() {
         return COMPONENTS[0].0;
     }
     for frame in &sample.frames {
@@ -239,15 +254,20 @@ impl Sample {
             .iter()
             .find_map(|f| frame_bucket(f).map(|b| (b, f.as_str())))
         {
-            if self.comm.starts_with("sqlx-sqlite") {
+            if self.persistence_thread() {
                 return (Bucket::Persistence, Some(f));
             }
             return (b, Some(f));
         }
-        if self.comm.starts_with("sqlx-sqlite") {
+        if self.persistence_thread() {
             return (Bucket::Persistence, None);
         }
         (Bucket::Rest, None)
+    }
+
+    /// Whether the sample's thread does nothing but persistence.
+    fn persistence_thread(&self) -> bool {
+        PERSISTENCE_THREADS.iter().any(|p| self.comm.starts_with(p))
     }
 }
 
@@ -549,6 +569,19 @@ tokio-runtime-w 4260
         assert_eq!(component(&alloc), "allocator, not attributed");
         let p = summarise(&s, 10);
         assert_eq!(p.components[0], (COMPONENTS[0].0.to_owned(), 0.75));
+    }
+
+    #[test]
+    fn the_sqlite_writer_thread_and_pipeline_paths_are_persistence() {
+        let s = parse_script(
+            "exai-sqlite-wr 4270\n\t    5801 _int_malloc+0x12 (/usr/lib/libc.so.6)\n\n\
+             exai-flusher 4280\n\t    5901 exai_actors::pipeline::journal::Journal::sync+0x1 (/x/exai)\n\n\
+             exai-sqlite-wr 4270\n\t    5a01 rusqlite::Statement::raw_execute+0x1 (/x/exai)\n",
+        );
+        assert_eq!(s.len(), 3);
+        for sample in &s {
+            assert_eq!(sample.charged().0, Bucket::Persistence, "{sample:?}");
+        }
     }
 
     #[test]

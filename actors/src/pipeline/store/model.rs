@@ -51,6 +51,13 @@ pub enum StoreError {
     /// The database rejected a statement or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite writer's connection (a `rusqlite` one, on its own thread) could not open
+    /// the file or had a statement rejected.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The SQLite writer thread could not be started, has stopped, or panicked on a write.
+    #[error("SQLite writer: {0}")]
+    Writer(String),
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -62,7 +69,8 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the database refused the data itself (PostgreSQL SQLSTATE class 22 "data
     /// exception" or 23 "integrity constraint violation", or a value that could not be
-    /// encoded), as opposed to being unreachable or misconfigured. Retrying the same batch
+    /// encoded; for SQLite's writer a constraint, a value too big or of the wrong type), as
+    /// opposed to being unreachable or misconfigured. Retrying the same batch
     /// cannot succeed; the flusher then stores its events one by one and drops (and counts)
     /// only those refused.
     pub fn is_rejection(&self) -> bool {
@@ -71,6 +79,13 @@ impl StoreError {
                 .code()
                 .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
             Self::Database(sqlx::Error::Encode(_)) => true,
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            Self::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => true,
             _ => false,
         }
     }

@@ -1,34 +1,42 @@
 //! The SQLite event store, the embedded default (`sqlite://data/exai.db`).
 //!
+//! Every write (batches, retention) runs on one dedicated thread, `exai-sqlite-wr`
+//! ([`writer`]), that owns a plain `rusqlite` connection: a batch is one message to it and
+//! one reply, and the statements run there synchronously, prepared once and cached. (sqlx
+//! runs each SQLite connection on a worker thread too, but with a channel hop and a wake-up
+//! per statement; that was most of the store's CPU.) History queries and migrations use a
+//! sqlx pool of reader connections; the database runs in WAL mode, so they never block the
+//! writer.
+//!
 //! [`EventStore::insert_batch`] does in one transaction what PostgreSQL's
 //! `monitoring.ingest_prefolded` does in one call: a multi-row `INSERT OR IGNORE` per chunk
 //! of events, fold only the rows inserted into per-minute and per-hour totals in memory
-//! ([`Rollups`], shared with the PostgreSQL store), then upsert each touched rollup row once
+//! (`Rollups`, shared with the PostgreSQL store), then upsert each touched rollup row once
 //! (read, merge, write — safe inside the write transaction). A batch of fresh events (the usual case) is
 //! one statement per chunk, its rows counted by `changes()`; a batch with an id already
 //! stored is rolled back and redone with `RETURNING id`, which names the rows inserted.
-//! Every write goes through one connection (sqlx runs each SQLite connection on its own
-//! worker thread, with one channel hop per statement, so fewer statements is the saving).
-//! The database runs in WAL mode.
 
-use std::collections::HashSet;
+#[cfg(test)]
+mod tests;
+mod writer;
+
 use std::str::FromStr;
 
 use futures_util::future::BoxFuture;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::model::{
-    Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow, Rollups,
-    SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, add_opt, opt_max, opt_min, to_i64,
-    to_u64,
+    Bucket, EventQuery, EventStore, Page, Pruned, RetentionSettings, RollupRow,
+    SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, StoreSettings, to_u64,
 };
 use crate::pipeline::event::Event;
-use crate::pipeline::histogram::Histogram;
+pub use writer::THREAD_NAME as WRITER_THREAD;
+use writer::Writer;
 
 /// Migrations for this backend, embedded at compile time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -41,11 +49,11 @@ const INSERT_CHUNK: usize = 500;
 /// The SQLite backend.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// The one writer connection (batches, retention, migrations), so every write runs on
-    /// the same sqlx worker thread with its prepared statements, and writes queue here
-    /// rather than on SQLite's file lock.
-    writer: SqlitePool,
-    /// Connections for the history queries (WAL mode, so readers do not block the writer).
+    /// The writer thread (batches, retention): every write runs on its one connection with
+    /// its prepared statements, and writes queue there rather than on SQLite's file lock.
+    writer: Writer,
+    /// Connections for the history queries and migrations (WAL mode, so readers do not
+    /// block the writer).
     pool: SqlitePool,
 }
 
@@ -66,10 +74,15 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_lazy_with(options.clone());
+        let path = options.get_filename();
+        if path.to_string_lossy().starts_with("file:sqlx-in-memory") {
+            // The writer's connection would be a second, separate database.
+            return Err(StoreError::InvalidUrl(
+                "the SQLite store needs a file, not :memory:".to_owned(),
+            ));
+        }
+        let writer = Writer::start(path.to_path_buf())?;
+        // One connection of the budget is the writer's.
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections.saturating_sub(1).max(1))
             .acquire_timeout(settings.acquire_timeout)
@@ -82,195 +95,11 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Inserts the batch and folds the new rows; see the module docs.
-    async fn insert(&self, events: &[Event]) -> StoreResult<u64> {
-        if events.is_empty() {
-            return Ok(0);
-        }
-        match self.insert_fresh(events).await? {
-            Some(inserted) => Ok(inserted),
-            None => self.insert_checked(events).await,
-        }
+    /// Resolves once the writer thread has ended: after the last clone of this store is
+    /// dropped and the writes already queued have run.
+    pub fn writer_stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.writer.stopped()
     }
-
-    /// The fast path, for a batch of events none of which is stored yet (the usual case):
-    /// plain multi-row `INSERT OR IGNORE`s without `RETURNING`, so each chunk is one
-    /// statement and one reply from sqlx's worker thread, not one reply per row. If every
-    /// row went in, all of them are folded and the transaction commits. If any was ignored
-    /// (a replayed batch, an id twice in the batch), the transaction is rolled back and
-    /// `None` returned: [`Self::insert_checked`] then learns row by row which are new.
-    async fn insert_fresh(&self, events: &[Event]) -> StoreResult<Option<u64>> {
-        let mut tx = self.writer.begin().await?;
-        let mut inserted = 0u64;
-        for chunk in events.chunks(INSERT_CHUNK) {
-            inserted += insert_rows(chunk, false)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        if inserted != events.len() as u64 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        write_rollups(Rollups::of(events), &mut tx).await?;
-        tx.commit().await?;
-        Ok(Some(inserted))
-    }
-
-    /// The general path: `RETURNING id` names the rows actually inserted (OR IGNORE skips
-    /// ids already stored), and only those are folded.
-    async fn insert_checked(&self, events: &[Event]) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
-        let mut rollups = Rollups::default();
-        let mut inserted = 0u64;
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let rows = insert_rows(chunk, true).fetch_all(&mut *tx).await?;
-            let mut new_ids = HashSet::with_capacity(rows.len());
-            for row in &rows {
-                new_ids.insert(row.try_get::<String, _>(0)?);
-            }
-            for event in chunk {
-                // `remove`: an id repeated within the batch is folded once.
-                if !new_ids.remove(&event.id.to_string()) {
-                    continue;
-                }
-                inserted += 1;
-                rollups.add(event);
-            }
-        }
-        write_rollups(rollups, &mut tx).await?;
-        tx.commit().await?;
-        Ok(inserted)
-    }
-}
-
-/// One multi-row `INSERT OR IGNORE` of `chunk` (at most [`INSERT_CHUNK`] events), with
-/// `RETURNING id` when `returning`. Full-size chunks are kept prepared on the writer
-/// connection; the odd-sized tail of a batch is prepared once and not cached, so it does
-/// not push the full-size statements out of sqlx's statement cache.
-fn insert_rows(
-    chunk: &[Event],
-    returning: bool,
-) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments> {
-    let mut sql = String::with_capacity(100 + chunk.len() * 20);
-    sql.push_str(
-        "INSERT OR IGNORE INTO monitoring_events (id, ts, instance, source, type, data) VALUES ",
-    );
-    for i in 0..chunk.len() {
-        sql.push_str(if i == 0 {
-            "(?, ?, ?, ?, ?, ?)"
-        } else {
-            ", (?, ?, ?, ?, ?, ?)"
-        });
-    }
-    if returning {
-        sql.push_str(" RETURNING id");
-    }
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == INSERT_CHUNK);
-    for event in chunk {
-        let data = serde_json::to_string(&event.data).unwrap_or_else(|_| "{}".to_owned());
-        query = query
-            .bind(event.id.to_string())
-            .bind(event.ts)
-            .bind(event.instance.as_str())
-            .bind(event.source.as_str())
-            .bind(event.kind.as_str())
-            .bind(data);
-    }
-    query
-}
-
-/// Adds the batch's totals to the stored rollup rows, inside the batch's transaction.
-async fn write_rollups(
-    rollups: Rollups<'_>,
-    tx: &mut Transaction<'static, Sqlite>,
-) -> StoreResult<()> {
-    let (minute, hour) = rollups.into_rows();
-    for row in minute {
-        upsert_rollup(tx, Bucket::Minute, row).await?;
-    }
-    for row in hour {
-        upsert_rollup(tx, Bucket::Hour, row).await?;
-    }
-    Ok(())
-}
-
-/// Adds `add` to the stored rollup row with the same key (or creates it).
-async fn upsert_rollup(
-    tx: &mut Transaction<'static, Sqlite>,
-    bucket: Bucket,
-    add: RollupRow,
-) -> StoreResult<()> {
-    let select = match bucket {
-        Bucket::Minute => {
-            "SELECT bucket, type, source, model, count, error_count, latency_count, latency_sum, \
-             latency_min, latency_max, latency_hist, prompt_tokens, completion_tokens, cost_usd \
-             FROM metrics_1min WHERE bucket = ? AND type = ? AND source = ? AND model = ?"
-        }
-        Bucket::Hour => {
-            "SELECT bucket, type, source, model, count, error_count, latency_count, latency_sum, \
-             latency_min, latency_max, latency_hist, prompt_tokens, completion_tokens, cost_usd \
-             FROM metrics_1hour WHERE bucket = ? AND type = ? AND source = ? AND model = ?"
-        }
-    };
-    let existing = sqlx::query(select)
-        .bind(add.bucket)
-        .bind(&add.kind)
-        .bind(&add.source)
-        .bind(&add.model)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let merged = match existing {
-        Some(row) => {
-            let old = rollup_from_row(&row)?;
-            let mut hist = Histogram::from_json(&old.latency_hist);
-            hist.merge(&Histogram::from_json(&add.latency_hist));
-            RollupRow {
-                count: old.count + add.count,
-                error_count: old.error_count + add.error_count,
-                latency_count: old.latency_count + add.latency_count,
-                latency_sum: old.latency_sum + add.latency_sum,
-                latency_min: opt_min(old.latency_min, add.latency_min),
-                latency_max: opt_max(old.latency_max, add.latency_max),
-                latency_hist: hist.to_json(),
-                prompt_tokens: add_opt(old.prompt_tokens, add.prompt_tokens),
-                completion_tokens: add_opt(old.completion_tokens, add.completion_tokens),
-                cost_usd: add_opt(old.cost_usd, add.cost_usd),
-                ..add
-            }
-        }
-        None => add,
-    };
-    let write = match bucket {
-        Bucket::Minute => {
-            "INSERT OR REPLACE INTO metrics_1min (bucket, type, source, model, count, error_count, \
-             latency_count, latency_sum, latency_min, latency_max, latency_hist, prompt_tokens, \
-             completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        }
-        Bucket::Hour => {
-            "INSERT OR REPLACE INTO metrics_1hour (bucket, type, source, model, count, error_count, \
-             latency_count, latency_sum, latency_min, latency_max, latency_hist, prompt_tokens, \
-             completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        }
-    };
-    sqlx::query(write)
-        .bind(merged.bucket)
-        .bind(&merged.kind)
-        .bind(&merged.source)
-        .bind(&merged.model)
-        .bind(to_i64(merged.count))
-        .bind(to_i64(merged.error_count))
-        .bind(to_i64(merged.latency_count))
-        .bind(merged.latency_sum)
-        .bind(merged.latency_min)
-        .bind(merged.latency_max)
-        .bind(merged.latency_hist.to_string())
-        .bind(merged.prompt_tokens.map(to_i64))
-        .bind(merged.completion_tokens.map(to_i64))
-        .bind(merged.cost_usd)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// Decodes a rollup row selected in the canonical column order.
@@ -323,7 +152,7 @@ impl EventStore for SqliteStore {
     }
 
     fn migrate(&self) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(async move { Ok(MIGRATOR.run(&self.writer).await?) })
+        Box::pin(async move { Ok(MIGRATOR.run(&self.pool).await?) })
     }
 
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
@@ -334,7 +163,16 @@ impl EventStore for SqliteStore {
     }
 
     fn insert_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, StoreResult<u64>> {
-        Box::pin(self.insert(events))
+        Box::pin(async move {
+            if events.is_empty() {
+                return Ok(0);
+            }
+            // The thread needs its own copy: this borrow ends when the caller stops waiting.
+            let events = events.to_vec();
+            self.writer
+                .run(move |conn| writer::insert(conn, &events))
+                .await
+        })
     }
 
     fn prune(
@@ -346,29 +184,14 @@ impl EventStore for SqliteStore {
             let cutoff = |d: std::time::Duration| {
                 now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             };
-            // One transaction: a reader never sees raw rows pruned but their rollups not.
-            let mut tx = self.writer.begin().await?;
-            let events = sqlx::query("DELETE FROM monitoring_events WHERE ts < ?")
-                .bind(cutoff(retention.raw))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            let minute_rows = sqlx::query("DELETE FROM metrics_1min WHERE bucket < ?")
-                .bind(cutoff(retention.minute))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            let hour_rows = sqlx::query("DELETE FROM metrics_1hour WHERE bucket < ?")
-                .bind(cutoff(retention.hour))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(Pruned {
-                events,
-                minute_rows,
-                hour_rows,
-            })
+            let (events, minutes, hours) = (
+                cutoff(retention.raw),
+                cutoff(retention.minute),
+                cutoff(retention.hour),
+            );
+            self.writer
+                .run(move |conn| writer::prune(conn, events, minutes, hours))
+                .await
         })
     }
 
