@@ -271,7 +271,7 @@ impl Sample {
     }
 }
 
-/// Parses `perf script -F comm,tid,ip,sym` output: a header line per sample, then one
+/// Parses `perf script -F comm,tid,ip,sym,dso` output: a header line per sample, then one
 /// indented `ip symbol` line per frame, innermost first, then a blank line.
 pub fn parse_script(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
@@ -468,7 +468,7 @@ pub fn record(pid: u32, data: &Path, secs: u64) -> anyhow::Result<()> {
 /// graphs, so run it after the load).
 pub fn samples(data: &Path) -> anyhow::Result<Vec<Sample>> {
     let script = Command::new(PERF)
-        .args(["script", "--no-inline", "-F", "comm,tid,ip,sym", "-i"])
+        .args(["script", "--no-inline", "-F", "comm,tid,ip,sym,dso", "-i"])
         .arg(data)
         .output()
         .context("running perf script")?;
