@@ -41,11 +41,6 @@ use writer::Writer;
 /// Migrations for this backend, embedded at compile time.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
-/// Events per multi-row `INSERT`: 6 bound values each, so 3,000 per statement, under the
-/// bundled SQLite's limit of 32,766 (`SQLITE_MAX_VARIABLE_NUMBER`); the flusher's default
-/// `max_batch` is one statement.
-const INSERT_CHUNK: usize = 500;
-
 /// The SQLite backend.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {

@@ -18,13 +18,17 @@ use std::sync::mpsc;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
 
-use super::INSERT_CHUNK;
 use crate::pipeline::event::Event;
 use crate::pipeline::histogram::Histogram;
 use crate::pipeline::store::model::{
     Bucket, Pruned, RollupRow, Rollups, SQLITE_BUSY_TIMEOUT, StoreError, StoreResult, add_opt,
     opt_max, opt_min, to_i64, to_u64,
 };
+
+/// Events per multi-row `INSERT`: 6 bound values each, so 3,000 per statement, under the
+/// bundled SQLite's limit of 32,766 (`SQLITE_MAX_VARIABLE_NUMBER`); the flusher's default
+/// `max_batch` is one statement.
+const INSERT_CHUNK: usize = 500;
 
 /// The writer thread's name: at most 15 bytes, so `/proc/<pid>/task/*/comm`, `top -H` and
 /// `perf` show it whole.
