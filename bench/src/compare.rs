@@ -139,13 +139,7 @@ async fn settle(ctx: &Ctx, ports: [u16; 2]) {
 async fn pipeline_idle(ctx: &Ctx, port: u16, within: Duration) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     loop {
-        let health: serde_json::Value = ctx
-            .client
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let health = crate::health(ctx, port).await?;
         let pipeline = &health["components"]["pipeline"];
         let waiting = |field: &str| pipeline[field].as_u64();
         match (waiting("buffered"), waiting("spilled_bytes")) {

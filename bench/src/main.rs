@@ -435,15 +435,20 @@ async fn cache_hit(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads exai's recorded-event counter from `/health`.
-async fn recorded(ctx: &Ctx, port: u16) -> anyhow::Result<(u64, Value)> {
-    let h: Value = ctx
+/// exai's `/health` document.
+async fn health(ctx: &Ctx, port: u16) -> anyhow::Result<Value> {
+    Ok(ctx
         .client
         .get(format!("http://127.0.0.1:{port}/health"))
         .send()
         .await?
         .json()
-        .await?;
+        .await?)
+}
+
+/// Reads exai's recorded-event counter from `/health`.
+async fn recorded(ctx: &Ctx, port: u16) -> anyhow::Result<(u64, Value)> {
+    let h = health(ctx, port).await?;
     let n = h["components"]["events"]["recorded"]
         .as_u64()
         .context("no components.events.recorded in /health")?;

@@ -304,31 +304,26 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Figures> {
             order1.reverse();
             order32.reverse();
         }
-        for t in order1 {
-            eprintln!("[bench] nginx rep {rep}: c=1 {}", t.label());
-            let before = pids.get(&t).map(|p| profile::tree_ticks(*p));
-            let run = wrk_run(t, 1, span).await??;
-            if let (Some(before), Some(pid)) = (before, pids.get(&t)) {
-                let ticks = profile::tree_ticks(*pid).saturating_sub(before);
-                let us = ticks as f64 / profile::TICKS_PER_S * 1e6;
-                cpu1.entry(t)
-                    .or_default()
-                    .push(us / run.requests.max(1) as f64);
+        for (conns, order) in [(1, order1), (32, order32)] {
+            let (runs, cpus) = if conns == 1 {
+                (&mut c1, &mut cpu1)
+            } else {
+                (&mut c32, &mut cpu)
+            };
+            for t in order {
+                eprintln!("[bench] nginx rep {rep}: {conns} conns {}", t.label());
+                let before = pids.get(&t).map(|p| profile::tree_ticks(*p));
+                let run = wrk_run(t, conns, span).await??;
+                // The serving process's CPU per response over the run.
+                if let (Some(before), Some(pid)) = (before, pids.get(&t)) {
+                    let ticks = profile::tree_ticks(*pid).saturating_sub(before);
+                    let us = ticks as f64 / profile::TICKS_PER_S * 1e6;
+                    cpus.entry(t)
+                        .or_default()
+                        .push(us / run.requests.max(1) as f64);
+                }
+                runs.entry(t).or_default().push(run);
             }
-            c1.entry(t).or_default().push(run);
-        }
-        for t in order32 {
-            eprintln!("[bench] nginx rep {rep}: 32 conns {}", t.label());
-            let before = pids.get(&t).map(|p| profile::tree_ticks(*p));
-            let run = wrk_run(t, 32, span).await??;
-            if let (Some(before), Some(pid)) = (before, pids.get(&t)) {
-                let ticks = profile::tree_ticks(*pid).saturating_sub(before);
-                let us = ticks as f64 / profile::TICKS_PER_S * 1e6;
-                cpu.entry(t)
-                    .or_default()
-                    .push(us / run.requests.max(1) as f64);
-            }
-            c32.entry(t).or_default().push(run);
         }
     }
     let mut figures = Figures {
