@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use exai_actors::pipeline::event::Event;
-use exai_actors::pipeline::store::{EventStore, open_store};
+use exai_actors::pipeline::store::{EventStore, open_store, shared_batch};
 use serde_json::json;
 
 /// Figures for one backend.
@@ -79,7 +79,7 @@ fn events(n: usize) -> Vec<Event> {
 }
 
 async fn store_eps(store: &Arc<dyn EventStore>, total: usize, batch: usize) -> anyhow::Result<f64> {
-    let evs = events(total);
+    let evs = shared_batch(&events(total));
     let start = Instant::now();
     for chunk in evs.chunks(batch) {
         store.insert_batch(chunk).await.context("insert_batch")?;
@@ -90,7 +90,7 @@ async fn store_eps(store: &Arc<dyn EventStore>, total: usize, batch: usize) -> a
 async fn flush_latency(store: &Arc<dyn EventStore>, flushes: usize) -> anyhow::Result<(u64, u64)> {
     let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for _ in 0..flushes {
-        let batch = events(50);
+        let batch = shared_batch(&events(50));
         let t = Instant::now();
         store.insert_batch(&batch).await?;
         h.record((t.elapsed().as_micros() as u64).max(1))?;

@@ -15,7 +15,7 @@ use exai_actors::pipeline::flusher::{Flush, MetricsBuffer, MetricsPipeline, Pipe
 use exai_actors::pipeline::histogram::{Histogram, RELATIVE_ERROR};
 use exai_actors::pipeline::recorder::Recorder;
 use exai_actors::pipeline::store::{
-    Bucket, EventQuery, EventStore, RollupRow, StoreError, open_store, rollups_of,
+    Bucket, EventQuery, EventStore, RollupRow, StoreError, open_store, rollups_of, shared_batch,
 };
 use exai_actors::policy::breaker::BreakerSettings;
 use exai_actors::policy::retry::RetryPolicy;
@@ -210,17 +210,17 @@ async fn exactly_once_rollups_and_history(store: Arc<dyn EventStore>) {
     let fresh = sample(N, now);
     again.push(fresh.clone());
     assert_eq!(
-        store.insert_batch(&again).await.unwrap(),
+        store.insert_batch(&shared_batch(&again)).await.unwrap(),
         1,
         "only the new event is new"
     );
-    assert_eq!(store.insert_batch(&again).await.unwrap(), 0);
+    assert_eq!(store.insert_batch(&shared_batch(&again)).await.unwrap(), 0);
     recorded.insert(fresh.id, fresh);
     // The same id twice within one batch is stored and counted once.
     let twice = sample(N + 1, now);
     assert_eq!(
         store
-            .insert_batch(&[twice.clone(), twice.clone()])
+            .insert_batch(&shared_batch(&[twice.clone(), twice.clone()]))
             .await
             .unwrap(),
         1
@@ -444,7 +444,7 @@ async fn postgres_write_paths_agree_with_each_other_and_with_sqlite() {
     ];
     for (batch, new) in batches {
         assert_eq!(
-            columns.insert_batch(batch).await.unwrap(),
+            columns.insert_batch(&shared_batch(batch)).await.unwrap(),
             new,
             "columns path"
         );
@@ -454,7 +454,11 @@ async fn postgres_write_paths_agree_with_each_other_and_with_sqlite() {
             .await
             .unwrap();
         assert_eq!(via_json as u64, new, "aggregate_metrics(jsonb)");
-        assert_eq!(sqlite.insert_batch(batch).await.unwrap(), new, "sqlite");
+        assert_eq!(
+            sqlite.insert_batch(&shared_batch(batch)).await.unwrap(),
+            new,
+            "sqlite"
+        );
     }
 
     let mut want = events.clone();
@@ -524,9 +528,10 @@ async fn postgres_concurrent_overlapping_batches_count_each_event_once() {
             .map(|n| sample(round * 1000 + n, now - (n as i64 * 7_001) % 3_600_000))
             .collect();
         let (left, right) = (&events[..600], &events[300..]);
-        let (a, b) = tokio::join!(async { store.insert_batch(left).await.unwrap() }, async {
-            other.insert_batch(right).await.unwrap()
-        },);
+        let (a, b) = tokio::join!(
+            async { store.insert_batch(&shared_batch(left)).await.unwrap() },
+            async { other.insert_batch(&shared_batch(right)).await.unwrap() },
+        );
         assert_eq!(
             a + b,
             900,
@@ -631,24 +636,33 @@ async fn postgres_prefolded_fast_path_and_replay_paths_equal_the_fold_of_raw_row
     let (c, d) = rest.split_at(300);
 
     // Fresh: the fast path.
-    assert_eq!(store.insert_batch(a).await.unwrap(), 300);
+    assert_eq!(store.insert_batch(&shared_batch(a)).await.unwrap(), 300);
     assert_rollups_exact(store.as_ref(), "fresh").await;
     // The same batch again: nothing new, nothing counted twice.
-    assert_eq!(store.insert_batch(a).await.unwrap(), 0);
+    assert_eq!(store.insert_batch(&shared_batch(a)).await.unwrap(), 0);
     assert_rollups_exact(store.as_ref(), "replay").await;
     // One already-stored id among new ones (in the middle, so the fast path has inserted
     // rows before it meets the conflict).
     let mut one_stored = b.to_vec();
     one_stored.insert(150, a[7].clone());
-    assert_eq!(store.insert_batch(&one_stored).await.unwrap(), 300);
+    assert_eq!(
+        store
+            .insert_batch(&shared_batch(&one_stored))
+            .await
+            .unwrap(),
+        300
+    );
     assert_rollups_exact(store.as_ref(), "one stored id").await;
     // An id twice within one fresh batch: stored and counted once.
     let mut twice = c.to_vec();
     twice.push(c[42].clone());
-    assert_eq!(store.insert_batch(&twice).await.unwrap(), 300);
+    assert_eq!(
+        store.insert_batch(&shared_batch(&twice)).await.unwrap(),
+        300
+    );
     assert_rollups_exact(store.as_ref(), "id twice").await;
     // Fresh again after the fallbacks: the fast path adds to rows both paths wrote.
-    assert_eq!(store.insert_batch(d).await.unwrap(), 300);
+    assert_eq!(store.insert_batch(&shared_batch(d)).await.unwrap(), 300);
     assert_rollups_exact(store.as_ref(), "fresh after fallbacks").await;
 
     let mut want = events.clone();
@@ -684,7 +698,7 @@ async fn measure_flush(store: &dyn EventStore, batch: usize, rounds: usize) -> (
             .map(|n| sample(n, exai_actors::pipeline::store::now_ms()))
             .collect();
         let started = Instant::now();
-        store.insert_batch(&events).await.unwrap();
+        store.insert_batch(&shared_batch(&events)).await.unwrap();
         if round >= 3 {
             times.push(started.elapsed().as_secs_f64() * 1000.0);
         }
@@ -786,7 +800,7 @@ async fn retention_prunes_old_rows(store: Arc<dyn EventStore>) {
         .enumerate()
         .map(|(n, age)| sample(n as u64, now - age))
         .collect();
-    store.insert_batch(&events).await.unwrap();
+    store.insert_batch(&shared_batch(&events)).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let recorder = Recorder::new("test", 100);

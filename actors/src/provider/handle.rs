@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -50,8 +50,9 @@ use crate::policy::failure_log::FailureLog;
 
 /// How long idle pooled connections are kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// The header carrying the client call's request id upstream.
-const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The header carrying the client call's request id upstream (a constant name, so no
+/// request parses or allocates it).
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Source of unique handle ids, the key of the per-thread client table.
 static NEXT_HANDLE_ID: AtomicU64 = AtomicU64::new(1);

@@ -407,7 +407,7 @@ impl Shared {
     /// one by one and drops, counts and logs only the refused ones, so one bad event cannot
     /// wedge the pipeline. Connectivity errors are returned untouched.
     #[tracing::instrument(name = "store.flush", skip_all, fields(backend = self.store.backend(), batch = events.len()))]
-    async fn insert(&self, events: &[Event]) -> Result<u64, StoreError> {
+    async fn insert(&self, events: &[Arc<Event>]) -> Result<u64, StoreError> {
         match self.store.insert_batch(events).await {
             Err(error) if error.is_rejection() => {
                 let mut inserted = 0;

@@ -38,7 +38,7 @@ impl EventStore for FakeStore {
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async { self.check() })
     }
-    fn insert_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, StoreResult<u64>> {
+    fn insert_batch<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, StoreResult<u64>> {
         Box::pin(async move {
             self.check()?;
             if events.iter().any(|e| e.data.get("poison").is_some()) {
@@ -47,7 +47,7 @@ impl EventStore for FakeStore {
             let mut rows = self.rows.lock().unwrap();
             let mut n = 0;
             for e in events {
-                if rows.insert(e.id, e.clone()).is_none() {
+                if rows.insert(e.id, Event::clone(e)).is_none() {
                     n += 1;
                 }
             }

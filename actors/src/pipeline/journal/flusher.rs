@@ -78,7 +78,7 @@ impl Journal {
         let mut not_on_disk = taken.unwritten.iter().copied().peekable();
         for (i, event) in std::mem::take(&mut taken.events).into_iter().enumerate() {
             if not_on_disk.next_if_eq(&i).is_some() {
-                unwritten.push(Arc::new(event));
+                unwritten.push(event);
             } else {
                 forgotten += 1;
             }
@@ -194,7 +194,7 @@ impl Journal {
                             read.torn_tail_bytes = Some(written - from);
                             self.report_damage(&seg, &read);
                             return Ok(Some(Backlog {
-                                events: read.events,
+                                events: shared(read.events),
                                 seg,
                                 to: written,
                             }));
@@ -203,7 +203,7 @@ impl Journal {
                 }
                 self.report_damage(&seg, &decoded.read);
                 return Ok(Some(Backlog {
-                    events: decoded.read.events,
+                    events: shared(decoded.read.events),
                     to: from + decoded.consumed as u64,
                     seg,
                 }));
@@ -357,4 +357,9 @@ fn read_range(seg: &Seg, from: u64, to: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.take(len).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// Events read back from disk, as a batch for the store.
+fn shared(events: Vec<Event>) -> Vec<Arc<Event>> {
+    events.into_iter().map(Arc::new).collect()
 }

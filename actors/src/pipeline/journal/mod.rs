@@ -174,8 +174,8 @@ struct Pending {
 /// is safe too: its segments are then read from disk.
 #[derive(Debug, Default)]
 pub struct Taken {
-    /// The events, oldest first within each shard.
-    pub events: Vec<Event>,
+    /// The events, oldest first within each shard (shared with the live feed, not copied).
+    pub events: Vec<Arc<Event>>,
     /// For each segment involved, the end of its last record here.
     marks: Vec<At>,
     /// Indices (in `events`) of events that are not on disk.
@@ -197,8 +197,7 @@ impl Taken {
             },
             None => self.unwritten.push(self.events.len()),
         }
-        // The live feed has usually let go by now, so this moves rather than copies.
-        self.events.push(Arc::unwrap_or_clone(pending.event));
+        self.events.push(pending.event);
     }
 }
 
@@ -217,7 +216,7 @@ impl Drop for Taken {
 #[derive(Debug)]
 pub struct Backlog {
     /// The intact events (may be empty if the run was all damage).
-    pub events: Vec<Event>,
+    pub events: Vec<Arc<Event>>,
     /// The segment read.
     seg: Arc<Seg>,
     /// Offset just past the run.

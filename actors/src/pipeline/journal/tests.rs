@@ -21,7 +21,7 @@ fn event(n: i64) -> Event {
     Event::new("t", "s", "x.y", json!({ "n": n }))
 }
 
-fn ns(events: &[Event]) -> Vec<i64> {
+fn ns(events: &[Arc<Event>]) -> Vec<i64> {
     events
         .iter()
         .map(|e| e.data["n"].as_i64().unwrap())
@@ -29,7 +29,7 @@ fn ns(events: &[Event]) -> Vec<i64> {
 }
 
 /// Reads the whole backlog, confirming each run; the events in order.
-fn replay(journal: &Journal) -> Vec<Event> {
+fn replay(journal: &Journal) -> Vec<Arc<Event>> {
     let mut out = Vec::new();
     while let Some(run) = journal.backlog(7).unwrap() {
         out.extend(run.events.iter().cloned());

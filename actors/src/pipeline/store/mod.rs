@@ -30,7 +30,7 @@ pub use model::{
     Bucket, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PAGE_LIMIT, EventQuery,
     EventStore, MAX_PAGE_LIMIT, MAX_TIMESERIES_POINTS, Page, Point, Pruned, RetentionSettings,
     RollupRow, SQLITE_BUSY_TIMEOUT, SUMMARY_MINUTE_ROLLUP_MAX, StoreError, StoreResult,
-    StoreSettings, SummaryRow, now_ms, rollups_of, series, summarize,
+    StoreSettings, SummaryRow, now_ms, rollups_of, series, shared_batch, summarize,
 };
 
 /// Opens the store named by `database_url` with default pool settings.

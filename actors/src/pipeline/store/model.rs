@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -333,7 +334,9 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Inserts `events` idempotently by id and folds only the newly inserted ones into the
     /// rollups, in one transaction. Returns how many were new.
-    fn insert_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, StoreResult<u64>>;
+    /// The events are shared (`Arc`) with the journal's memory and the live feed, so a batch
+    /// reaches the store without a copy.
+    fn insert_batch<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, StoreResult<u64>>;
 
     /// Deletes rows older than the retention periods, measured back from `now_ms`.
     fn prune(
@@ -613,6 +616,12 @@ pub fn rollups_of(events: &[Event], bucket: Bucket) -> Vec<RollupRow> {
 /// A rollup row's key: bucket start (unix ms), type, source, model ([`rollup_model`]).
 pub(crate) type RollupKey<'a> = (i64, &'a str, &'a str, &'a str);
 
+/// `events` as a batch for [`EventStore::insert_batch`] (a copy of each; for tests, tools and
+/// replays that hold plain events).
+pub fn shared_batch(events: &[Event]) -> Vec<Arc<Event>> {
+    events.iter().cloned().map(Arc::new).collect()
+}
+
 /// The key of the `bucket` rollup row `event` is folded into.
 pub(crate) fn rollup_key(bucket: Bucket, event: &Event) -> RollupKey<'_> {
     (
@@ -636,7 +645,7 @@ pub(crate) struct Rollups<'a> {
 
 impl<'a> Rollups<'a> {
     /// The totals of `events`, every one of them new.
-    pub(crate) fn of(events: &'a [Event]) -> Self {
+    pub(crate) fn of(events: &'a [Arc<Event>]) -> Self {
         let mut rollups = Self::default();
         events.iter().for_each(|event| rollups.add(event));
         rollups

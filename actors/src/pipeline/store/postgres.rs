@@ -17,6 +17,7 @@
 //! batch as one JSON array and delegates to `aggregate_metrics_columns`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
@@ -247,14 +248,17 @@ impl EventStore for PgStore {
         })
     }
 
-    fn insert_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, StoreResult<u64>> {
+    fn insert_batch<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, StoreResult<u64>> {
         Box::pin(async move {
             if events.is_empty() {
                 return Ok(0);
             }
             let sanitized;
-            let events = if events.iter().any(has_nul) {
-                sanitized = events.iter().map(without_nul).collect::<Vec<_>>();
+            let events = if events.iter().any(|event| has_nul(event)) {
+                sanitized = events
+                    .iter()
+                    .map(|event| Arc::new(without_nul(event)))
+                    .collect::<Vec<_>>();
                 sanitized.as_slice()
             } else {
                 events

@@ -21,6 +21,7 @@ mod tests;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use sqlx::Row;
@@ -157,12 +158,13 @@ impl EventStore for SqliteStore {
         })
     }
 
-    fn insert_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, StoreResult<u64>> {
+    fn insert_batch<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, StoreResult<u64>> {
         Box::pin(async move {
             if events.is_empty() {
                 return Ok(0);
             }
-            // The thread needs its own copy: this borrow ends when the caller stops waiting.
+            // The thread needs its own handles (this borrow ends when the caller stops
+            // waiting): the events are shared, not copied.
             let events = events.to_vec();
             self.writer
                 .run(move |conn| writer::insert(conn, &events))

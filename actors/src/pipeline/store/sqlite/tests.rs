@@ -11,7 +11,7 @@ use futures_util::FutureExt as _;
 use serde_json::json;
 
 use super::*;
-use crate::pipeline::store::now_ms;
+use crate::pipeline::store::{now_ms, shared_batch};
 
 /// Waits at most this long for an answer that must come at once: a hang fails the test
 /// instead of wedging it.
@@ -75,7 +75,9 @@ async fn a_statement_error_comes_back_as_an_error_and_the_writer_recovers() {
     let store = db.open();
     // Not migrated yet: the table is missing.
     let batch = events(3);
-    let error = answer(store.insert_batch(&batch)).await.unwrap_err();
+    let error = answer(store.insert_batch(&shared_batch(&batch)))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, StoreError::Sqlite(_)) && error.to_string().contains("no such table"),
         "{error}"
@@ -90,9 +92,16 @@ async fn a_statement_error_comes_back_as_an_error_and_the_writer_recovers() {
     assert!(matches!(error, StoreError::Sqlite(_)), "{error}");
 
     answer(store.migrate()).await.unwrap();
-    assert_eq!(answer(store.insert_batch(&batch)).await.unwrap(), 3);
     assert_eq!(
-        answer(store.insert_batch(&batch)).await.unwrap(),
+        answer(store.insert_batch(&shared_batch(&batch)))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        answer(store.insert_batch(&shared_batch(&batch)))
+            .await
+            .unwrap(),
         0,
         "idempotent"
     );
@@ -106,10 +115,14 @@ async fn an_unopenable_file_comes_back_as_an_error() {
     // The database path is a directory: the writer cannot open it.
     std::fs::create_dir_all(db.file()).unwrap();
     let store = db.open();
-    let error = answer(store.insert_batch(&events(1))).await.unwrap_err();
+    let error = answer(store.insert_batch(&shared_batch(&events(1))))
+        .await
+        .unwrap_err();
     assert!(matches!(error, StoreError::Sqlite(_)), "{error}");
     // And again: the failed open is retried, not cached as a dead connection.
-    let error = answer(store.insert_batch(&events(1))).await.unwrap_err();
+    let error = answer(store.insert_batch(&shared_batch(&events(1))))
+        .await
+        .unwrap_err();
     assert!(matches!(error, StoreError::Sqlite(_)), "{error}");
 }
 
@@ -118,13 +131,20 @@ async fn a_deleted_database_file_fails_writes_until_it_is_back() {
     let db = TempDb::new();
     let store = db.open();
     answer(store.migrate()).await.unwrap();
-    assert_eq!(answer(store.insert_batch(&events(5))).await.unwrap(), 5);
+    assert_eq!(
+        answer(store.insert_batch(&shared_batch(&events(5))))
+            .await
+            .unwrap(),
+        5
+    );
     let saved = db.dir.with_extension("saved");
     std::fs::rename(&db.dir, &saved).unwrap();
     std::fs::create_dir_all(&db.dir).unwrap();
     // SQLite alone would go on writing to the moved file; the writer notices and fails.
     for _ in 0..2 {
-        let error = answer(store.insert_batch(&events(5))).await.unwrap_err();
+        let error = answer(store.insert_batch(&shared_batch(&events(5))))
+            .await
+            .unwrap_err();
         assert!(
             matches!(&error, StoreError::Sqlite(_)) && !error.is_rejection(),
             "{error}"
@@ -137,7 +157,12 @@ async fn a_deleted_database_file_fails_writes_until_it_is_back() {
     // The file is back: writes resume on it.
     std::fs::remove_dir_all(&db.dir).unwrap();
     std::fs::rename(&saved, &db.dir).unwrap();
-    assert_eq!(answer(store.insert_batch(&events(5))).await.unwrap(), 5);
+    assert_eq!(
+        answer(store.insert_batch(&shared_batch(&events(5))))
+            .await
+            .unwrap(),
+        5
+    );
     let page = answer(store.events(&EventQuery::default())).await.unwrap();
     assert_eq!(page.events.len(), 10);
 }
@@ -156,7 +181,7 @@ async fn a_panic_on_the_writer_comes_back_as_an_error_and_the_writer_goes_on() {
     );
     // A panic halfway through a transaction leaves nothing behind.
     let batch = events(4);
-    let half = batch.clone();
+    let half = shared_batch(&batch);
     let error = answer(store.writer.run(move |conn| -> StoreResult<()> {
         writer::insert(conn, &half[..2])?;
         let tx = conn.transaction()?;
@@ -166,7 +191,12 @@ async fn a_panic_on_the_writer_comes_back_as_an_error_and_the_writer_goes_on() {
     .await
     .unwrap_err();
     assert!(matches!(error, StoreError::Writer(_)), "{error}");
-    assert_eq!(answer(store.insert_batch(&batch)).await.unwrap(), 2);
+    assert_eq!(
+        answer(store.insert_batch(&shared_batch(&batch)))
+            .await
+            .unwrap(),
+        2
+    );
     let page = answer(store.events(&EventQuery::default())).await.unwrap();
     assert_eq!(page.events.len(), 4);
 }
@@ -177,7 +207,12 @@ async fn dropping_the_store_ends_the_writer_thread() {
     let store = db.open();
     answer(store.migrate()).await.unwrap();
     let clone = store.clone();
-    assert_eq!(answer(clone.insert_batch(&events(2))).await.unwrap(), 2);
+    assert_eq!(
+        answer(clone.insert_batch(&shared_batch(&events(2))))
+            .await
+            .unwrap(),
+        2
+    );
     let stopped = store.writer_stopped();
     let mut stopped = std::pin::pin!(stopped);
     drop(store);

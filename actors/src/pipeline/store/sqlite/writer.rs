@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{oneshot, watch};
@@ -210,7 +210,7 @@ fn open(path: &Path, create: bool) -> StoreResult<Connection> {
 
 /// Inserts the batch and folds the new rows, in one transaction: the fast path for a batch
 /// none of whose ids is stored yet, else the checked path.
-pub fn insert(conn: &mut Connection, events: &[Event]) -> StoreResult<u64> {
+pub fn insert(conn: &mut Connection, events: &[Arc<Event>]) -> StoreResult<u64> {
     if events.is_empty() {
         return Ok(0);
     }
@@ -225,7 +225,7 @@ pub fn insert(conn: &mut Connection, events: &[Event]) -> StoreResult<u64> {
 /// `changes()`. If every row went in, all of them are folded and the transaction commits.
 /// If any was ignored (a replayed batch, an id twice in the batch), the transaction is rolled
 /// back and `None` returned: [`insert_checked`] then learns which rows are new.
-fn insert_fresh(conn: &mut Connection, events: &[Event]) -> StoreResult<Option<u64>> {
+fn insert_fresh(conn: &mut Connection, events: &[Arc<Event>]) -> StoreResult<Option<u64>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut inserted = 0u64;
     for chunk in events.chunks(INSERT_CHUNK) {
@@ -244,7 +244,7 @@ fn insert_fresh(conn: &mut Connection, events: &[Event]) -> StoreResult<Option<u
 
 /// The general path: `RETURNING id` names the rows actually inserted (OR IGNORE skips ids
 /// already stored), and only those are folded.
-fn insert_checked(conn: &mut Connection, events: &[Event]) -> StoreResult<u64> {
+fn insert_checked(conn: &mut Connection, events: &[Arc<Event>]) -> StoreResult<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut rollups = Rollups::default();
     let mut inserted = 0u64;
@@ -293,7 +293,7 @@ fn insert_sql(rows: usize, returning: bool) -> String {
 }
 
 /// Binds the six values of each event of `chunk`, in order.
-fn bind_rows(stmt: &mut rusqlite::CachedStatement<'_>, chunk: &[Event]) -> StoreResult<()> {
+fn bind_rows(stmt: &mut rusqlite::CachedStatement<'_>, chunk: &[Arc<Event>]) -> StoreResult<()> {
     let mut id = uuid::Uuid::encode_buffer();
     for (i, event) in chunk.iter().enumerate() {
         let at = i * 6;
