@@ -346,7 +346,7 @@ impl DashboardBroadcast {
         let instance = self.shared.recorder.instance().to_owned();
         let jsons: Vec<String> = events
             .iter()
-            .map(|e| serde_json::to_string(&**e).unwrap_or_default())
+            .map(|e| serde_json::to_string(&e.encoded()).unwrap_or_default())
             .collect();
         let pairs = events
             .iter()
@@ -473,7 +473,9 @@ impl DashboardBroadcast {
                     out.push(',');
                 }
                 if let Recent::Local(local) = event {
-                    let json: Outbound = serde_json::to_string(&**local).unwrap_or_default().into();
+                    let json: Outbound = serde_json::to_string(&local.encoded())
+                        .unwrap_or_default()
+                        .into();
                     *event = Recent::Encoded(json);
                 }
                 if let Recent::Encoded(json) = event {
@@ -510,7 +512,7 @@ fn event_message(event: &Event) -> (Outbound, Outbound) {
     const HEAD: &str = r#"{"type":"event","event":"#;
     let mut buf = Vec::with_capacity(HEAD.len() + 256);
     buf.extend_from_slice(HEAD.as_bytes());
-    if serde_json::to_writer(&mut buf, event).is_err() {
+    if serde_json::to_writer(&mut buf, &event.encoded()).is_err() {
         buf.truncate(HEAD.len());
         buf.extend_from_slice(b"null");
     }

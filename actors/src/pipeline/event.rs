@@ -5,11 +5,12 @@
 //! [`Recorder::record`](crate::pipeline::recorder::Recorder::record), which writes it to the
 //! journal and hands it to live subscribers as a [`LiveEvent`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// One monitoring event: `{id, ts, instance, source, type, data}`.
@@ -28,6 +29,38 @@ pub struct Event {
     pub kind: String,
     /// Type-specific fields (`ok`, `latency_ms`, `error_kind`, `provider`, `model`, …).
     pub data: Value,
+    /// `data` as JSON text, encoded once by the first that needs it (the journal, at
+    /// recording time) and reused by the store.
+    #[serde(skip)]
+    encoded: EncodedData,
+}
+
+/// The JSON text of an event's `data`, once computed. An event is shared (`Arc`) and not
+/// changed once recorded, so the text stays true for it; a clone, which may be changed,
+/// starts without one. It takes no part in equality.
+#[derive(Default)]
+struct EncodedData(OnceLock<Option<Box<RawValue>>>);
+
+impl Clone for EncodedData {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for EncodedData {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for EncodedData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some_and(Option::is_some) {
+            "encoded"
+        } else {
+            "not encoded"
+        })
+    }
 }
 
 impl Event {
@@ -56,7 +89,49 @@ impl Event {
             source: source.to_owned(),
             kind: kind.to_owned(),
             data,
+            encoded: EncodedData::default(),
         }
+    }
+
+    /// An event read back from a store or built from its parts.
+    pub fn from_parts(
+        id: Uuid,
+        ts: i64,
+        instance: String,
+        source: String,
+        kind: String,
+        data: Value,
+    ) -> Self {
+        Self {
+            id,
+            ts,
+            instance,
+            source,
+            kind,
+            data,
+            encoded: EncodedData::default(),
+        }
+    }
+
+    /// `data` as compact JSON text, encoded on the first call only (see [`EncodedData`]).
+    pub fn data_json(&self) -> &str {
+        self.data_raw().map_or("{}", RawValue::get)
+    }
+
+    /// The event's JSON (the same text as its `Serialize`), with `data` written from the
+    /// text it keeps ([`Event::data_json`]): for a recorded event, which is not changed any
+    /// more, the journal, the store and the live feed all share one encoding of `data`.
+    pub fn encoded(&self) -> Encoded<'_> {
+        Encoded(self)
+    }
+
+    /// [`Event::data_json`] as a raw JSON value, to embed in other JSON as it is. `None`
+    /// only if `data` cannot be encoded (a `Value` always can: its keys are strings).
+    pub fn data_raw(&self) -> Option<&RawValue> {
+        self.encoded
+            .0
+            .get_or_init(|| serde_json::value::to_raw_value(&self.data).ok())
+            .as_deref()
     }
 
     /// `data.ok`, treating a missing field as success.
@@ -67,6 +142,28 @@ impl Event {
     /// `data.latency_ms`, when present.
     pub fn latency_ms(&self) -> Option<f64> {
         self.data.get("latency_ms").and_then(Value::as_f64)
+    }
+}
+
+/// See [`Event::encoded`].
+#[derive(Debug, Clone, Copy)]
+pub struct Encoded<'a>(&'a Event);
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeStruct as _};
+        let event = self.0;
+        let data = event
+            .data_raw()
+            .ok_or_else(|| S::Error::custom("event data cannot be encoded as JSON"))?;
+        let mut out = serializer.serialize_struct("Event", 6)?;
+        out.serialize_field("id", &event.id)?;
+        out.serialize_field("ts", &event.ts)?;
+        out.serialize_field("instance", &event.instance)?;
+        out.serialize_field("source", &event.source)?;
+        out.serialize_field("type", &event.kind)?;
+        out.serialize_field("data", data)?;
+        out.end()
     }
 }
 
@@ -88,5 +185,36 @@ mod tests {
             assert!(pair[0].id < pair[1].id);
             assert!(pair[0].ts <= pair[1].ts);
         }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_shared_encoding_is_the_events_own_json_and_a_clone_starts_afresh() {
+        let event = Event::new(
+            "t",
+            "v1",
+            "request",
+            serde_json::json!({"ok": true, "latency_ms": 1.25, "model": "a \"quoted\" é", "n": [1, 2]}),
+        );
+        let derived = serde_json::to_string(&event).unwrap();
+        assert_eq!(serde_json::to_string(&event.encoded()).unwrap(), derived);
+        assert_eq!(
+            event.data_json(),
+            serde_json::to_string(&event.data).unwrap()
+        );
+        // Encoded now; a clone may be changed, so it must not reuse the text.
+        let mut changed = event.clone();
+        assert_eq!(changed, event, "the cached text takes no part in equality");
+        changed.data["ok"] = Value::Bool(false);
+        assert_eq!(
+            serde_json::from_str::<Value>(changed.data_json()).unwrap()["ok"],
+            false
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(event.data_json()).unwrap()["ok"],
+            true
+        );
+        let back: Event = serde_json::from_str(&derived).unwrap();
+        assert_eq!(back, event);
     }
 }

@@ -88,7 +88,7 @@ pub(super) struct Decoded {
 pub fn encode(event: &Event) -> io::Result<Vec<u8>> {
     let mut record = Vec::with_capacity(512);
     record.extend_from_slice(&[0; HEADER_BYTES]);
-    serde_json::to_writer(&mut record, event).map_err(io::Error::other)?;
+    serde_json::to_writer(&mut record, &event.encoded()).map_err(io::Error::other)?;
     let payload_len = record.len() - HEADER_BYTES;
     let len = u32::try_from(payload_len)
         .ok()

@@ -105,14 +105,14 @@ fn without_nul(event: &Event) -> Event {
             other => other.clone(),
         }
     }
-    Event {
-        id: event.id,
-        ts: event.ts,
-        instance: clean(&event.instance),
-        source: clean(&event.source),
-        kind: clean(&event.kind),
-        data: in_value(&event.data),
-    }
+    Event::from_parts(
+        event.id,
+        event.ts,
+        clean(&event.instance),
+        clean(&event.source),
+        clean(&event.kind),
+        in_value(&event.data),
+    )
 }
 
 /// Decodes a rollup row selected with `bucket` as unix milliseconds.
@@ -139,14 +139,14 @@ fn rollup_from_row(row: &PgRow) -> StoreResult<RollupRow> {
 
 /// Decodes a raw event row selected with `ts` as unix milliseconds.
 fn event_from_row(row: &PgRow) -> StoreResult<Event> {
-    Ok(Event {
-        id: row.try_get("id")?,
-        ts: row.try_get("ts_ms")?,
-        instance: row.try_get("instance")?,
-        source: row.try_get("source")?,
-        kind: row.try_get("type")?,
-        data: row.try_get("data")?,
-    })
+    Ok(Event::from_parts(
+        row.try_get("id")?,
+        row.try_get("ts_ms")?,
+        row.try_get("instance")?,
+        row.try_get("source")?,
+        row.try_get("type")?,
+        row.try_get("data")?,
+    ))
 }
 
 /// One granularity's partial rollup rows as the parallel arrays `monitoring.ingest_prefolded`
@@ -277,7 +277,8 @@ impl EventStore for PgStore {
                 instances.push(event.instance.as_str());
                 sources.push(event.source.as_str());
                 kinds.push(event.kind.as_str());
-                data.push(Json(&event.data));
+                // Encoded once, when the journal wrote it.
+                data.push(Json(event.data_raw()));
             }
             // The batch's rollups, as if every event were new; the function uses them only
             // if it was (see the module docs).

@@ -131,15 +131,14 @@ macro_rules! event_columns {
 fn event_from_row(row: &SqliteRow) -> StoreResult<Event> {
     let id: String = row.try_get("id")?;
     let data: String = row.try_get("data")?;
-    Ok(Event {
-        id: Uuid::parse_str(&id)
-            .map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))?,
-        ts: row.try_get("ts")?,
-        instance: row.try_get("instance")?,
-        source: row.try_get("source")?,
-        kind: row.try_get("type")?,
-        data: serde_json::from_str(&data).unwrap_or_default(),
-    })
+    Ok(Event::from_parts(
+        Uuid::parse_str(&id).map_err(|e| StoreError::Database(sqlx::Error::Decode(e.into())))?,
+        row.try_get("ts")?,
+        row.try_get("instance")?,
+        row.try_get("source")?,
+        row.try_get("type")?,
+        serde_json::from_str(&data).unwrap_or_default(),
+    ))
 }
 
 impl EventStore for SqliteStore {

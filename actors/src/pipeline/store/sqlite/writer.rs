@@ -297,13 +297,13 @@ fn bind_rows(stmt: &mut rusqlite::CachedStatement<'_>, chunk: &[Arc<Event>]) -> 
     let mut id = uuid::Uuid::encode_buffer();
     for (i, event) in chunk.iter().enumerate() {
         let at = i * 6;
-        let data = serde_json::to_string(&event.data).unwrap_or_else(|_| "{}".to_owned());
         stmt.raw_bind_parameter(at + 1, &*event.id.hyphenated().encode_lower(&mut id))?;
         stmt.raw_bind_parameter(at + 2, event.ts)?;
         stmt.raw_bind_parameter(at + 3, event.instance.as_str())?;
         stmt.raw_bind_parameter(at + 4, event.source.as_str())?;
         stmt.raw_bind_parameter(at + 5, event.kind.as_str())?;
-        stmt.raw_bind_parameter(at + 6, data)?;
+        // Encoded once, when the journal wrote it.
+        stmt.raw_bind_parameter(at + 6, event.data_json())?;
     }
     Ok(())
 }
