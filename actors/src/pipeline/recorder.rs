@@ -125,9 +125,8 @@ impl Recorder {
         if let Some(observer) = inner.observer.get() {
             observer(&event);
         }
-        // One allocation shared by the live feed and the journal's memory copy: the
-        // dashboard lets go once it has encoded the event, so the flusher later takes it
-        // back without a copy.
+        // One allocation shared by the live feed, the journal's memory copy and the store's
+        // batch: nothing downstream copies the event (the store takes `Arc`s).
         let event = Arc::new(event);
         if inner.live.receiver_count() > 0 {
             // A send error only means every subscriber left meanwhile.
