@@ -58,6 +58,25 @@ async fn a_completed_stream_is_stored_and_answers_the_next_request() {
     );
 }
 
+/// Waits (at most 5 s) until `app` reports its Redis connection up: an instance connects in
+/// the background after start, and until then serves from L1 alone (by design), which would
+/// make the first request skip L2.
+async fn wait_for_l2(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, health) = app.get_json("/health").await;
+        if health["components"]["cache"]["l2"] == "up" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "L2 never came up: {}",
+            health["components"]["cache"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn two_instances_share_one_redis() {
     let mock = mock();
@@ -65,6 +84,8 @@ async fn two_instances_share_one_redis() {
     let env = [("REDIS_URL", REDIS_URL)];
     let a = spawn_app_with(&env, Some(&toml)).await;
     let b = spawn_app_with(&env, Some(&toml)).await;
+    wait_for_l2(&a).await;
+    wait_for_l2(&b).await;
     let prompt = format!("shared between instances {}", uuid::Uuid::new_v4());
     let (cache_a, _, body_a) = post(&a, &chat(&prompt, false)).await;
     assert_eq!(cache_a, "miss");
